@@ -1,0 +1,3 @@
+module kube-baseline.local/controlplane/etcd
+
+go 1.26.0
