@@ -1,0 +1,336 @@
+//! The `SecurityBaseline` API (`kubebaseline.io/v1alpha1`): the Rust types the CRD is generated
+//! from, with the admission-time validation (OpenAPI patterns and CEL rules) that keeps malformed
+//! baselines out of the cluster.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// The group every kube-baseline API lives in.
+pub const GROUP: &str = "kubebaseline.io";
+
+/// DNS-1123 label: the shape of a namespace name.
+const DNS_LABEL: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+/// DNS-1123 subdomain: the shape of NetworkPolicy and RoleBinding names.
+const DNS_SUBDOMAIN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// A ClusterRole name is any path segment; built-in ones contain `:` (`system:aggregate-to-edit`).
+const CLUSTER_ROLE_NAME: &str = r"^[A-Za-z0-9:._-]+$";
+
+/// Declares the security objects every selected namespace must carry: the instance-metadata
+/// egress NetworkPolicy, RoleBindings to Entra ID groups, and Pod Security Admission labels.
+/// kube-baseline creates, repairs and prunes them continuously and reports compliance here.
+// clippy reads the repeated `printcolumn(type_ = ..)` keys as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "kubebaseline.io",
+    version = "v1alpha1",
+    kind = "SecurityBaseline",
+    shortname = "sbl",
+    status = "SecurityBaselineStatus",
+    category = "all-baselines",
+    doc = "A security baseline every selected namespace is kept on (see spec).",
+    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
+    printcolumn(
+        name = "Selected",
+        type_ = "integer",
+        json_path = ".status.namespaces.selected"
+    ),
+    printcolumn(
+        name = "Compliant",
+        type_ = "integer",
+        json_path = ".status.namespaces.compliant"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new(
+    "self.groupFormat == 'Any' || self.roleBindings.all(rb, rb.groups.all(g, g.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')))"
+).message("roleBindings[].groups must be Microsoft Entra ID group object IDs (GUIDs such as 3f2504e0-4f89-11d3-9a0c-0305e82c3301); set groupFormat: Any to allow other OIDC group names"))]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityBaselineSpec {
+    /// Enforce writes and repairs the baseline's objects; Audit only reports what Enforce would
+    /// change and never writes to a namespace.
+    #[serde(default)]
+    pub mode: Mode,
+
+    /// Which namespaces the baseline applies to, by label. Empty or omitted selects every
+    /// namespace (system namespaces and excludedNamespaces are always left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+
+    /// Namespaces never touched by this baseline, by name, in addition to the system namespaces
+    /// (kube-system, kube-public, kube-node-lease and the operator's --system-namespace flag).
+    #[serde(default)]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 63), regex(pattern = DNS_LABEL)))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub excluded_namespaces: Vec<String>,
+
+    /// Time-boxed, accountable exceptions: in the named namespace the listed controls are not
+    /// applied (and their objects are pruned) until `expires`, then enforced again automatically.
+    #[serde(default)]
+    #[schemars(length(max = 256))]
+    pub exemptions: Vec<Exemption>,
+
+    /// The NetworkPolicy that allows all egress except to the cloud Instance Metadata endpoint.
+    /// Omitted means no NetworkPolicy is managed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_egress: Option<MetadataEgress>,
+
+    /// RoleBindings created in every selected namespace, each granting a ClusterRole to groups.
+    #[serde(default)]
+    #[schemars(length(max = 32))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub role_bindings: Vec<BaselineRoleBinding>,
+
+    /// Pod Security Admission labels set on each selected namespace. Omitted means the baseline
+    /// owns no namespace labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_security: Option<PodSecurity>,
+
+    /// Guid (default) requires every group to be an Entra ID object ID; Any accepts any
+    /// non-empty group name, for non-Entra OIDC providers.
+    #[serde(default)]
+    pub group_format: GroupFormat,
+}
+
+/// Whether a baseline writes (Enforce) or only reports (Audit).
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Audit,
+}
+
+/// How roleBindings[].groups are validated at admission.
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum GroupFormat {
+    #[default]
+    Guid,
+    Any,
+}
+
+/// A part of the baseline that an exemption can switch off in one namespace.
+#[derive(
+    Deserialize,
+    Serialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum Control {
+    MetadataEgress,
+    RoleBindings,
+    PodSecurity,
+}
+
+/// One time-boxed exception.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Exemption {
+    /// The namespace the exception applies to.
+    #[schemars(length(min = 1, max = 63), regex(pattern = DNS_LABEL))]
+    pub namespace: String,
+    /// The controls that do not apply in that namespace until `expires`.
+    #[schemars(length(min = 1, max = 3))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub controls: Vec<Control>,
+    /// Why the exception exists and who accepted it (shown in status; required for audits).
+    #[schemars(length(min = 1, max = 1024))]
+    pub reason: String,
+    /// The instant (RFC 3339) after which the controls are enforced again.
+    pub expires: Time,
+}
+
+/// The instance-metadata egress NetworkPolicy.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetadataEgress {
+    /// Name of the NetworkPolicy in each namespace.
+    #[serde(default = "default_policy_name")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
+    pub policy_name: String,
+
+    /// Destinations pods may not reach, as canonical IPv4 or IPv6 CIDRs (no bits set past the
+    /// prefix). Everything else stays reachable, including every pod in the cluster.
+    #[serde(default = "default_blocked_cidrs", rename = "blockedCIDRs")]
+    #[schemars(length(min = 1, max = 64), inner(length(max = 64)))]
+    #[x_kube(
+        merge_strategy = ListMerge::Set,
+        validation = Rule::new("self.all(c, isCIDR(c) && cidr(c).prefixLength() > 0 && cidr(c) == cidr(c).masked())")
+            .message("blockedCIDRs must be canonical IPv4 or IPv6 CIDRs with a non-zero prefix, such as 169.254.169.254/32 or fd00:ec2::254/128")
+    )]
+    pub blocked_cidrs: Vec<String>,
+}
+
+impl Default for MetadataEgress {
+    fn default() -> Self {
+        Self {
+            policy_name: default_policy_name(),
+            blocked_cidrs: default_blocked_cidrs(),
+        }
+    }
+}
+
+fn default_policy_name() -> String {
+    "restrict-instance-metadata".into()
+}
+
+fn default_blocked_cidrs() -> Vec<String> {
+    vec!["169.254.169.254/32".into()]
+}
+
+/// A RoleBinding granting a ClusterRole to groups in every selected namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BaselineRoleBinding {
+    /// Name of the RoleBinding; unique within the baseline.
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
+    pub name: String,
+    /// The ClusterRole granted (roleRef). The operator may only bind ClusterRoles its own RBAC
+    /// allows it to bind; anything else is refused by the API server and reported.
+    #[schemars(length(min = 1, max = 253), regex(pattern = CLUSTER_ROLE_NAME))]
+    pub cluster_role: String,
+    /// The groups granted the role: Entra ID group object IDs (see groupFormat). These are the
+    /// binding's only subjects; subjects added by hand are removed.
+    #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 256)))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub groups: Vec<String>,
+}
+
+/// Pod Security Admission levels.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PodSecurityLevel {
+    Privileged,
+    Baseline,
+    Restricted,
+}
+
+impl PodSecurityLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Privileged => "privileged",
+            Self::Baseline => "baseline",
+            Self::Restricted => "restricted",
+        }
+    }
+}
+
+/// The `pod-security.kubernetes.io/*` labels to set on each selected namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSecurity {
+    /// Level whose violations reject the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforce: Option<PodSecurityLevel>,
+    /// Level whose violations are recorded in the audit log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<PodSecurityLevel>,
+    /// Level whose violations are returned to the user as warnings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warn: Option<PodSecurityLevel>,
+    /// Policy version for every level set (the `-version` labels): `latest` or `v1.N`.
+    #[serde(default = "default_psa_version")]
+    #[schemars(regex(pattern = r"^(latest|v1\.[0-9]+)$"))]
+    pub version: String,
+}
+
+impl Default for PodSecurity {
+    fn default() -> Self {
+        Self {
+            enforce: None,
+            audit: None,
+            warn: None,
+            version: default_psa_version(),
+        }
+    }
+}
+
+fn default_psa_version() -> String {
+    "latest".into()
+}
+
+/// What the operator last observed for a baseline.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityBaselineStatus {
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, Degraded, Conflict and Invalid, in metav1.Condition shape.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// How many selected namespaces are in each compliance state.
+    #[serde(default)]
+    pub namespaces: NamespaceCounts,
+    /// Drift repairs made since the baseline was created.
+    #[serde(default)]
+    pub repairs: i64,
+    /// When the last repair was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_repair_time: Option<Time>,
+    /// Exemptions in force now.
+    #[serde(default)]
+    pub active_exemptions: Vec<ActiveExemption>,
+    /// The namespaces that are not compliant and why (at most 50, by namespace name).
+    #[serde(default)]
+    pub problems: Vec<Problem>,
+}
+
+/// Namespaces by compliance state. `selected` is the sum of the others.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub struct NamespaceCounts {
+    pub selected: i64,
+    pub compliant: i64,
+    pub drifted: i64,
+    pub exempted: i64,
+    pub conflicted: i64,
+    pub failed: i64,
+}
+
+/// An exemption in force in one namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActiveExemption {
+    pub namespace: String,
+    pub controls: Vec<Control>,
+    pub expires: Time,
+}
+
+/// Why one object in one namespace does not match the baseline.
+#[derive(
+    Deserialize, Serialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, schemars::JsonSchema,
+)]
+pub struct Problem {
+    pub namespace: String,
+    /// `Kind/name` of the object.
+    pub object: String,
+    /// A CamelCase reason: Drift, Conflict, Forbidden, Invalid, ApplyFailed.
+    pub reason: String,
+    pub message: String,
+}
+
+/// The CRD as YAML, exactly as `kube-baseline crd` prints it and `crds/` holds it.
+pub fn crd_yaml() -> Result<String, serde_saphyr::ser::Error> {
+    serde_saphyr::to_string(&SecurityBaseline::crd())
+}

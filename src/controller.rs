@@ -1,0 +1,906 @@
+//! The namespace reconciler (DESIGN.md D4): one unit of work per namespace, read from caches,
+//! desired state from the pure core, writes only where the cluster differs.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, PartialObjectMeta, Patch, PatchParams, Preconditions};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{debug, info, instrument, warn};
+
+use crate::api::{Mode, Problem, SecurityBaseline};
+use crate::desired::{self, Content, DesiredObject, NamespaceFacts, ObjectKey, PSA_PREFIX, Plan};
+use crate::error::{Error, Result};
+use crate::index::NamespacedIndex;
+use crate::metrics::Metrics;
+use crate::objects::{self, BASELINE_LABEL, FIELD_MANAGER};
+use crate::status::NsOutcome;
+
+/// Operator settings that shape reconciliation.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Namespaces never touched, on top of kube-system, kube-public and kube-node-lease.
+    pub system_namespaces: BTreeSet<String>,
+    /// How many namespaces are reconciled at once.
+    pub concurrency: u16,
+    /// How long status changes are gathered before baseline statuses are written.
+    pub status_debounce: Duration,
+    /// This process's name in Events (the pod name in a cluster).
+    pub instance: String,
+}
+
+/// What reconciles have found, for the status writer.
+#[derive(Default)]
+pub struct Results {
+    /// Baseline name -> namespace -> outcome.
+    pub outcomes: BTreeMap<String, BTreeMap<String, NsOutcome>>,
+    /// Baseline name -> repairs made and not yet written to its status, and the last one's time.
+    pub pending_repairs: BTreeMap<String, (i64, Option<Time>)>,
+    /// Namespaces reconciled at least once since start: status waits for all of them, so a
+    /// restart never writes a half-counted status.
+    pub seen: HashSet<String>,
+    /// Namespace -> consecutive reconciles with failures, for backoff.
+    pub failures: HashMap<String, u32>,
+}
+
+/// Shared state of the controller.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub baselines: Store<SecurityBaseline>,
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    pub policies: Arc<NamespacedIndex<NetworkPolicy>>,
+    pub bindings: Arc<NamespacedIndex<RoleBinding>>,
+    pub results: Mutex<Results>,
+    pub status_changed: tokio::sync::Notify,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    synced: AtomicBool,
+}
+
+/// The result of making one object match.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ObjectResult {
+    InSync,
+    /// Created, Updated, Adopted or Pruned.
+    Repaired(&'static str),
+    /// Differs, but the owning baseline is in Audit mode.
+    Drift,
+    Failed {
+        reason: String,
+        message: String,
+    },
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        baselines: Store<SecurityBaseline>,
+        namespaces: Store<PartialObjectMeta<Namespace>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "kube-baseline".into(),
+            instance: Some(settings.instance.clone()),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            settings,
+            baselines,
+            namespaces,
+            policies: Arc::default(),
+            bindings: Arc::default(),
+            results: Mutex::default(),
+            status_changed: tokio::sync::Notify::new(),
+            metrics,
+            synced: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether every cache has its first full list.
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Relaxed)
+    }
+
+    /// Waits for every cache: reconciling against a partial view would prune or rewrite
+    /// objects that merely have not been listed yet.
+    pub async fn wait_until_synced(&self) -> Result<()> {
+        if self.is_synced() {
+            return Ok(());
+        }
+        self.baselines
+            .wait_until_ready()
+            .await
+            .map_err(|e| Error::CacheSync(e.to_string()))?;
+        self.namespaces
+            .wait_until_ready()
+            .await
+            .map_err(|e| Error::CacheSync(e.to_string()))?;
+        self.policies.wait_until_ready().await;
+        self.bindings.wait_until_ready().await;
+        if !self.synced.swap(true, Ordering::Relaxed) {
+            self.metrics.ready.set(1);
+            info!("caches synced");
+        }
+        Ok(())
+    }
+
+    fn validated(
+        baselines: &[Arc<SecurityBaseline>],
+    ) -> BTreeMap<String, Result<desired::ValidBaseline, desired::InvalidSpec>> {
+        baselines
+            .iter()
+            .map(|b| (b.name_any(), desired::validate(b)))
+            .collect()
+    }
+
+    async fn publish(&self, baseline: &str, type_: EventType, reason: &str, note: String) {
+        let Some(b) = self.baselines.get(&ObjectRef::new(baseline)) else {
+            return;
+        };
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &b.object_ref(&())).await {
+            warn!(error = %e, "could not publish event");
+        }
+    }
+}
+
+fn classify(e: &kube::Error) -> (String, String) {
+    match e {
+        kube::Error::Api(s) => {
+            let reason = match s.code {
+                403 => "Forbidden",
+                422 => "Invalid",
+                _ => "ApplyFailed",
+            };
+            (reason.to_string(), s.message.clone())
+        }
+        other => ("ApplyFailed".to_string(), other.to_string()),
+    }
+}
+
+/// The controller half that talks to the API server for one namespace.
+struct NamespaceWriter<'a> {
+    ctx: &'a Context,
+    ns: &'a str,
+}
+
+impl NamespaceWriter<'_> {
+    fn params() -> PatchParams {
+        PatchParams::apply(FIELD_MANAGER).force()
+    }
+
+    fn failed(&self, kind: &str, e: kube::Error) -> ObjectResult {
+        let err = Error::Kube(e);
+        self.ctx
+            .metrics
+            .errors
+            .get_or_create(&crate::metrics::ErrorLabel {
+                error: err.metric_label().into(),
+            })
+            .inc();
+        let Error::Kube(e) = err else { unreachable!() };
+        let (reason, message) = classify(&e);
+        warn!(namespace = self.ns, kind, %reason, %message, "write failed");
+        ObjectResult::Failed { reason, message }
+    }
+
+    fn count_write(&self, verb: &str, kind: &str) {
+        self.ctx
+            .metrics
+            .writes
+            .get_or_create(&crate::metrics::VerbLabel {
+                verb: verb.into(),
+                kind: kind.into(),
+            })
+            .inc();
+    }
+
+    async fn ensure(
+        &self,
+        ns_meta: &kube::api::ObjectMeta,
+        key: &ObjectKey,
+        want: &DesiredObject,
+    ) -> ObjectResult {
+        let enforce = want.owner.mode == Mode::Enforce;
+        let kind = match key {
+            ObjectKey::NetworkPolicy(_) => "NetworkPolicy",
+            ObjectKey::RoleBinding(_) => "RoleBinding",
+            ObjectKey::PodSecurityLabels => "Namespace",
+        };
+        let in_sync = match (key, &want.content) {
+            (ObjectKey::NetworkPolicy(name), Content::NetworkPolicy(spec)) => {
+                let desired = objects::network_policy(self.ns, name, spec, &want.owner);
+                let actual = self.ctx.policies.in_namespace(self.ns).remove(name);
+                actual
+                    .as_ref()
+                    .is_some_and(|a| objects::policy_in_sync(a, &desired))
+            }
+            (ObjectKey::RoleBinding(name), Content::RoleBinding { role_ref, subjects }) => {
+                let desired = objects::role_binding(self.ns, name, role_ref, subjects, &want.owner);
+                let actual = self.ctx.bindings.in_namespace(self.ns).remove(name);
+                actual
+                    .as_ref()
+                    .is_some_and(|a| objects::binding_in_sync(a, &desired))
+            }
+            (ObjectKey::PodSecurityLabels, Content::PodSecurityLabels(labels)) => {
+                objects::pod_security_in_sync(ns_meta, labels)
+            }
+            _ => unreachable!("desired content always matches its key"),
+        };
+        if in_sync {
+            return ObjectResult::InSync;
+        }
+        self.ctx
+            .metrics
+            .drift
+            .get_or_create(&Metrics::kind(kind))
+            .inc();
+        if !enforce {
+            return ObjectResult::Drift;
+        }
+        let result = match (key, &want.content) {
+            (ObjectKey::NetworkPolicy(name), Content::NetworkPolicy(spec)) => {
+                self.apply_policy(
+                    name,
+                    &objects::network_policy(self.ns, name, spec, &want.owner),
+                )
+                .await
+            }
+            (ObjectKey::RoleBinding(name), Content::RoleBinding { role_ref, subjects }) => {
+                self.apply_binding(
+                    name,
+                    &objects::role_binding(self.ns, name, role_ref, subjects, &want.owner),
+                )
+                .await
+            }
+            (ObjectKey::PodSecurityLabels, Content::PodSecurityLabels(labels)) => {
+                self.apply_labels(labels).await
+            }
+            _ => unreachable!(),
+        };
+        if let ObjectResult::Repaired(_) = result {
+            self.ctx
+                .metrics
+                .repairs
+                .get_or_create(&Metrics::kind(kind))
+                .inc();
+        }
+        result
+    }
+
+    /// A same-named object no baseline owns is adopted; one whose labels were stripped is
+    /// merely repaired. Only objects missing from the cache are looked up.
+    async fn existing<K>(
+        &self,
+        api: &Api<K>,
+        name: &str,
+        cached: bool,
+    ) -> Result<Option<K>, kube::Error>
+    where
+        K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        if cached {
+            Ok(None)
+        } else {
+            api.get_opt(name).await
+        }
+    }
+
+    async fn apply_policy(&self, name: &str, desired: &NetworkPolicy) -> ObjectResult {
+        let api: Api<NetworkPolicy> = Api::namespaced(self.ctx.client.clone(), self.ns);
+        let cached = self.ctx.policies.in_namespace(self.ns).contains_key(name);
+        let existing = match self.existing(&api, name, cached).await {
+            Ok(e) => e,
+            Err(e) => return self.failed("NetworkPolicy", e),
+        };
+        self.count_write("apply", "NetworkPolicy");
+        match api
+            .patch(name, &Self::params(), &Patch::Apply(desired))
+            .await
+        {
+            Ok(_) => ObjectResult::Repaired(verb(cached, existing.as_ref().map(|e| &e.metadata))),
+            Err(e) => self.failed("NetworkPolicy", e),
+        }
+    }
+
+    async fn apply_binding(&self, name: &str, desired: &RoleBinding) -> ObjectResult {
+        let api: Api<RoleBinding> = Api::namespaced(self.ctx.client.clone(), self.ns);
+        let cached = self.ctx.bindings.in_namespace(self.ns).remove(name);
+        let existing = match cached.clone() {
+            Some(c) => Some((*c).clone()),
+            None => match api.get_opt(name).await {
+                Ok(e) => e,
+                Err(e) => return self.failed("RoleBinding", e),
+            },
+        };
+        // roleRef is immutable: a binding to another role is replaced, not patched.
+        if let Some(old) = existing
+            .as_ref()
+            .filter(|old| old.role_ref != desired.role_ref)
+        {
+            self.count_write("delete", "RoleBinding");
+            let dp = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: old.uid(),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            if let Err(e) = api.delete(name, &dp).await
+                && !matches!(&e, kube::Error::Api(s) if s.code == 404)
+            {
+                return self.failed("RoleBinding", e);
+            }
+        }
+        self.count_write("apply", "RoleBinding");
+        match api
+            .patch(name, &Self::params(), &Patch::Apply(desired))
+            .await
+        {
+            Ok(_) => ObjectResult::Repaired(verb(
+                cached.is_some(),
+                existing.as_ref().map(|e| &e.metadata),
+            )),
+            Err(e) => self.failed("RoleBinding", e),
+        }
+    }
+
+    /// Applies exactly `labels` as this manager's Pod Security labels: labels it set before and
+    /// no longer wants are released (removed); other labels are never touched.
+    async fn apply_labels(&self, labels: &BTreeMap<String, String>) -> ObjectResult {
+        let api: Api<Namespace> = Api::all(self.ctx.client.clone());
+        let patch = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.ns, "labels": labels}});
+        self.count_write("apply", "Namespace");
+        match api
+            .patch(self.ns, &Self::params(), &Patch::Apply(&patch))
+            .await
+        {
+            Ok(_) => ObjectResult::Repaired(if labels.is_empty() {
+                "Pruned"
+            } else {
+                "Updated"
+            }),
+            Err(e) => self.failed("Namespace", e),
+        }
+    }
+
+    async fn delete<K>(&self, obj: &K) -> ObjectResult
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api: Api<K> = Api::namespaced(self.ctx.client.clone(), self.ns);
+        let kind = K::kind(&()).to_string();
+        self.count_write("delete", &kind);
+        // The precondition makes sure the object deleted is the one seen in the cache.
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: obj.uid(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match api.delete(&obj.name_any(), &dp).await {
+            Ok(_) => {
+                self.ctx
+                    .metrics
+                    .repairs
+                    .get_or_create(&Metrics::kind(&kind))
+                    .inc();
+                ObjectResult::Repaired("Pruned")
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => ObjectResult::InSync,
+            Err(e) => self.failed(&kind, e),
+        }
+    }
+
+    /// Removes what a known, writing baseline made here and no baseline wants any more.
+    async fn prune(
+        &self,
+        ns_meta: &kube::api::ObjectMeta,
+        plan: &Plan,
+        known: &BTreeMap<String, Mode>,
+    ) -> Vec<(String, ObjectKey, ObjectResult)> {
+        let prunable = |labels: &BTreeMap<String, String>| {
+            labels
+                .get(BASELINE_LABEL)
+                .filter(|b| known.get(*b) == Some(&Mode::Enforce) && !plan.hands_off.contains(*b))
+                .cloned()
+        };
+        let mut out = Vec::new();
+        for (name, obj) in self.ctx.policies.in_namespace(self.ns) {
+            let key = ObjectKey::NetworkPolicy(name);
+            if let (false, Some(owner)) = (plan.objects.contains_key(&key), prunable(obj.labels()))
+            {
+                out.push((owner, key, self.delete(obj.as_ref()).await));
+            }
+        }
+        for (name, obj) in self.ctx.bindings.in_namespace(self.ns) {
+            let key = ObjectKey::RoleBinding(name);
+            if let (false, Some(owner)) = (plan.objects.contains_key(&key), prunable(obj.labels()))
+            {
+                out.push((owner, key, self.delete(obj.as_ref()).await));
+            }
+        }
+        // Pod Security labels have no owner label; release them unless a baseline that keeps
+        // its hands off (Audit or invalid) may be the one that set them.
+        let owns_psa = objects::owned_labels(ns_meta)
+            .iter()
+            .any(|k| k.starts_with(PSA_PREFIX));
+        if owns_psa
+            && !plan.objects.contains_key(&ObjectKey::PodSecurityLabels)
+            && plan.hands_off.is_empty()
+        {
+            out.push((
+                String::new(),
+                ObjectKey::PodSecurityLabels,
+                self.apply_labels(&BTreeMap::new()).await,
+            ));
+        }
+        out
+    }
+}
+
+/// How a write repaired an object, from what existed before it.
+fn verb(cached: bool, existing: Option<&kube::api::ObjectMeta>) -> &'static str {
+    match existing {
+        _ if cached => "Updated",
+        None => "Created",
+        Some(meta) if !objects::has_baseline_owner(meta) => "Adopted",
+        Some(_) => "Updated",
+    }
+}
+
+/// Reconciles one namespace against every baseline.
+#[instrument(skip_all, fields(namespace = %ns.name_any()))]
+pub async fn reconcile(ns: Arc<PartialObjectMeta<Namespace>>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.wait_until_synced().await?;
+    let started = Instant::now();
+    let name = ns.name_any();
+    let facts = NamespaceFacts {
+        name: name.clone(),
+        labels: ns.labels().clone(),
+        terminating: ns.metadata.deletion_timestamp.is_some(),
+    };
+    let baselines = ctx.baselines.state();
+    let refs: Vec<&SecurityBaseline> = baselines.iter().map(AsRef::as_ref).collect();
+    let now = Timestamp::now();
+    let plan = desired::plan(
+        &facts,
+        &refs,
+        &Context::validated(&baselines),
+        &ctx.settings.system_namespaces,
+        now,
+    );
+    let known: BTreeMap<String, Mode> = baselines
+        .iter()
+        .map(|b| (b.name_any(), b.spec.mode))
+        .collect();
+
+    let mut results: BTreeMap<ObjectKey, ObjectResult> = BTreeMap::new();
+    let mut repairs: Vec<(String, ObjectKey, &'static str)> = Vec::new();
+    let mut failures = Vec::new();
+    if !facts.terminating && !desired::is_system_namespace(&name, &ctx.settings.system_namespaces) {
+        let writer = NamespaceWriter {
+            ctx: &ctx,
+            ns: &name,
+        };
+        for (key, want) in &plan.objects {
+            let result = writer.ensure(&ns.metadata, key, want).await;
+            if let ObjectResult::Repaired(how) = result {
+                repairs.push((want.owner.name.clone(), key.clone(), how));
+            }
+            results.insert(key.clone(), result);
+        }
+        for (owner, key, result) in writer.prune(&ns.metadata, &plan, &known).await {
+            match result {
+                ObjectResult::Repaired(how) => repairs.push((owner, key, how)),
+                ObjectResult::Failed { reason, message } => {
+                    failures.push((owner, key, reason, message))
+                }
+                _ => {}
+            }
+        }
+    }
+
+    let new_problems = record(&ctx, &name, &plan, &results, &repairs, &baselines);
+    for (baseline, key, how) in &repairs {
+        info!(baseline, object = %key, how, "repaired");
+        let baseline = if baseline.is_empty() {
+            None
+        } else {
+            Some(baseline)
+        };
+        if let Some(b) = baseline {
+            ctx.publish(
+                b,
+                EventType::Normal,
+                how,
+                format!("{how} {key} in namespace {name}"),
+            )
+            .await;
+        }
+    }
+    for (baseline, problem) in new_problems {
+        ctx.publish(
+            &baseline,
+            EventType::Warning,
+            &problem.reason,
+            format!(
+                "{}/{}: {}",
+                problem.namespace, problem.object, problem.message
+            ),
+        )
+        .await;
+    }
+    for (baseline, key, reason, message) in &failures {
+        ctx.publish(
+            baseline,
+            EventType::Warning,
+            reason,
+            format!("could not prune {key} in namespace {name}: {message}"),
+        )
+        .await;
+    }
+
+    ctx.metrics.reconciles.inc();
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    let any_failed = !failures.is_empty()
+        || results
+            .values()
+            .any(|r| matches!(r, ObjectResult::Failed { .. }));
+    let attempts = {
+        let mut r = ctx.results.lock().unwrap();
+        if any_failed {
+            let n = r.failures.entry(name.clone()).or_default();
+            *n += 1;
+            *n
+        } else {
+            r.failures.remove(&name);
+            0
+        }
+    };
+    Ok(next_action(attempts, plan.next_expiry, now))
+}
+
+/// When to look at a namespace again: failures back off exponentially up to five minutes
+/// (never a hot loop); an exemption is re-evaluated the moment it expires; otherwise a slow
+/// resync guards against missed events.
+fn next_action(failed_attempts: u32, next_expiry: Option<Timestamp>, now: Timestamp) -> Action {
+    let resync = Duration::from_secs(3600);
+    let expiry = next_expiry.map(|t| {
+        let secs = t.duration_since(now).as_secs_f64().max(0.0);
+        Duration::from_secs_f64(secs) + Duration::from_millis(500)
+    });
+    let backoff = (failed_attempts > 0).then(|| {
+        Duration::from_secs(5 * 2u64.pow(failed_attempts.min(7) - 1)).min(Duration::from_secs(300))
+    });
+    let after = [Some(resync), expiry, backoff]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(resync);
+    Action::requeue(after)
+}
+
+/// Stores this namespace's outcome for every baseline and returns the problems that are new.
+fn record(
+    ctx: &Context,
+    ns: &str,
+    plan: &Plan,
+    results: &BTreeMap<ObjectKey, ObjectResult>,
+    repairs: &[(String, ObjectKey, &'static str)],
+    baselines: &[Arc<SecurityBaseline>],
+) -> Vec<(String, Problem)> {
+    let mut new_problems = Vec::new();
+    let mut r = ctx.results.lock().unwrap();
+    let mut changed = r.seen.insert(ns.to_string());
+    for b in baselines {
+        let bname = b.name_any();
+        let outcomes = r.outcomes.entry(bname.clone()).or_default();
+        let Some(verdict) = plan.verdicts.get(&bname) else {
+            changed |= outcomes.remove(ns).is_some();
+            continue;
+        };
+        let mut problems: Vec<Problem> = verdict
+            .conflicts
+            .iter()
+            .map(|c| Problem {
+                namespace: ns.into(),
+                object: c.key.to_string(),
+                reason: "Conflict".into(),
+                message: format!(
+                    "the older baseline {} wants this object with different content",
+                    c.winner
+                ),
+            })
+            .collect();
+        for key in &verdict.wanted {
+            let problem = |reason: &str, message: String| Problem {
+                namespace: ns.into(),
+                object: key.to_string(),
+                reason: reason.into(),
+                message,
+            };
+            match results.get(key) {
+                Some(ObjectResult::Drift) => problems.push(problem(
+                    "Drift",
+                    "differs from the baseline (Audit mode: not repaired)".into(),
+                )),
+                Some(ObjectResult::Failed { reason, message }) => {
+                    problems.push(problem(reason, message.clone()))
+                }
+                _ => {}
+            }
+        }
+        let outcome = NsOutcome::from_problems(problems, verdict.exemption.clone());
+        let previous = outcomes.insert(ns.to_string(), outcome.clone());
+        if previous.as_ref() != Some(&outcome) {
+            changed = true;
+            let old = previous.map(|p| p.problems).unwrap_or_default();
+            new_problems.extend(
+                outcome
+                    .problems
+                    .iter()
+                    .filter(|p| !old.contains(p))
+                    .map(|p| (bname.clone(), p.clone())),
+            );
+        }
+    }
+    let now = Time(Timestamp::now());
+    for (baseline, _, _) in repairs.iter().filter(|(b, _, _)| !b.is_empty()) {
+        let pending = r.pending_repairs.entry(baseline.clone()).or_default();
+        pending.0 += 1;
+        pending.1 = Some(now.clone());
+        changed = true;
+    }
+    drop(r);
+    if changed {
+        ctx.status_changed.notify_one();
+    }
+    new_problems
+}
+
+pub fn error_policy(
+    _ns: Arc<PartialObjectMeta<Namespace>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    ctx.metrics
+        .errors
+        .get_or_create(&crate::metrics::ErrorLabel {
+            error: error.metric_label().into(),
+        })
+        .inc();
+    warn!(%error, "reconcile failed");
+    Action::requeue(Duration::from_secs(10))
+}
+
+/// Baseline events that can change what a namespace should look like: spec changes
+/// (generation), deletion, and every object at (re)start. Status-only updates are dropped, so
+/// writing a baseline's status does not re-trigger its namespaces.
+fn spec_changes(
+    events: impl Stream<Item = Result<watcher::Event<SecurityBaseline>, watcher::Error>>,
+) -> impl Stream<Item = Result<SecurityBaseline, watcher::Error>> {
+    let mut seen: HashMap<String, (Option<i64>, bool)> = HashMap::new();
+    events
+        .map_ok(move |event| {
+            let changed: Vec<SecurityBaseline> = match event {
+                watcher::Event::Apply(b) | watcher::Event::InitApply(b) => {
+                    let key = (
+                        b.metadata.generation,
+                        b.metadata.deletion_timestamp.is_some(),
+                    );
+                    if seen.insert(b.uid().unwrap_or_default(), key) != Some(key) {
+                        vec![b]
+                    } else {
+                        vec![]
+                    }
+                }
+                watcher::Event::Delete(b) => {
+                    seen.remove(&b.uid().unwrap_or_default());
+                    vec![b]
+                }
+                watcher::Event::Init | watcher::Event::InitDone => vec![],
+            };
+            stream::iter(changed.into_iter().map(Ok))
+        })
+        .try_flatten()
+}
+
+/// The namespaces a baseline change can affect: those it selects, those holding objects it made,
+/// and those whose Pod Security labels this operator set.
+fn affected_namespaces(
+    ctx: &Context,
+    baseline: &SecurityBaseline,
+) -> Vec<ObjectRef<PartialObjectMeta<Namespace>>> {
+    let name = baseline.name_any();
+    let mut out = BTreeSet::new();
+    let valid = desired::validate(baseline).ok();
+    for ns in ctx.namespaces.state() {
+        let facts = NamespaceFacts {
+            name: ns.name_any(),
+            labels: ns.labels().clone(),
+            terminating: false,
+        };
+        let selected = valid
+            .as_ref()
+            .is_some_and(|v| desired::selects(baseline, v, &facts));
+        if selected
+            || objects::owned_labels(&ns.metadata)
+                .iter()
+                .any(|k| k.starts_with(PSA_PREFIX))
+        {
+            out.insert(facts.name);
+        }
+    }
+    let made_by = |labels: &BTreeMap<String, String>| labels.get(BASELINE_LABEL) == Some(&name);
+    out.extend(ctx.policies.namespaces_where(|o| made_by(o.labels())));
+    out.extend(ctx.bindings.namespaces_where(|o| made_by(o.labels())));
+    debug!(baseline = %name, namespaces = out.len(), "baseline changed");
+    out.iter().map(|n| ObjectRef::new(n)).collect()
+}
+
+/// Drops managedFields of other managers: the operator reads only its own entry, and the rest
+/// would dominate the cache's memory.
+fn keep_own_managed_fields<K: Resource>(obj: &mut K) {
+    if let Some(fields) = obj.meta_mut().managed_fields.as_mut() {
+        fields.retain(|m| m.manager.as_deref() == Some(FIELD_MANAGER));
+    }
+}
+
+/// Builds the controller and its watches; the returned future runs until `shutdown` resolves
+/// and in-flight reconciles have finished.
+pub fn controller(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> (Arc<Context>, impl std::future::Future<Output = ()>) {
+    let managed = watcher::Config::default().labels(&objects::managed_selector());
+    let (baseline_reader, baseline_writer) = reflector::store();
+    let (ns_reader, ns_writer) = reflector::store();
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        settings.clone(),
+        baseline_reader,
+        ns_reader.clone(),
+        metrics,
+    ));
+
+    let namespaces = watcher(
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(keep_own_managed_fields)
+    .reflect(ns_writer)
+    .applied_objects();
+    let baselines = spec_changes(
+        watcher(
+            Api::<SecurityBaseline>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .reflect(baseline_writer),
+    );
+    let policies = {
+        let index = ctx.policies.clone();
+        watcher(Api::<NetworkPolicy>::all(client.clone()), managed.clone())
+            .default_backoff()
+            .modify(|o| o.managed_fields_mut().clear())
+            .inspect_ok(move |e| index.apply(e))
+            .touched_objects()
+    };
+    let bindings = {
+        let index = ctx.bindings.clone();
+        watcher(Api::<RoleBinding>::all(client), managed)
+            .default_backoff()
+            .modify(|o| o.managed_fields_mut().clear())
+            .inspect_ok(move |e| index.apply(e))
+            .touched_objects()
+    };
+
+    let mapper_ctx = ctx.clone();
+    let run = Controller::for_stream(namespaces, ns_reader)
+        .with_config(kube::runtime::controller::Config::default().concurrency(settings.concurrency))
+        .watches_stream(baselines, move |b| affected_namespaces(&mapper_ctx, &b))
+        .watches_stream(policies, |p: NetworkPolicy| {
+            p.namespace().map(|ns| ObjectRef::new(&ns))
+        })
+        .watches_stream(bindings, |b: RoleBinding| {
+            b.namespace().map(|ns| ObjectRef::new(&ns))
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|result| {
+            if let Err(e) = result {
+                debug!(error = %e, "controller event");
+            }
+            futures::future::ready(())
+        });
+    (ctx, run)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_back_off_up_to_five_minutes() {
+        let now = Timestamp::UNIX_EPOCH;
+        assert_eq!(
+            next_action(1, None, now),
+            Action::requeue(Duration::from_secs(5))
+        );
+        assert_eq!(
+            next_action(3, None, now),
+            Action::requeue(Duration::from_secs(20))
+        );
+        assert_eq!(
+            next_action(30, None, now),
+            Action::requeue(Duration::from_secs(300))
+        );
+        assert_eq!(
+            next_action(0, None, now),
+            Action::requeue(Duration::from_secs(3600))
+        );
+    }
+
+    #[test]
+    fn an_exemption_expiry_schedules_the_next_reconcile() {
+        let now = Timestamp::from_second(1000).unwrap();
+        let expiry = Timestamp::from_second(1060).unwrap();
+        assert_eq!(
+            next_action(0, Some(expiry), now),
+            Action::requeue(Duration::from_millis(60_500))
+        );
+    }
+
+    #[test]
+    fn verb_tells_created_adopted_and_updated_apart() {
+        let owned = kube::api::ObjectMeta {
+            owner_references: Some(vec![
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                    api_version: "kubebaseline.io/v1alpha1".into(),
+                    kind: "SecurityBaseline".into(),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        };
+        assert_eq!(verb(false, None), "Created");
+        assert_eq!(
+            verb(false, Some(&kube::api::ObjectMeta::default())),
+            "Adopted"
+        );
+        assert_eq!(verb(false, Some(&owned)), "Updated");
+        assert_eq!(verb(true, None), "Updated");
+    }
+}

@@ -1,0 +1,658 @@
+//! The pure core: which baselines select a namespace, what objects they want there, who wins
+//! when two want the same object differently, and which exemptions are in force. No I/O.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use ipnet::IpNet;
+use k8s_openapi::api::networking::v1::NetworkPolicySpec;
+use k8s_openapi::api::rbac::v1::{RoleRef, Subject};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::core::{Selector, SelectorExt};
+
+use crate::api::{ActiveExemption, Control, GroupFormat, Mode, SecurityBaseline};
+use crate::policy::metadata_egress_spec;
+
+/// Namespaces no baseline ever touches, whatever its selector says.
+pub const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
+/// The Pod Security Admission label prefix; the operator owns only these namespace labels.
+pub const PSA_PREFIX: &str = "pod-security.kubernetes.io/";
+
+/// The namespace facts the core needs (from the metadata-only namespace cache).
+#[derive(Clone, Debug, Default)]
+pub struct NamespaceFacts {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub terminating: bool,
+}
+
+/// One managed object in a namespace, by kind and name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ObjectKey {
+    NetworkPolicy(String),
+    RoleBinding(String),
+    /// The Pod Security Admission labels of the namespace itself.
+    PodSecurityLabels,
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NetworkPolicy(name) => write!(f, "NetworkPolicy/{name}"),
+            Self::RoleBinding(name) => write!(f, "RoleBinding/{name}"),
+            Self::PodSecurityLabels => f.write_str("Namespace/pod-security-labels"),
+        }
+    }
+}
+
+/// What an object must contain (metadata labels and owner are added by the writer).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Content {
+    NetworkPolicy(NetworkPolicySpec),
+    RoleBinding {
+        role_ref: RoleRef,
+        subjects: Vec<Subject>,
+    },
+    PodSecurityLabels(BTreeMap<String, String>),
+}
+
+/// The baseline an object is written for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub name: String,
+    pub uid: String,
+    pub mode: Mode,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredObject {
+    pub content: Content,
+    pub owner: Owner,
+}
+
+/// A baseline wants an object that an older baseline wants differently.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conflict {
+    pub key: ObjectKey,
+    pub winner: String,
+}
+
+/// What one selecting baseline gets in one namespace.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Verdict {
+    /// Objects this baseline wants and that will be written as it wants (by it or an older
+    /// baseline that wants the same content).
+    pub wanted: Vec<ObjectKey>,
+    pub conflicts: Vec<Conflict>,
+    pub exemption: Option<ActiveExemption>,
+}
+
+/// Everything a namespace should look like.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    pub objects: BTreeMap<ObjectKey, DesiredObject>,
+    /// Verdicts of the baselines that select the namespace, by baseline name.
+    pub verdicts: BTreeMap<String, Verdict>,
+    /// Baselines whose objects must not be written or pruned here (Audit mode or invalid).
+    pub hands_off: BTreeSet<String>,
+    /// When the earliest exemption in force here expires: reconcile again then.
+    pub next_expiry: Option<Timestamp>,
+}
+
+/// A baseline whose spec cannot be applied; admission catches most of this, the rest lands here.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidSpec(pub String);
+
+/// A baseline's spec, parsed once into what the core computes with.
+#[derive(Clone, Debug)]
+pub struct ValidBaseline {
+    pub selector: Selector,
+    pub blocked: Vec<IpNet>,
+}
+
+/// Checks what admission could not (or did not, for objects stored before a CRD upgrade).
+pub fn validate(baseline: &SecurityBaseline) -> Result<ValidBaseline, InvalidSpec> {
+    let spec = &baseline.spec;
+    let selector = Selector::try_from(spec.namespace_selector.clone().unwrap_or_default())
+        .map_err(|e| InvalidSpec(format!("namespaceSelector: {e}")))?;
+    let mut blocked = Vec::new();
+    if let Some(egress) = &spec.metadata_egress {
+        for cidr in &egress.blocked_cidrs {
+            let net: IpNet = cidr.parse().map_err(|_| {
+                InvalidSpec(format!(
+                    "metadataEgress.blockedCIDRs: {cidr:?} is not a CIDR"
+                ))
+            })?;
+            if net.prefix_len() == 0 {
+                return Err(InvalidSpec(format!(
+                    "metadataEgress.blockedCIDRs: {cidr} would block all egress"
+                )));
+            }
+            blocked.push(net);
+        }
+    }
+    let mut names = BTreeSet::new();
+    for rb in &spec.role_bindings {
+        if !names.insert(rb.name.as_str()) {
+            return Err(InvalidSpec(format!(
+                "roleBindings: duplicate name {:?}",
+                rb.name
+            )));
+        }
+        if spec.group_format == GroupFormat::Guid
+            && let Some(bad) = rb.groups.iter().find(|g| !is_guid(g))
+        {
+            return Err(InvalidSpec(format!(
+                "roleBindings[{}].groups: {bad:?} is not a GUID",
+                rb.name
+            )));
+        }
+    }
+    Ok(ValidBaseline { selector, blocked })
+}
+
+fn is_guid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// Whether a namespace is one no baseline may touch.
+pub fn is_system_namespace(name: &str, extra: &BTreeSet<String>) -> bool {
+    SYSTEM_NAMESPACES.contains(&name) || extra.contains(name)
+}
+
+/// Whether `baseline` selects namespace `ns` (system namespaces are filtered by the caller).
+pub fn selects(baseline: &SecurityBaseline, valid: &ValidBaseline, ns: &NamespaceFacts) -> bool {
+    !baseline.spec.excluded_namespaces.contains(&ns.name) && valid.selector.matches(&ns.labels)
+}
+
+/// Older baselines first: creation time, then name. The first to want an object wins it.
+pub fn precedence(a: &SecurityBaseline, b: &SecurityBaseline) -> std::cmp::Ordering {
+    let created = |x: &SecurityBaseline| x.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    created(a)
+        .cmp(&created(b))
+        .then_with(|| a.name_any().cmp(&b.name_any()))
+}
+
+/// The objects one baseline wants in one namespace, before exemptions, with the control each
+/// belongs to.
+pub fn wanted_objects(
+    baseline: &SecurityBaseline,
+    valid: &ValidBaseline,
+) -> Vec<(Control, ObjectKey, Content)> {
+    let spec = &baseline.spec;
+    let mut out = Vec::new();
+    if let Some(egress) = &spec.metadata_egress {
+        out.push((
+            Control::MetadataEgress,
+            ObjectKey::NetworkPolicy(egress.policy_name.clone()),
+            Content::NetworkPolicy(metadata_egress_spec(&valid.blocked)),
+        ));
+    }
+    for rb in &spec.role_bindings {
+        let subjects = rb
+            .groups
+            .iter()
+            .map(|g| Subject {
+                kind: "Group".into(),
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                name: g.clone(),
+                namespace: None,
+            })
+            .collect();
+        let role_ref = RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: rb.cluster_role.clone(),
+        };
+        out.push((
+            Control::RoleBindings,
+            ObjectKey::RoleBinding(rb.name.clone()),
+            Content::RoleBinding { role_ref, subjects },
+        ));
+    }
+    if let Some(psa) = &spec.pod_security {
+        let mut labels = BTreeMap::new();
+        for (mode, level) in [
+            ("enforce", psa.enforce),
+            ("audit", psa.audit),
+            ("warn", psa.warn),
+        ] {
+            if let Some(level) = level {
+                labels.insert(format!("{PSA_PREFIX}{mode}"), level.as_str().to_string());
+                labels.insert(format!("{PSA_PREFIX}{mode}-version"), psa.version.clone());
+            }
+        }
+        if !labels.is_empty() {
+            out.push((
+                Control::PodSecurity,
+                ObjectKey::PodSecurityLabels,
+                Content::PodSecurityLabels(labels),
+            ));
+        }
+    }
+    out
+}
+
+/// The exemption of `baseline` in force in `namespace` at `now`, if any.
+pub fn active_exemption(
+    baseline: &SecurityBaseline,
+    namespace: &str,
+    now: Timestamp,
+) -> Option<ActiveExemption> {
+    let mut controls = BTreeSet::new();
+    let mut expires: Option<Timestamp> = None;
+    for ex in baseline
+        .spec
+        .exemptions
+        .iter()
+        .filter(|e| e.namespace == namespace && e.expires.0 > now)
+    {
+        controls.extend(ex.controls.iter().copied());
+        // Several exemptions for one namespace: the earliest expiry is when the answer changes.
+        expires = Some(expires.map_or(ex.expires.0, |e| e.min(ex.expires.0)));
+    }
+    expires.map(|e| ActiveExemption {
+        namespace: namespace.to_string(),
+        controls: controls.into_iter().collect(),
+        expires: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(e),
+    })
+}
+
+/// The desired state of namespace `ns` under all `baselines` (in any order) at `now`.
+///
+/// `validated` holds the result of [`validate`] for each baseline by name; invalid baselines
+/// contribute nothing and keep their hands off what they made before.
+pub fn plan(
+    ns: &NamespaceFacts,
+    baselines: &[&SecurityBaseline],
+    validated: &BTreeMap<String, Result<ValidBaseline, InvalidSpec>>,
+    system_namespaces: &BTreeSet<String>,
+    now: Timestamp,
+) -> Plan {
+    let mut plan = Plan::default();
+    for b in baselines {
+        let valid = matches!(validated.get(&b.name_any()), Some(Ok(_)));
+        if b.spec.mode == Mode::Audit || !valid {
+            plan.hands_off.insert(b.name_any());
+        }
+    }
+    if ns.terminating || is_system_namespace(&ns.name, system_namespaces) {
+        return plan;
+    }
+    let mut ordered: Vec<&SecurityBaseline> = baselines.to_vec();
+    ordered.sort_by(|a, b| precedence(a, b));
+    for baseline in ordered {
+        let name = baseline.name_any();
+        let Some(Ok(valid)) = validated.get(&name) else {
+            continue;
+        };
+        if !selects(baseline, valid, ns) {
+            continue;
+        }
+        let owner = Owner {
+            name: name.clone(),
+            uid: baseline.uid().unwrap_or_default(),
+            mode: baseline.spec.mode,
+        };
+        let mut verdict = Verdict {
+            exemption: active_exemption(baseline, &ns.name, now),
+            ..Default::default()
+        };
+        if let Some(ex) = &verdict.exemption {
+            plan.next_expiry = Some(
+                plan.next_expiry
+                    .map_or(ex.expires.0, |t| t.min(ex.expires.0)),
+            );
+        }
+        for (control, key, content) in wanted_objects(baseline, valid) {
+            if verdict
+                .exemption
+                .as_ref()
+                .is_some_and(|ex| ex.controls.contains(&control))
+            {
+                continue;
+            }
+            match plan.objects.get(&key) {
+                None => {
+                    plan.objects.insert(
+                        key.clone(),
+                        DesiredObject {
+                            content,
+                            owner: owner.clone(),
+                        },
+                    );
+                    verdict.wanted.push(key);
+                }
+                Some(existing) if existing.content == content => verdict.wanted.push(key),
+                Some(existing) => verdict.conflicts.push(Conflict {
+                    key,
+                    winner: existing.owner.name.clone(),
+                }),
+            }
+        }
+        plan.verdicts.insert(name, verdict);
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{
+        BaselineRoleBinding, Exemption, MetadataEgress, PodSecurity, PodSecurityLevel,
+        SecurityBaselineSpec,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+        LabelSelector, LabelSelectorRequirement, Time,
+    };
+
+    const GROUP_A: &str = "3f2504e0-4f89-11d3-9a0c-0305e82c3301";
+    const GROUP_B: &str = "6b1c0f7e-2a3d-4c5e-8f90-123456789abc";
+
+    fn baseline(name: &str, created_secs: i64, spec: SecurityBaselineSpec) -> SecurityBaseline {
+        let mut b = SecurityBaseline::new(name, spec);
+        b.metadata.uid = Some(format!("uid-{name}"));
+        b.metadata.creation_timestamp = Some(Time(Timestamp::from_second(created_secs).unwrap()));
+        b
+    }
+
+    fn full_spec() -> SecurityBaselineSpec {
+        SecurityBaselineSpec {
+            metadata_egress: Some(MetadataEgress::default()),
+            role_bindings: vec![BaselineRoleBinding {
+                name: "team-edit".into(),
+                cluster_role: "edit".into(),
+                groups: vec![GROUP_A.into()],
+            }],
+            pod_security: Some(PodSecurity {
+                enforce: Some(PodSecurityLevel::Baseline),
+                warn: Some(PodSecurityLevel::Restricted),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn ns(name: &str, labels: &[(&str, &str)]) -> NamespaceFacts {
+        NamespaceFacts {
+            name: name.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            terminating: false,
+        }
+    }
+
+    fn plan_for(ns: &NamespaceFacts, baselines: &[&SecurityBaseline], now: i64) -> Plan {
+        let validated = baselines
+            .iter()
+            .map(|b| (b.name_any(), validate(b)))
+            .collect();
+        plan(
+            ns,
+            baselines,
+            &validated,
+            &BTreeSet::from(["platform-system".to_string()]),
+            Timestamp::from_second(now).unwrap(),
+        )
+    }
+
+    #[test]
+    fn empty_selector_selects_every_user_namespace_with_all_objects() {
+        let b = baseline("aks", 0, full_spec());
+        let p = plan_for(&ns("team-a", &[]), &[&b], 100);
+        let keys: Vec<_> = p.objects.keys().cloned().collect();
+        assert_eq!(
+            keys,
+            vec![
+                ObjectKey::NetworkPolicy("restrict-instance-metadata".into()),
+                ObjectKey::RoleBinding("team-edit".into()),
+                ObjectKey::PodSecurityLabels
+            ]
+        );
+        assert_eq!(p.verdicts["aks"].wanted.len(), 3);
+    }
+
+    #[test]
+    fn role_binding_subjects_are_exactly_the_declared_groups() {
+        let b = baseline("aks", 0, full_spec());
+        let p = plan_for(&ns("team-a", &[]), &[&b], 100);
+        let Content::RoleBinding { role_ref, subjects } =
+            &p.objects[&ObjectKey::RoleBinding("team-edit".into())].content
+        else {
+            panic!("not a RoleBinding")
+        };
+        assert_eq!(role_ref.name, "edit");
+        assert_eq!(role_ref.kind, "ClusterRole");
+        assert_eq!(subjects.len(), 1);
+        assert_eq!(
+            (subjects[0].kind.as_str(), subjects[0].name.as_str()),
+            ("Group", GROUP_A)
+        );
+    }
+
+    #[test]
+    fn pod_security_labels_carry_level_and_version_for_each_mode_set() {
+        let b = baseline("aks", 0, full_spec());
+        let p = plan_for(&ns("team-a", &[]), &[&b], 100);
+        let Content::PodSecurityLabels(labels) = &p.objects[&ObjectKey::PodSecurityLabels].content
+        else {
+            panic!()
+        };
+        let expected: BTreeMap<String, String> = [
+            ("pod-security.kubernetes.io/enforce", "baseline"),
+            ("pod-security.kubernetes.io/enforce-version", "latest"),
+            ("pod-security.kubernetes.io/warn", "restricted"),
+            ("pod-security.kubernetes.io/warn-version", "latest"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(labels, &expected);
+    }
+
+    #[test]
+    fn system_excluded_and_terminating_namespaces_get_nothing() {
+        let spec = SecurityBaselineSpec {
+            excluded_namespaces: vec!["ingress-nginx".into()],
+            ..full_spec()
+        };
+        let b = baseline("aks", 0, spec);
+        for name in [
+            "kube-system",
+            "kube-public",
+            "kube-node-lease",
+            "platform-system",
+            "ingress-nginx",
+        ] {
+            let p = plan_for(&ns(name, &[]), &[&b], 100);
+            assert!(
+                p.objects.is_empty() && p.verdicts.is_empty(),
+                "{name} must not be selected"
+            );
+        }
+        let mut terminating = ns("team-a", &[]);
+        terminating.terminating = true;
+        assert!(plan_for(&terminating, &[&b], 100).objects.is_empty());
+    }
+
+    #[test]
+    fn label_selector_limits_the_namespaces() {
+        let spec = SecurityBaselineSpec {
+            namespace_selector: Some(LabelSelector {
+                match_labels: Some([("tier".to_string(), "apps".to_string())].into()),
+                ..Default::default()
+            }),
+            ..full_spec()
+        };
+        let b = baseline("aks", 0, spec);
+        assert!(
+            plan_for(&ns("a", &[("tier", "apps")]), &[&b], 100)
+                .verdicts
+                .contains_key("aks")
+        );
+        assert!(
+            plan_for(&ns("b", &[("tier", "db")]), &[&b], 100)
+                .verdicts
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn older_baseline_wins_a_conflict_and_the_younger_reports_it() {
+        let older = baseline("zeta", 10, full_spec());
+        let mut spec = full_spec();
+        spec.role_bindings[0].groups = vec![GROUP_B.into()];
+        let younger = baseline("alpha", 20, spec);
+        let p = plan_for(&ns("team-a", &[]), &[&younger, &older], 100);
+        let rb = ObjectKey::RoleBinding("team-edit".into());
+        assert_eq!(p.objects[&rb].owner.name, "zeta");
+        assert_eq!(
+            p.verdicts["alpha"].conflicts,
+            vec![Conflict {
+                key: rb,
+                winner: "zeta".into()
+            }]
+        );
+        // Identical wants are not conflicts.
+        assert_eq!(p.verdicts["alpha"].wanted.len(), 2);
+        assert!(p.verdicts["zeta"].conflicts.is_empty());
+    }
+
+    #[test]
+    fn same_creation_time_breaks_ties_by_name() {
+        let a = baseline(
+            "a",
+            10,
+            SecurityBaselineSpec {
+                pod_security: None,
+                ..full_spec()
+            },
+        );
+        let mut spec = full_spec();
+        spec.metadata_egress = Some(MetadataEgress {
+            blocked_cidrs: vec!["169.254.0.0/16".into()],
+            ..Default::default()
+        });
+        let b = baseline("b", 10, spec);
+        let p = plan_for(&ns("x", &[]), &[&b, &a], 100);
+        assert_eq!(
+            p.objects[&ObjectKey::NetworkPolicy("restrict-instance-metadata".into())]
+                .owner
+                .name,
+            "a"
+        );
+        assert_eq!(p.verdicts["b"].conflicts.len(), 1);
+    }
+
+    #[test]
+    fn exemption_removes_its_controls_until_it_expires() {
+        let spec = SecurityBaselineSpec {
+            exemptions: vec![Exemption {
+                namespace: "legacy".into(),
+                controls: vec![Control::MetadataEgress],
+                reason: "vendor agent needs IMDS".into(),
+                expires: Time(Timestamp::from_second(1000).unwrap()),
+            }],
+            ..full_spec()
+        };
+        let b = baseline("aks", 0, spec);
+        let before = plan_for(&ns("legacy", &[]), &[&b], 999);
+        assert!(!before.objects.contains_key(&ObjectKey::NetworkPolicy(
+            "restrict-instance-metadata".into()
+        )));
+        assert_eq!(before.objects.len(), 2);
+        assert_eq!(
+            before.next_expiry,
+            Some(Timestamp::from_second(1000).unwrap())
+        );
+        assert_eq!(
+            before.verdicts["aks"].exemption.as_ref().unwrap().controls,
+            vec![Control::MetadataEgress]
+        );
+
+        let after = plan_for(&ns("legacy", &[]), &[&b], 1000);
+        assert_eq!(after.objects.len(), 3);
+        assert_eq!(after.next_expiry, None);
+        // Other namespaces are not exempted.
+        assert_eq!(plan_for(&ns("other", &[]), &[&b], 999).objects.len(), 3);
+    }
+
+    #[test]
+    fn audit_and_invalid_baselines_keep_hands_off() {
+        let audit = baseline(
+            "audit",
+            0,
+            SecurityBaselineSpec {
+                mode: Mode::Audit,
+                ..full_spec()
+            },
+        );
+        let bad_selector = SecurityBaselineSpec {
+            namespace_selector: Some(LabelSelector {
+                match_expressions: Some(vec![LabelSelectorRequirement {
+                    key: "tier".into(),
+                    operator: "Sometimes".into(),
+                    values: None,
+                }]),
+                ..Default::default()
+            }),
+            ..full_spec()
+        };
+        let invalid = baseline("invalid", 0, bad_selector);
+        assert!(validate(&invalid).is_err());
+        let p = plan_for(&ns("team-a", &[]), &[&audit, &invalid], 100);
+        assert_eq!(
+            p.hands_off,
+            BTreeSet::from(["audit".to_string(), "invalid".to_string()])
+        );
+        assert!(!p.verdicts.contains_key("invalid"));
+        assert_eq!(
+            p.objects[&ObjectKey::PodSecurityLabels].owner.mode,
+            Mode::Audit
+        );
+    }
+
+    #[test]
+    fn validation_rejects_what_admission_should_have() {
+        let mut spec = full_spec();
+        spec.role_bindings[0].groups = vec!["alice@example.com".into()];
+        assert!(
+            validate(&baseline("x", 0, spec.clone()))
+                .unwrap_err()
+                .0
+                .contains("not a GUID")
+        );
+        spec.group_format = GroupFormat::Any;
+        assert!(validate(&baseline("x", 0, spec)).is_ok());
+
+        let mut spec = full_spec();
+        spec.role_bindings.push(spec.role_bindings[0].clone());
+        assert!(
+            validate(&baseline("x", 0, spec))
+                .unwrap_err()
+                .0
+                .contains("duplicate")
+        );
+
+        let mut spec = full_spec();
+        spec.metadata_egress = Some(MetadataEgress {
+            blocked_cidrs: vec!["169.254.169.254".into()],
+            ..Default::default()
+        });
+        assert!(
+            validate(&baseline("x", 0, spec))
+                .unwrap_err()
+                .0
+                .contains("not a CIDR")
+        );
+    }
+}

@@ -1,0 +1,71 @@
+//! Leader election on a `coordination.k8s.io` Lease: only the leader runs the controller (and so
+//! writes); a standby takes over when the leader's lease expires.
+
+use std::time::Duration;
+
+use kube::Client;
+use kube_lease_manager::{LeaseCreateMode, LeaseManagerBuilder};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use crate::error::{Error, Result};
+
+/// Lease settings (all flags of `kube-baseline run`).
+#[derive(Clone, Debug)]
+pub struct LeaseSettings {
+    pub name: String,
+    pub namespace: String,
+    pub identity: String,
+    pub duration: Duration,
+}
+
+/// A held or wanted lease. Dropping [`Leadership::release`]'s receiver releases the lease.
+pub struct Leadership {
+    pub is_leader: watch::Receiver<bool>,
+    task: JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>,
+}
+
+impl Leadership {
+    /// Starts campaigning; the lease is created when missing.
+    pub async fn campaign(client: Client, s: &LeaseSettings) -> Result<Self> {
+        let secs = s.duration.as_secs().max(2);
+        let manager = LeaseManagerBuilder::new(client, &s.name)
+            .with_namespace(&s.namespace)
+            .with_identity(&s.identity)
+            .with_create_mode(LeaseCreateMode::AutoCreate)
+            .with_duration(secs)
+            .with_grace((secs / 3).max(1))
+            .with_field_manager("kube-baseline-leader")
+            .build()
+            .await
+            .map_err(Error::Lease)?;
+        let (is_leader, task) = manager.watch().await;
+        Ok(Self { is_leader, task })
+    }
+
+    /// Resolves once this process leads.
+    pub async fn acquired(&mut self) -> Result<()> {
+        self.is_leader
+            .wait_for(|l| *l)
+            .await
+            .map_err(|_| Error::CacheSync("lease manager stopped".into()))?;
+        info!("became leader");
+        Ok(())
+    }
+
+    /// Resolves when leadership is lost after it was held.
+    pub async fn lost(mut rx: watch::Receiver<bool>) {
+        let _ = rx.wait_for(|l| !*l).await;
+    }
+
+    /// Releases the lease so a standby can take over at once.
+    pub async fn release(self) {
+        drop(self.is_leader);
+        match self.task.await {
+            Ok(Ok(_)) => info!("lease released"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not release the lease"),
+            Err(e) => tracing::warn!(error = %e, "lease task failed"),
+        }
+    }
+}

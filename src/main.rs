@@ -1,0 +1,198 @@
+//! The `kube-baseline` binary: flags and wiring only; everything else lives in the library.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use kube_baseline::controller::{self, Settings};
+use kube_baseline::leader::{Leadership, LeaseSettings};
+use kube_baseline::metrics::Metrics;
+use kube_baseline::telemetry::{self, LogFormat};
+use kube_baseline::{api, server, status_writer};
+use tokio::sync::watch;
+use tracing::info;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Keeps every selected namespace on its SecurityBaseline"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller.
+    Run(RunArgs),
+    /// Print the SecurityBaseline CustomResourceDefinition as YAML.
+    Crd,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// More namespaces no baseline may touch (repeatable), besides kube-system, kube-public
+    /// and kube-node-lease.
+    #[arg(long = "system-namespace", value_name = "NAME")]
+    system_namespaces: Vec<String>,
+    /// Namespaces reconciled concurrently.
+    #[arg(long, default_value_t = 8)]
+    concurrency: u16,
+    /// How long namespace results are gathered before baseline statuses are written.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    status_debounce: Duration,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log filter when RUST_LOG is unset (RUST_LOG syntax).
+    #[arg(long, default_value = "info,kube=warn")]
+    log_filter: String,
+    /// Elect a leader through a Lease so several replicas can run; only the leader writes.
+    #[arg(long)]
+    leader_elect: bool,
+    #[arg(long, default_value = "kube-baseline-leader")]
+    lease_name: String,
+    #[arg(long, env = "POD_NAMESPACE", default_value = "kube-baseline-system")]
+    lease_namespace: String,
+    /// How long a lease lasts without renewal: the longest a dead leader blocks a standby.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    lease_duration: Duration,
+    /// This replica's identity in the lease and in Events (default: the host name).
+    #[arg(long, env = "POD_NAME")]
+    instance: Option<String>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 15s or 2m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("{s:?} is not a duration like 500ms, 15s or 2m")),
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Crd => {
+            print!("{}", api::crd_yaml().context("serializing the CRD")?);
+            Ok(())
+        }
+        Command::Run(args) => run(args).await,
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    telemetry::init(args.log_format, &args.log_filter);
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
+    let instance = args.instance.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "kube-baseline".into())
+    });
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(Metrics::new(&mut registry));
+
+    // One signal fans out to every task: stop taking work, finish in-flight writes, release.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let (ready_tx, ready_rx) = watch::channel(false);
+    let health = server::Health {
+        registry: Arc::new(registry),
+        ready: ready_rx,
+    };
+    let http = tokio::spawn(server::serve(
+        args.metrics_addr,
+        health,
+        stopped(stop_rx.clone()),
+    ));
+
+    let mut leadership = None;
+    if args.leader_elect {
+        let lease = LeaseSettings {
+            name: args.lease_name.clone(),
+            namespace: args.lease_namespace.clone(),
+            identity: instance.clone(),
+            duration: args.lease_duration,
+        };
+        let mut l = Leadership::campaign(client.clone(), &lease).await?;
+        info!(lease = %lease.name, namespace = %lease.namespace, identity = %instance, "waiting for leadership");
+        tokio::select! {
+            r = l.acquired() => r?,
+            _ = stopped(stop_rx.clone()) => { l.release().await; return Ok(()); }
+        }
+        metrics.leader.set(1);
+        leadership = Some(l);
+    }
+
+    let settings = Settings {
+        system_namespaces: args.system_namespaces.into_iter().collect::<BTreeSet<_>>(),
+        concurrency: args.concurrency,
+        status_debounce: args.status_debounce,
+        instance,
+    };
+    // The controller stops on a signal or when leadership is lost (then the process exits and
+    // its supervisor restarts it as a standby).
+    let lost = leadership
+        .as_ref()
+        .map(|l| Leadership::lost(l.is_leader.clone()));
+    let stop = stopped(stop_rx.clone());
+    let shutdown = async move {
+        match lost {
+            Some(lost) => {
+                tokio::select! { _ = lost => tracing::warn!("leadership lost"), _ = stop => {} }
+            }
+            None => stop.await,
+        }
+    };
+    let (ctx, controller) = controller::controller(client, settings, metrics.clone(), shutdown);
+    let ready_ctx = ctx.clone();
+    tokio::spawn(async move {
+        if ready_ctx.wait_until_synced().await.is_ok() {
+            let _ = ready_tx.send(true);
+        }
+    });
+    let writer = tokio::spawn(status_writer::run(ctx));
+    info!("controller started");
+    controller.await;
+    writer.abort();
+    if let Some(l) = leadership {
+        metrics.leader.set(0);
+        l.release().await;
+    }
+    http.abort();
+    info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,292 @@
+//! The managed objects as the API server sees them: building them from the desired content,
+//! labelling and owning them, and telling whether an actual object already matches. Pure.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
+use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+use crate::desired::{Owner, PSA_PREFIX};
+
+/// The one field manager every write uses (server-side apply).
+pub const FIELD_MANAGER: &str = "kube-baseline";
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY_VALUE: &str = "kube-baseline";
+pub const BASELINE_LABEL: &str = "kubebaseline.io/baseline";
+
+/// The label selector of every watch on managed objects.
+pub fn managed_selector() -> String {
+    format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")
+}
+
+fn labels(owner: &Owner) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string()),
+        (BASELINE_LABEL.to_string(), owner.name.clone()),
+    ])
+}
+
+/// Cluster-scoped owners of namespaced dependents are valid: deleting the baseline lets the
+/// garbage collector remove what it made.
+fn owner_reference(owner: &Owner) -> OwnerReference {
+    OwnerReference {
+        api_version: format!("{}/v1alpha1", crate::api::GROUP),
+        kind: "SecurityBaseline".into(),
+        name: owner.name.clone(),
+        uid: owner.uid.clone(),
+        controller: Some(true),
+        block_owner_deletion: None,
+    }
+}
+
+fn meta(namespace: &str, name: &str, owner: &Owner) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some(namespace.into()),
+        labels: Some(labels(owner)),
+        owner_references: Some(vec![owner_reference(owner)]),
+        ..Default::default()
+    }
+}
+
+pub fn network_policy(
+    namespace: &str,
+    name: &str,
+    spec: &NetworkPolicySpec,
+    owner: &Owner,
+) -> NetworkPolicy {
+    NetworkPolicy {
+        metadata: meta(namespace, name, owner),
+        spec: Some(spec.clone()),
+    }
+}
+
+pub fn role_binding(
+    namespace: &str,
+    name: &str,
+    role_ref: &RoleRef,
+    subjects: &[Subject],
+    owner: &Owner,
+) -> RoleBinding {
+    RoleBinding {
+        metadata: meta(namespace, name, owner),
+        role_ref: role_ref.clone(),
+        subjects: Some(subjects.to_vec()),
+    }
+}
+
+/// Whether `actual` carries the labels and owner of `desired`. Other labels, annotations and
+/// owners belong to someone else and are left alone.
+fn meta_in_sync(actual: &ObjectMeta, desired: &ObjectMeta) -> bool {
+    let actual_labels = actual.labels.as_ref();
+    let labels_ok = desired
+        .labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| actual_labels.and_then(|l| l.get(k)) == Some(v));
+    let owner_ok = desired.owner_references.iter().flatten().all(|want| {
+        actual
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|have| have.uid == want.uid && have.controller == want.controller)
+    });
+    labels_ok && owner_ok
+}
+
+pub fn policy_in_sync(actual: &NetworkPolicy, desired: &NetworkPolicy) -> bool {
+    meta_in_sync(&actual.metadata, &desired.metadata) && actual.spec == desired.spec
+}
+
+pub fn binding_in_sync(actual: &RoleBinding, desired: &RoleBinding) -> bool {
+    meta_in_sync(&actual.metadata, &desired.metadata)
+        && actual.role_ref == desired.role_ref
+        && actual.subjects.as_deref().unwrap_or_default()
+            == desired.subjects.as_deref().unwrap_or_default()
+}
+
+/// Whether an object was made (or adopted) for some SecurityBaseline.
+pub fn has_baseline_owner(meta: &ObjectMeta) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.kind == "SecurityBaseline" && o.api_version.starts_with(crate::api::GROUP))
+}
+
+/// The namespace labels this operator owns, read from its server-side-apply managedFields entry.
+pub fn owned_labels(meta: &ObjectMeta) -> BTreeSet<String> {
+    meta.managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| {
+            m.manager.as_deref() == Some(FIELD_MANAGER) && m.operation.as_deref() == Some("Apply")
+        })
+        .filter_map(|m| m.fields_v1.as_ref())
+        .filter_map(|f| f.0.get("f:metadata")?.get("f:labels")?.as_object().cloned())
+        .flat_map(|labels| {
+            labels
+                .into_iter()
+                .filter_map(|(k, _)| k.strip_prefix("f:").map(str::to_string))
+        })
+        .collect()
+}
+
+/// Whether the namespace carries exactly the desired Pod Security labels as far as this operator
+/// is concerned: every desired label has its value, and no label it owns is left over.
+pub fn pod_security_in_sync(ns: &ObjectMeta, desired: &BTreeMap<String, String>) -> bool {
+    let actual = ns.labels.as_ref();
+    let values_ok = desired
+        .iter()
+        .all(|(k, v)| actual.and_then(|l| l.get(k)) == Some(v));
+    let owned: BTreeSet<String> = owned_labels(ns)
+        .into_iter()
+        .filter(|k| k.starts_with(PSA_PREFIX))
+        .collect();
+    values_ok && owned.iter().all(|k| desired.contains_key(k))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Mode;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
+
+    fn owner() -> Owner {
+        Owner {
+            name: "aks".into(),
+            uid: "u1".into(),
+            mode: Mode::Enforce,
+        }
+    }
+
+    fn subject(name: &str) -> Subject {
+        Subject {
+            kind: "Group".into(),
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            name: name.into(),
+            namespace: None,
+        }
+    }
+
+    fn binding() -> RoleBinding {
+        let role_ref = RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: "edit".into(),
+        };
+        role_binding("team-a", "team-edit", &role_ref, &[subject("g1")], &owner())
+    }
+
+    #[test]
+    fn objects_are_labelled_and_owned_by_their_baseline() {
+        let rb = binding();
+        let labels = rb.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels[MANAGED_BY_LABEL], "kube-baseline");
+        assert_eq!(labels[BASELINE_LABEL], "aks");
+        let owner_ref = &rb.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner_ref.kind.as_str(), owner_ref.uid.as_str()),
+            ("SecurityBaseline", "u1")
+        );
+        assert!(has_baseline_owner(&rb.metadata));
+    }
+
+    #[test]
+    fn extra_subject_or_missing_label_is_drift_but_foreign_annotations_are_not() {
+        let desired = binding();
+        let mut actual = desired.clone();
+        actual.metadata.annotations = Some(
+            [(
+                "argocd.argoproj.io/tracking-id".to_string(),
+                "x".to_string(),
+            )]
+            .into(),
+        );
+        actual
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("team".into(), "a".into());
+        assert!(binding_in_sync(&actual, &desired));
+
+        let mut extra = actual.clone();
+        extra.subjects.as_mut().unwrap().push(subject("intruder"));
+        assert!(!binding_in_sync(&extra, &desired));
+
+        let mut unlabelled = actual.clone();
+        unlabelled
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .remove(BASELINE_LABEL);
+        assert!(!binding_in_sync(&unlabelled, &desired));
+
+        let mut orphan = actual;
+        orphan.metadata.owner_references = None;
+        assert!(!binding_in_sync(&orphan, &desired));
+    }
+
+    fn ns_with(labels: &[(&str, &str)], owned: &[&str]) -> ObjectMeta {
+        let fields: serde_json::Map<String, serde_json::Value> = owned
+            .iter()
+            .map(|k| (format!("f:{k}"), serde_json::json!({})))
+            .collect();
+        ObjectMeta {
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            managed_fields: Some(vec![ManagedFieldsEntry {
+                manager: Some(FIELD_MANAGER.into()),
+                operation: Some("Apply".into()),
+                fields_v1: Some(FieldsV1(
+                    serde_json::json!({"f:metadata": {"f:labels": fields}}),
+                )),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pod_security_labels_compare_only_what_the_operator_owns() {
+        let desired: BTreeMap<String, String> = [(
+            "pod-security.kubernetes.io/enforce".to_string(),
+            "baseline".to_string(),
+        )]
+        .into();
+        let enforce = ("pod-security.kubernetes.io/enforce", "baseline");
+        assert!(pod_security_in_sync(
+            &ns_with(
+                &[enforce, ("team", "a")],
+                &["pod-security.kubernetes.io/enforce"]
+            ),
+            &desired
+        ));
+        // Removed by a user: drift.
+        assert!(!pod_security_in_sync(
+            &ns_with(&[("team", "a")], &[]),
+            &desired
+        ));
+        // A label the operator set earlier that the baseline no longer wants: must be released.
+        let stale = ns_with(
+            &[enforce, ("pod-security.kubernetes.io/warn", "restricted")],
+            &[
+                "pod-security.kubernetes.io/enforce",
+                "pod-security.kubernetes.io/warn",
+            ],
+        );
+        assert!(!pod_security_in_sync(&stale, &desired));
+        // The same label set by someone else is theirs.
+        let theirs = ns_with(
+            &[enforce, ("pod-security.kubernetes.io/warn", "restricted")],
+            &["pod-security.kubernetes.io/enforce"],
+        );
+        assert!(pod_security_in_sync(&theirs, &desired));
+    }
+}

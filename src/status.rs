@@ -1,0 +1,353 @@
+//! Baseline status from per-namespace outcomes: counts, a bounded problem list and conditions
+//! that do not flap. Pure functions; the writer task lives in the controller.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::{ActiveExemption, Mode, NamespaceCounts, Problem, SecurityBaselineStatus};
+
+/// At most this many problems are listed in status; the counts cover the rest.
+pub const MAX_PROBLEMS: usize = 50;
+
+/// The state of one namespace for one baseline, worst first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum NsState {
+    Failed,
+    Conflicted,
+    Drifted,
+    Exempted,
+    Compliant,
+}
+
+/// The result of reconciling one namespace, as far as one baseline is concerned.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NsOutcome {
+    pub state: NsState,
+    pub problems: Vec<Problem>,
+    pub exemption: Option<ActiveExemption>,
+}
+
+impl NsOutcome {
+    /// The state implied by the problems found (the worst one wins).
+    pub fn from_problems(problems: Vec<Problem>, exemption: Option<ActiveExemption>) -> Self {
+        let state = problems
+            .iter()
+            .map(|p| match p.reason.as_str() {
+                "Conflict" => NsState::Conflicted,
+                "Drift" => NsState::Drifted,
+                _ => NsState::Failed,
+            })
+            .min()
+            .unwrap_or(if exemption.is_some() {
+                NsState::Exempted
+            } else {
+                NsState::Compliant
+            });
+        Self {
+            state,
+            problems,
+            exemption,
+        }
+    }
+}
+
+/// Everything the status is computed from.
+pub struct StatusInput<'a> {
+    pub generation: Option<i64>,
+    pub mode: Mode,
+    pub invalid: Option<&'a str>,
+    pub outcomes: Option<&'a BTreeMap<String, NsOutcome>>,
+    pub repairs: i64,
+    pub last_repair_time: Option<Time>,
+}
+
+/// The status a baseline should have. `previous` keeps `lastTransitionTime` of conditions whose
+/// status did not change, so a recomputed status equals the stored one when nothing changed.
+pub fn compute(
+    input: &StatusInput,
+    previous: Option<&SecurityBaselineStatus>,
+    now: Timestamp,
+) -> SecurityBaselineStatus {
+    let mut counts = NamespaceCounts::default();
+    let mut problems = Vec::new();
+    let mut exemptions = Vec::new();
+    for outcome in input.outcomes.into_iter().flat_map(|o| o.values()) {
+        counts.selected += 1;
+        *match outcome.state {
+            NsState::Compliant => &mut counts.compliant,
+            NsState::Drifted => &mut counts.drifted,
+            NsState::Exempted => &mut counts.exempted,
+            NsState::Conflicted => &mut counts.conflicted,
+            NsState::Failed => &mut counts.failed,
+        } += 1;
+        problems.extend(outcome.problems.iter().cloned());
+        exemptions.extend(outcome.exemption.clone());
+    }
+    problems.sort();
+    problems.truncate(MAX_PROBLEMS);
+    exemptions.sort_by(|a, b| a.namespace.cmp(&b.namespace));
+
+    let generation = input.generation;
+    let cond = |type_: &str, ok: bool, reason: &str, message: String| {
+        condition(type_, ok, reason, message, generation, previous, now)
+    };
+    let conditions = match input.invalid {
+        Some(message) => vec![
+            cond(
+                "Ready",
+                false,
+                "InvalidSpec",
+                format!("the baseline cannot be applied: {message}"),
+            ),
+            cond(
+                "Degraded",
+                false,
+                "InvalidSpec",
+                "nothing is applied while the spec is invalid".into(),
+            ),
+            cond(
+                "Conflict",
+                false,
+                "InvalidSpec",
+                "nothing is applied while the spec is invalid".into(),
+            ),
+            cond("Invalid", true, "InvalidSpec", message.to_string()),
+        ],
+        None => {
+            let unready = counts.selected - counts.compliant - counts.exempted;
+            let ready_reason = match (unready, input.mode) {
+                (0, Mode::Enforce) => "Compliant",
+                (0, Mode::Audit) => "NoDrift",
+                (_, Mode::Audit) => "DriftDetected",
+                (_, Mode::Enforce) if counts.failed + counts.conflicted > 0 => "NotCompliant",
+                _ => "Reconciling",
+            };
+            vec![
+                cond(
+                    "Ready",
+                    unready == 0,
+                    ready_reason,
+                    format!(
+                        "{} of {} selected namespaces compliant, {} exempted",
+                        counts.compliant, counts.selected, counts.exempted
+                    ),
+                ),
+                cond(
+                    "Degraded",
+                    counts.failed > 0,
+                    if counts.failed > 0 {
+                        "ApplyFailed"
+                    } else {
+                        "AllApplied"
+                    },
+                    format!(
+                        "{} namespaces have objects that could not be applied",
+                        counts.failed
+                    ),
+                ),
+                cond(
+                    "Conflict",
+                    counts.conflicted > 0,
+                    if counts.conflicted > 0 {
+                        "OlderBaselineWins"
+                    } else {
+                        "NoConflict"
+                    },
+                    format!(
+                        "{} namespaces have objects an older baseline wants differently",
+                        counts.conflicted
+                    ),
+                ),
+                cond("Invalid", false, "Valid", "the spec is valid".into()),
+            ]
+        }
+    };
+    SecurityBaselineStatus {
+        observed_generation: generation,
+        conditions,
+        namespaces: counts,
+        repairs: input.repairs,
+        last_repair_time: input.last_repair_time.clone(),
+        active_exemptions: exemptions,
+        problems,
+    }
+}
+
+fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    previous: Option<&SecurityBaselineStatus>,
+    now: Timestamp,
+) -> Condition {
+    let status = if ok { "True" } else { "False" };
+    let last_transition_time = previous
+        .and_then(|p| p.conditions.iter().find(|c| c.type_ == type_))
+        .filter(|c| c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(ns: &str, reason: &str) -> Problem {
+        Problem {
+            namespace: ns.into(),
+            object: "RoleBinding/x".into(),
+            reason: reason.into(),
+            message: String::new(),
+        }
+    }
+
+    fn input(outcomes: &BTreeMap<String, NsOutcome>) -> StatusInput<'_> {
+        StatusInput {
+            generation: Some(2),
+            mode: Mode::Enforce,
+            invalid: None,
+            outcomes: Some(outcomes),
+            repairs: 0,
+            last_repair_time: None,
+        }
+    }
+
+    fn get<'a>(s: &'a SecurityBaselineStatus, t: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn worst_problem_decides_the_namespace_state() {
+        let o =
+            NsOutcome::from_problems(vec![problem("a", "Drift"), problem("a", "Forbidden")], None);
+        assert_eq!(o.state, NsState::Failed);
+        assert_eq!(
+            NsOutcome::from_problems(vec![], None).state,
+            NsState::Compliant
+        );
+        assert_eq!(
+            NsOutcome::from_problems(vec![problem("a", "Conflict")], None).state,
+            NsState::Conflicted
+        );
+    }
+
+    #[test]
+    fn counts_and_conditions_reflect_outcomes() {
+        let outcomes: BTreeMap<_, _> = [
+            ("a".to_string(), NsOutcome::from_problems(vec![], None)),
+            (
+                "b".to_string(),
+                NsOutcome::from_problems(vec![problem("b", "Forbidden")], None),
+            ),
+            (
+                "c".to_string(),
+                NsOutcome::from_problems(vec![problem("c", "Conflict")], None),
+            ),
+        ]
+        .into();
+        let s = compute(&input(&outcomes), None, Timestamp::UNIX_EPOCH);
+        assert_eq!(
+            s.namespaces,
+            NamespaceCounts {
+                selected: 3,
+                compliant: 1,
+                failed: 1,
+                conflicted: 1,
+                ..Default::default()
+            }
+        );
+        assert_eq!(get(&s, "Ready").status, "False");
+        assert_eq!(get(&s, "Degraded").status, "True");
+        assert_eq!(get(&s, "Conflict").status, "True");
+        assert_eq!(get(&s, "Invalid").status, "False");
+        assert_eq!(s.problems.len(), 2);
+        assert_eq!(s.observed_generation, Some(2));
+    }
+
+    #[test]
+    fn conditions_keep_their_transition_time_while_status_holds() {
+        let outcomes: BTreeMap<_, _> =
+            [("a".to_string(), NsOutcome::from_problems(vec![], None))].into();
+        let first = compute(&input(&outcomes), None, Timestamp::from_second(10).unwrap());
+        let again = compute(
+            &input(&outcomes),
+            Some(&first),
+            Timestamp::from_second(99).unwrap(),
+        );
+        assert_eq!(
+            first, again,
+            "an unchanged status must compare equal so it is not rewritten"
+        );
+
+        let broken: BTreeMap<_, _> = [(
+            "a".to_string(),
+            NsOutcome::from_problems(vec![problem("a", "Forbidden")], None),
+        )]
+        .into();
+        let changed = compute(
+            &input(&broken),
+            Some(&first),
+            Timestamp::from_second(99).unwrap(),
+        );
+        assert_eq!(
+            get(&changed, "Ready").last_transition_time.0,
+            Timestamp::from_second(99).unwrap()
+        );
+        assert_eq!(
+            get(&changed, "Invalid").last_transition_time.0,
+            Timestamp::from_second(10).unwrap()
+        );
+    }
+
+    #[test]
+    fn problem_list_is_bounded_and_sorted() {
+        let outcomes: BTreeMap<_, _> = (0..200)
+            .map(|i| {
+                (
+                    format!("ns-{i:03}"),
+                    NsOutcome::from_problems(vec![problem(&format!("ns-{i:03}"), "Drift")], None),
+                )
+            })
+            .collect();
+        let s = compute(
+            &StatusInput {
+                mode: Mode::Audit,
+                ..input(&outcomes)
+            },
+            None,
+            Timestamp::UNIX_EPOCH,
+        );
+        assert_eq!(s.problems.len(), MAX_PROBLEMS);
+        assert_eq!(s.problems[0].namespace, "ns-000");
+        assert_eq!(s.namespaces.drifted, 200);
+        assert_eq!(get(&s, "Ready").reason, "DriftDetected");
+    }
+
+    #[test]
+    fn invalid_spec_sets_invalid_and_not_ready() {
+        let s = compute(
+            &StatusInput {
+                invalid: Some("namespaceSelector: bad"),
+                outcomes: None,
+                ..input(&BTreeMap::new())
+            },
+            None,
+            Timestamp::UNIX_EPOCH,
+        );
+        assert_eq!(get(&s, "Invalid").status, "True");
+        assert_eq!(get(&s, "Ready").status, "False");
+        assert!(get(&s, "Invalid").message.contains("namespaceSelector"));
+    }
+}

@@ -1,0 +1,152 @@
+//! The one task that writes baseline statuses: it gathers namespace outcomes for a short
+//! debounce, then writes each baseline's status only when it differs from what it has.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{debug, warn};
+
+use crate::api::{SecurityBaseline, SecurityBaselineStatus};
+use crate::controller::Context;
+use crate::desired;
+use crate::metrics::{ErrorLabel, StateLabel};
+use crate::objects::FIELD_MANAGER;
+use crate::status::{self, StatusInput};
+
+/// Runs until the process stops.
+pub async fn run(ctx: Arc<Context>) {
+    // By baseline uid: the status this process wrote last. The cache may not show our own
+    // write yet; comparing with both keeps a status from being written twice.
+    let mut written: HashMap<String, SecurityBaselineStatus> = HashMap::new();
+    loop {
+        ctx.status_changed.notified().await;
+        tokio::time::sleep(ctx.settings.status_debounce).await;
+        if !all_namespaces_seen(&ctx) {
+            // Not every namespace has been reconciled since start: counts would be partial.
+            // The remaining reconciles will notify again.
+            continue;
+        }
+        if !write_all(&ctx, &mut written).await {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            ctx.status_changed.notify_one();
+        }
+    }
+}
+
+fn all_namespaces_seen(ctx: &Context) -> bool {
+    let r = ctx.results.lock().unwrap();
+    ctx.namespaces
+        .state()
+        .iter()
+        .all(|ns| r.seen.contains(&ns.name_any()))
+}
+
+/// Writes every baseline status that changed; false when a write failed.
+async fn write_all(ctx: &Context, written: &mut HashMap<String, SecurityBaselineStatus>) -> bool {
+    let baselines = ctx.baselines.state();
+    let api: Api<SecurityBaseline> = Api::all(ctx.client.clone());
+    let now = Timestamp::now();
+    let mut ok = true;
+    for baseline in &baselines {
+        let name = baseline.name_any();
+        let uid = baseline.uid().unwrap_or_default();
+        let (status, pending) = {
+            let mut r = ctx.results.lock().unwrap();
+            let live: std::collections::HashSet<String> = ctx
+                .namespaces
+                .state()
+                .iter()
+                .map(|n| n.name_any())
+                .collect();
+            if let Some(outcomes) = r.outcomes.get_mut(&name) {
+                outcomes.retain(|ns, _| live.contains(ns));
+            }
+            let previous = written.get(&uid).or(baseline.status.as_ref());
+            let pending = r.pending_repairs.get(&name).cloned().unwrap_or_default();
+            let invalid = desired::validate(baseline).err().map(|e| e.0);
+            let input = StatusInput {
+                generation: baseline.meta().generation,
+                mode: baseline.spec.mode,
+                invalid: invalid.as_deref(),
+                outcomes: r.outcomes.get(&name),
+                repairs: previous.map_or(0, |p| p.repairs) + pending.0,
+                last_repair_time: pending
+                    .1
+                    .clone()
+                    .or_else(|| previous.and_then(|p| p.last_repair_time.clone())),
+            };
+            (status::compute(&input, previous, now), pending)
+        };
+        update_gauges(ctx, &name, &status);
+        if written.get(&uid) == Some(&status) || baseline.status.as_ref() == Some(&status) {
+            continue;
+        }
+        let patch = json!({
+            "apiVersion": SecurityBaseline::api_version(&()),
+            "kind": SecurityBaseline::kind(&()),
+            "status": status,
+        });
+        match api
+            .patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+        {
+            Ok(_) => {
+                debug!(baseline = %name, "status written");
+                ctx.metrics.status_writes.inc();
+                let mut r = ctx.results.lock().unwrap();
+                if let Some(p) = r.pending_repairs.get_mut(&name) {
+                    p.0 -= pending.0;
+                }
+                written.insert(uid, status);
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => {} // deleted meanwhile
+            Err(e) => {
+                warn!(baseline = %name, error = %e, "could not write status");
+                ctx.metrics
+                    .errors
+                    .get_or_create(&ErrorLabel {
+                        error: "status".into(),
+                    })
+                    .inc();
+                ok = false;
+            }
+        }
+    }
+    // Forget baselines that are gone.
+    let live: std::collections::HashSet<String> = baselines.iter().map(|b| b.name_any()).collect();
+    let mut r = ctx.results.lock().unwrap();
+    r.outcomes.retain(|b, _| live.contains(b));
+    r.pending_repairs.retain(|b, _| live.contains(b));
+    let uids: std::collections::HashSet<String> =
+        baselines.iter().filter_map(|b| b.uid()).collect();
+    written.retain(|uid, _| uids.contains(uid));
+    ok
+}
+
+fn update_gauges(ctx: &Context, baseline: &str, status: &SecurityBaselineStatus) {
+    let c = &status.namespaces;
+    for (state, n) in [
+        ("compliant", c.compliant),
+        ("drifted", c.drifted),
+        ("exempted", c.exempted),
+        ("conflicted", c.conflicted),
+        ("failed", c.failed),
+    ] {
+        ctx.metrics
+            .namespaces
+            .get_or_create(&StateLabel {
+                baseline: baseline.into(),
+                state: state.into(),
+            })
+            .set(n);
+    }
+}

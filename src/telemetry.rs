@@ -1,0 +1,27 @@
+//! Logging: human-readable text or JSON lines, filtered with `RUST_LOG` syntax.
+
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Installs the global subscriber. `filter` is used when `RUST_LOG` is unset.
+pub fn init(format: LogFormat, filter: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        LogFormat::Text => registry.with(fmt::layer().with_target(false)).init(),
+        LogFormat::Json => registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true),
+            )
+            .init(),
+    }
+}
