@@ -51,7 +51,7 @@ struct RunArgs {
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// Log filter when RUST_LOG is unset (RUST_LOG syntax).
-    #[arg(long, default_value = "info,kube=warn")]
+    #[arg(long, default_value = "info,kube_client=warn,kube_runtime=warn")]
     log_filter: String,
     /// Elect a leader through a Lease so several replicas can run; only the leader writes.
     #[arg(long)]
@@ -93,14 +93,19 @@ async fn shutdown_signal() {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Crd => {
             print!("{}", api::crd_yaml().context("serializing the CRD")?);
             Ok(())
         }
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+            let result = runtime.block_on(run(args));
+            // Blocking tasks left behind (connection pools, resolvers) must not hold up exit.
+            runtime.shutdown_timeout(Duration::from_secs(2));
+            result
+        }
     }
 }
 

@@ -11,7 +11,11 @@ pub enum LogFormat {
 
 /// Installs the global subscriber. `filter` is used when `RUST_LOG` is unset.
 pub fn init(format: LogFormat, filter: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
+    // An empty RUST_LOG counts as unset (an empty filter would silence everything but errors).
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(env) if !env.trim().is_empty() => EnvFilter::new(env),
+        _ => EnvFilter::new(filter),
+    };
     let registry = tracing_subscriber::registry().with(filter);
     match format {
         LogFormat::Text => registry.with(fmt::layer().with_target(false)).init(),

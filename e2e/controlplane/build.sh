@@ -3,6 +3,7 @@
 # cache outside the checkout, keyed by version, and prints the directory holding them.
 # A second call (or a fresh clone on the same machine) finds the cache and returns at once.
 #
+#   build.sh --dir       print the directory without building
 #   KUBE_BASELINE_CACHE  cache root (default ${XDG_CACHE_HOME:-$HOME/.cache}/kube-baseline)
 set -euo pipefail
 
@@ -15,6 +16,9 @@ etcd_dir=$cache_root/etcd-$ETCD_VERSION
 bin_dir=$cache_root/bin-$KUBERNETES_VERSION-etcd-$ETCD_VERSION
 
 log() { printf 'controlplane/build: %s\n' "$*" >&2; }
+
+# --dir: only say where the binaries are (or would be); build nothing.
+if [ "${1:-}" = --dir ]; then echo "$bin_dir"; exit 0; fi
 
 build_kubernetes() {
   local src=$k8s_dir/src minor gomod replaces=() m

@@ -19,7 +19,12 @@ startup_timeout=${CLUSTER_STARTUP_TIMEOUT:-120}
 
 log() { printf 'cluster: %s\n' "$*" >&2; }
 
-alive() { [ -f "$pids/$1" ] && kill -0 "$(cat "$pids/$1")" 2>/dev/null; }
+# A recorded pid counts only while it is still that component (pids get reused).
+alive() {
+  local pid
+  [ -f "$pids/$1" ] && pid=$(cat "$pids/$1") && kill -0 "$pid" 2>/dev/null \
+    && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "$1"
+}
 
 # The kubectl with the admin kubeconfig; quiet unless asked.
 kc() { "$bin/kubectl" --kubeconfig "$state/kubeconfig" "$@"; }
@@ -42,7 +47,7 @@ stop_all() {
   for c in kube-controller-manager kube-apiserver etcd; do
     [ -f "$pids/$c" ] || continue
     pid=$(cat "$pids/$c")
-    if kill -0 "$pid" 2>/dev/null; then
+    if alive "$c"; then
       kill "$pid" 2>/dev/null || true
       for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
       kill -9 "$pid" 2>/dev/null || true
@@ -76,7 +81,9 @@ make_pki() {
     -subj "/CN=kube-baseline-local-ca" 2>/dev/null
   sign() { # name subject [san]
     openssl req -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.csr" -subj "$2" 2>/dev/null
-    if [ -n "${3:-}" ]; then printf 'subjectAltName=%s\n' "$3" >"$1.ext"; else : >"$1.ext"; fi
+    # X.509 v3 with key usages: rustls (the operator's TLS stack) rejects v1 certificates.
+    printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n' >"$1.ext"
+    if [ -n "${3:-}" ]; then printf 'subjectAltName=%s\n' "$3" >>"$1.ext"; fi
     openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
       -extfile "$1.ext" -out "$1.crt" 2>/dev/null
     rm -f "$1.csr" "$1.ext"
@@ -166,7 +173,7 @@ status() {
 case "${1:-}" in
   up) bin=$("$here/build.sh"); up ;;
   down) stop_all; rm -rf "$state"; log "stopped" ;;
-  status) bin=$("$here/build.sh"); status ;;
+  status) bin=$("$here/build.sh" --dir); status ;;
   bin) "$here/build.sh" ;;
   *) echo "usage: $0 up|down|status|bin" >&2; exit 2 ;;
 esac

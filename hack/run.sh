@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# `make run`: the operator in the foreground against $KUBECONFIG, or against the local control
+# plane (started if needed) when KUBECONFIG is unset. Installs the CRD, a sample baseline and
+# demo namespaces first.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+kubectl=$(e2e/controlplane/cluster.sh bin)/kubectl
+if [ -z "${KUBECONFIG:-}" ]; then
+  e2e/controlplane/cluster.sh up
+  export KUBECONFIG=$repo/.cluster/kubeconfig
+fi
+cargo build --bins
+"$kubectl" apply --server-side -f crds/
+"$kubectl" wait --for condition=established --timeout 60s crd/securitybaselines.kubebaseline.io
+"$kubectl" apply -f config/samples/demo-namespaces.yaml
+"$kubectl" apply -k config/samples
+cat <<MSG
+
+kube-baseline runs below (Ctrl-C stops it). In another shell:
+  export KUBECONFIG=$KUBECONFIG
+  $kubectl get sbl                      # mode, selected, compliant, ready
+  $kubectl get sbl aks-default -o yaml  # conditions, counts, problems, exemptions
+  $kubectl get networkpolicy,rolebinding -A -l app.kubernetes.io/managed-by=kube-baseline
+  $kubectl get ns --show-labels         # Pod Security labels on team-a, team-b, legacy-batch
+  $kubectl delete networkpolicy -n team-a restrict-instance-metadata   # watch it come back
+  $kubectl events -n default --for securitybaseline/aks-default
+
+MSG
+exec target/debug/kube-baseline run --metrics-addr 127.0.0.1:8080
