@@ -33,7 +33,7 @@ check-crds:
 
 ## End-to-end tests on the local control plane (started and stopped here unless already running).
 e2e:
-	hack/with-cluster.sh cargo test $(E2E_TESTS)
+	e2e/scripts/with-cluster.sh cargo test $(E2E_TESTS)
 
 cluster-up:
 	$(CLUSTER) up
@@ -46,10 +46,10 @@ cluster-status:
 
 ## The operator in the foreground on a local control plane (or $$KUBECONFIG), with a sample baseline.
 run:
-	hack/run.sh
+	e2e/scripts/run.sh
 
 bench:
-	hack/with-cluster.sh hack/bench.sh
+	e2e/scripts/with-cluster.sh e2e/scripts/bench.sh
 
 clean:
 	cargo clean

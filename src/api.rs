@@ -31,26 +31,14 @@ const CLUSTER_ROLE_NAME: &str = r"^[A-Za-z0-9:._-]+$";
     category = "all-baselines",
     doc = "A security baseline every selected namespace is kept on (see spec).",
     printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
-    printcolumn(
-        name = "Selected",
-        type_ = "integer",
-        json_path = ".status.namespaces.selected"
-    ),
-    printcolumn(
-        name = "Compliant",
-        type_ = "integer",
-        json_path = ".status.namespaces.compliant"
-    ),
+    printcolumn(name = "Selected", type_ = "integer", json_path = ".status.namespaces.selected"),
+    printcolumn(name = "Compliant", type_ = "integer", json_path = ".status.namespaces.compliant"),
     printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new(
     "self.groupFormat == 'Any' || self.roleBindings.all(rb, rb.groups.all(g, g.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')))"
@@ -103,9 +91,7 @@ pub struct SecurityBaselineSpec {
 }
 
 /// Whether a baseline writes (Enforce) or only reports (Audit).
-#[derive(
-    Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
-)]
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 pub enum Mode {
     #[default]
     Enforce,
@@ -113,9 +99,7 @@ pub enum Mode {
 }
 
 /// How roleBindings[].groups are validated at admission.
-#[derive(
-    Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
-)]
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 pub enum GroupFormat {
     #[default]
     Guid,
@@ -123,19 +107,7 @@ pub enum GroupFormat {
 }
 
 /// A part of the baseline that an exemption can switch off in one namespace.
-#[derive(
-    Deserialize,
-    Serialize,
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    schemars::JsonSchema,
-)]
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Control {
     MetadataEgress,
@@ -318,9 +290,7 @@ pub struct ActiveExemption {
 }
 
 /// Why one object in one namespace does not match the baseline.
-#[derive(
-    Deserialize, Serialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, schemars::JsonSchema,
-)]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, schemars::JsonSchema)]
 pub struct Problem {
     pub namespace: String,
     /// `Kind/name` of the object.

@@ -2,7 +2,6 @@
 //! desired state from the pure core, writes only where the cluster differs.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -68,7 +67,9 @@ pub struct Context {
     pub status_changed: tokio::sync::Notify,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
-    synced: AtomicBool,
+    synced: tokio::sync::OnceCell<()>,
+    baselines_listed: tokio::sync::watch::Sender<bool>,
+    namespaces_listed: tokio::sync::watch::Sender<bool>,
 }
 
 /// The result of making one object match.
@@ -108,45 +109,42 @@ impl Context {
             results: Mutex::default(),
             status_changed: tokio::sync::Notify::new(),
             metrics,
-            synced: AtomicBool::new(false),
+            synced: tokio::sync::OnceCell::new(),
+            baselines_listed: tokio::sync::watch::Sender::new(false),
+            namespaces_listed: tokio::sync::watch::Sender::new(false),
         }
     }
 
     /// Whether every cache has its first full list.
     pub fn is_synced(&self) -> bool {
-        self.synced.load(Ordering::Relaxed)
+        self.synced.initialized()
     }
 
     /// Waits for every cache: reconciling against a partial view would prune or rewrite
     /// objects that merely have not been listed yet.
+    ///
+    /// kube-runtime's `Store::wait_until_ready` wakes only the last task that polled it (and the
+    /// controller's own runner polls the namespace store's), so readiness is tracked here with
+    /// watch channels set from the streams' `InitDone` events instead.
     pub async fn wait_until_synced(&self) -> Result<()> {
-        if self.is_synced() {
-            return Ok(());
-        }
-        self.baselines
-            .wait_until_ready()
-            .await
-            .map_err(|e| Error::CacheSync(e.to_string()))?;
-        self.namespaces
-            .wait_until_ready()
-            .await
-            .map_err(|e| Error::CacheSync(e.to_string()))?;
-        self.policies.wait_until_ready().await;
-        self.bindings.wait_until_ready().await;
-        if !self.synced.swap(true, Ordering::Relaxed) {
-            self.metrics.ready.set(1);
-            info!("caches synced");
-        }
+        self.synced
+            .get_or_init(|| async {
+                for flag in [&self.baselines_listed, &self.namespaces_listed] {
+                    let _ = flag.subscribe().wait_for(|listed| *listed).await;
+                }
+                self.policies.wait_until_ready().await;
+                self.bindings.wait_until_ready().await;
+                self.metrics.ready.set(1);
+                info!("caches synced");
+            })
+            .await;
         Ok(())
     }
 
     fn validated(
         baselines: &[Arc<SecurityBaseline>],
     ) -> BTreeMap<String, Result<desired::ValidBaseline, desired::InvalidSpec>> {
-        baselines
-            .iter()
-            .map(|b| (b.name_any(), desired::validate(b)))
-            .collect()
+        baselines.iter().map(|b| (b.name_any(), desired::validate(b))).collect()
     }
 
     async fn publish(&self, baseline: &str, type_: EventType, reason: &str, note: String) {
@@ -217,12 +215,7 @@ impl NamespaceWriter<'_> {
             .inc();
     }
 
-    async fn ensure(
-        &self,
-        ns_meta: &kube::api::ObjectMeta,
-        key: &ObjectKey,
-        want: &DesiredObject,
-    ) -> ObjectResult {
+    async fn ensure(&self, ns_meta: &kube::api::ObjectMeta, key: &ObjectKey, want: &DesiredObject) -> ObjectResult {
         let enforce = want.owner.mode == Mode::Enforce;
         let kind = match key {
             ObjectKey::NetworkPolicy(_) => "NetworkPolicy",
@@ -233,16 +226,12 @@ impl NamespaceWriter<'_> {
             (ObjectKey::NetworkPolicy(name), Content::NetworkPolicy(spec)) => {
                 let desired = objects::network_policy(self.ns, name, spec, &want.owner);
                 let actual = self.ctx.policies.in_namespace(self.ns).remove(name);
-                actual
-                    .as_ref()
-                    .is_some_and(|a| objects::policy_in_sync(a, &desired))
+                actual.as_ref().is_some_and(|a| objects::policy_in_sync(a, &desired))
             }
             (ObjectKey::RoleBinding(name), Content::RoleBinding { role_ref, subjects }) => {
                 let desired = objects::role_binding(self.ns, name, role_ref, subjects, &want.owner);
                 let actual = self.ctx.bindings.in_namespace(self.ns).remove(name);
-                actual
-                    .as_ref()
-                    .is_some_and(|a| objects::binding_in_sync(a, &desired))
+                actual.as_ref().is_some_and(|a| objects::binding_in_sync(a, &desired))
             }
             (ObjectKey::PodSecurityLabels, Content::PodSecurityLabels(labels)) => {
                 objects::pod_security_in_sync(ns_meta, labels)
@@ -252,21 +241,14 @@ impl NamespaceWriter<'_> {
         if in_sync {
             return ObjectResult::InSync;
         }
-        self.ctx
-            .metrics
-            .drift
-            .get_or_create(&Metrics::kind(kind))
-            .inc();
+        self.ctx.metrics.drift.get_or_create(&Metrics::kind(kind)).inc();
         if !enforce {
             return ObjectResult::Drift;
         }
         let result = match (key, &want.content) {
             (ObjectKey::NetworkPolicy(name), Content::NetworkPolicy(spec)) => {
-                self.apply_policy(
-                    name,
-                    &objects::network_policy(self.ns, name, spec, &want.owner),
-                )
-                .await
+                self.apply_policy(name, &objects::network_policy(self.ns, name, spec, &want.owner))
+                    .await
             }
             (ObjectKey::RoleBinding(name), Content::RoleBinding { role_ref, subjects }) => {
                 self.apply_binding(
@@ -275,37 +257,22 @@ impl NamespaceWriter<'_> {
                 )
                 .await
             }
-            (ObjectKey::PodSecurityLabels, Content::PodSecurityLabels(labels)) => {
-                self.apply_labels(labels).await
-            }
+            (ObjectKey::PodSecurityLabels, Content::PodSecurityLabels(labels)) => self.apply_labels(labels).await,
             _ => unreachable!(),
         };
         if let ObjectResult::Repaired(_) = result {
-            self.ctx
-                .metrics
-                .repairs
-                .get_or_create(&Metrics::kind(kind))
-                .inc();
+            self.ctx.metrics.repairs.get_or_create(&Metrics::kind(kind)).inc();
         }
         result
     }
 
     /// A same-named object no baseline owns is adopted; one whose labels were stripped is
     /// merely repaired. Only objects missing from the cache are looked up.
-    async fn existing<K>(
-        &self,
-        api: &Api<K>,
-        name: &str,
-        cached: bool,
-    ) -> Result<Option<K>, kube::Error>
+    async fn existing<K>(&self, api: &Api<K>, name: &str, cached: bool) -> Result<Option<K>, kube::Error>
     where
         K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
-        if cached {
-            Ok(None)
-        } else {
-            api.get_opt(name).await
-        }
+        if cached { Ok(None) } else { api.get_opt(name).await }
     }
 
     async fn apply_policy(&self, name: &str, desired: &NetworkPolicy) -> ObjectResult {
@@ -316,10 +283,7 @@ impl NamespaceWriter<'_> {
             Err(e) => return self.failed("NetworkPolicy", e),
         };
         self.count_write("apply", "NetworkPolicy");
-        match api
-            .patch(name, &Self::params(), &Patch::Apply(desired))
-            .await
-        {
+        match api.patch(name, &Self::params(), &Patch::Apply(desired)).await {
             Ok(_) => ObjectResult::Repaired(verb(cached, existing.as_ref().map(|e| &e.metadata))),
             Err(e) => self.failed("NetworkPolicy", e),
         }
@@ -336,10 +300,7 @@ impl NamespaceWriter<'_> {
             },
         };
         // roleRef is immutable: a binding to another role is replaced, not patched.
-        if let Some(old) = existing
-            .as_ref()
-            .filter(|old| old.role_ref != desired.role_ref)
-        {
+        if let Some(old) = existing.as_ref().filter(|old| old.role_ref != desired.role_ref) {
             self.count_write("delete", "RoleBinding");
             let dp = DeleteParams {
                 preconditions: Some(Preconditions {
@@ -355,14 +316,8 @@ impl NamespaceWriter<'_> {
             }
         }
         self.count_write("apply", "RoleBinding");
-        match api
-            .patch(name, &Self::params(), &Patch::Apply(desired))
-            .await
-        {
-            Ok(_) => ObjectResult::Repaired(verb(
-                cached.is_some(),
-                existing.as_ref().map(|e| &e.metadata),
-            )),
+        match api.patch(name, &Self::params(), &Patch::Apply(desired)).await {
+            Ok(_) => ObjectResult::Repaired(verb(cached.is_some(), existing.as_ref().map(|e| &e.metadata))),
             Err(e) => self.failed("RoleBinding", e),
         }
     }
@@ -373,15 +328,8 @@ impl NamespaceWriter<'_> {
         let api: Api<Namespace> = Api::all(self.ctx.client.clone());
         let patch = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.ns, "labels": labels}});
         self.count_write("apply", "Namespace");
-        match api
-            .patch(self.ns, &Self::params(), &Patch::Apply(&patch))
-            .await
-        {
-            Ok(_) => ObjectResult::Repaired(if labels.is_empty() {
-                "Pruned"
-            } else {
-                "Updated"
-            }),
+        match api.patch(self.ns, &Self::params(), &Patch::Apply(&patch)).await {
+            Ok(_) => ObjectResult::Repaired(if labels.is_empty() { "Pruned" } else { "Updated" }),
             Err(e) => self.failed("Namespace", e),
         }
     }
@@ -406,11 +354,7 @@ impl NamespaceWriter<'_> {
         };
         match api.delete(&obj.name_any(), &dp).await {
             Ok(_) => {
-                self.ctx
-                    .metrics
-                    .repairs
-                    .get_or_create(&Metrics::kind(&kind))
-                    .inc();
+                self.ctx.metrics.repairs.get_or_create(&Metrics::kind(&kind)).inc();
                 ObjectResult::Repaired("Pruned")
             }
             Err(kube::Error::Api(s)) if s.code == 404 => ObjectResult::InSync,
@@ -434,27 +378,20 @@ impl NamespaceWriter<'_> {
         let mut out = Vec::new();
         for (name, obj) in self.ctx.policies.in_namespace(self.ns) {
             let key = ObjectKey::NetworkPolicy(name);
-            if let (false, Some(owner)) = (plan.objects.contains_key(&key), prunable(obj.labels()))
-            {
+            if let (false, Some(owner)) = (plan.objects.contains_key(&key), prunable(obj.labels())) {
                 out.push((owner, key, self.delete(obj.as_ref()).await));
             }
         }
         for (name, obj) in self.ctx.bindings.in_namespace(self.ns) {
             let key = ObjectKey::RoleBinding(name);
-            if let (false, Some(owner)) = (plan.objects.contains_key(&key), prunable(obj.labels()))
-            {
+            if let (false, Some(owner)) = (plan.objects.contains_key(&key), prunable(obj.labels())) {
                 out.push((owner, key, self.delete(obj.as_ref()).await));
             }
         }
         // Pod Security labels have no owner label; release them unless a baseline that keeps
         // its hands off (Audit or invalid) may be the one that set them.
-        let owns_psa = objects::owned_labels(ns_meta)
-            .iter()
-            .any(|k| k.starts_with(PSA_PREFIX));
-        if owns_psa
-            && !plan.objects.contains_key(&ObjectKey::PodSecurityLabels)
-            && plan.hands_off.is_empty()
-        {
+        let owns_psa = objects::owned_labels(ns_meta).iter().any(|k| k.starts_with(PSA_PREFIX));
+        if owns_psa && !plan.objects.contains_key(&ObjectKey::PodSecurityLabels) && plan.hands_off.is_empty() {
             out.push((
                 String::new(),
                 ObjectKey::PodSecurityLabels,
@@ -496,19 +433,13 @@ pub async fn reconcile(ns: Arc<PartialObjectMeta<Namespace>>, ctx: Arc<Context>)
         &ctx.settings.system_namespaces,
         now,
     );
-    let known: BTreeMap<String, Mode> = baselines
-        .iter()
-        .map(|b| (b.name_any(), b.spec.mode))
-        .collect();
+    let known: BTreeMap<String, Mode> = baselines.iter().map(|b| (b.name_any(), b.spec.mode)).collect();
 
     let mut results: BTreeMap<ObjectKey, ObjectResult> = BTreeMap::new();
     let mut repairs: Vec<(String, ObjectKey, &'static str)> = Vec::new();
     let mut failures = Vec::new();
     if !facts.terminating && !desired::is_system_namespace(&name, &ctx.settings.system_namespaces) {
-        let writer = NamespaceWriter {
-            ctx: &ctx,
-            ns: &name,
-        };
+        let writer = NamespaceWriter { ctx: &ctx, ns: &name };
         for (key, want) in &plan.objects {
             let result = writer.ensure(&ns.metadata, key, want).await;
             if let ObjectResult::Repaired(how) = result {
@@ -519,9 +450,7 @@ pub async fn reconcile(ns: Arc<PartialObjectMeta<Namespace>>, ctx: Arc<Context>)
         for (owner, key, result) in writer.prune(&ns.metadata, &plan, &known).await {
             match result {
                 ObjectResult::Repaired(how) => repairs.push((owner, key, how)),
-                ObjectResult::Failed { reason, message } => {
-                    failures.push((owner, key, reason, message))
-                }
+                ObjectResult::Failed { reason, message } => failures.push((owner, key, reason, message)),
                 _ => {}
             }
         }
@@ -530,19 +459,10 @@ pub async fn reconcile(ns: Arc<PartialObjectMeta<Namespace>>, ctx: Arc<Context>)
     let new_problems = record(&ctx, &name, &plan, &results, &repairs, &baselines);
     for (baseline, key, how) in &repairs {
         info!(baseline, object = %key, how, "repaired");
-        let baseline = if baseline.is_empty() {
-            None
-        } else {
-            Some(baseline)
-        };
+        let baseline = if baseline.is_empty() { None } else { Some(baseline) };
         if let Some(b) = baseline {
-            ctx.publish(
-                b,
-                EventType::Normal,
-                how,
-                format!("{how} {key} in namespace {name}"),
-            )
-            .await;
+            ctx.publish(b, EventType::Normal, how, format!("{how} {key} in namespace {name}"))
+                .await;
         }
     }
     for (baseline, problem) in new_problems {
@@ -550,10 +470,7 @@ pub async fn reconcile(ns: Arc<PartialObjectMeta<Namespace>>, ctx: Arc<Context>)
             &baseline,
             EventType::Warning,
             &problem.reason,
-            format!(
-                "{}/{}: {}",
-                problem.namespace, problem.object, problem.message
-            ),
+            format!("{}/{}: {}", problem.namespace, problem.object, problem.message),
         )
         .await;
     }
@@ -568,13 +485,8 @@ pub async fn reconcile(ns: Arc<PartialObjectMeta<Namespace>>, ctx: Arc<Context>)
     }
 
     ctx.metrics.reconciles.inc();
-    ctx.metrics
-        .reconcile_duration
-        .observe(started.elapsed().as_secs_f64());
-    let any_failed = !failures.is_empty()
-        || results
-            .values()
-            .any(|r| matches!(r, ObjectResult::Failed { .. }));
+    ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
+    let any_failed = !failures.is_empty() || results.values().any(|r| matches!(r, ObjectResult::Failed { .. }));
     let attempts = {
         let mut r = ctx.results.lock().unwrap();
         if any_failed {
@@ -598,9 +510,8 @@ fn next_action(failed_attempts: u32, next_expiry: Option<Timestamp>, now: Timest
         let secs = t.duration_since(now).as_secs_f64().max(0.0);
         Duration::from_secs_f64(secs) + Duration::from_millis(500)
     });
-    let backoff = (failed_attempts > 0).then(|| {
-        Duration::from_secs(5 * 2u64.pow(failed_attempts.min(7) - 1)).min(Duration::from_secs(300))
-    });
+    let backoff = (failed_attempts > 0)
+        .then(|| Duration::from_secs(5 * 2u64.pow(failed_attempts.min(7) - 1)).min(Duration::from_secs(300)));
     let after = [Some(resync), expiry, backoff]
         .into_iter()
         .flatten()
@@ -653,9 +564,7 @@ fn record(
                     "Drift",
                     "differs from the baseline (Audit mode: not repaired)".into(),
                 )),
-                Some(ObjectResult::Failed { reason, message }) => {
-                    problems.push(problem(reason, message.clone()))
-                }
+                Some(ObjectResult::Failed { reason, message }) => problems.push(problem(reason, message.clone())),
                 _ => {}
             }
         }
@@ -687,11 +596,7 @@ fn record(
     new_problems
 }
 
-pub fn error_policy(
-    _ns: Arc<PartialObjectMeta<Namespace>>,
-    error: &Error,
-    ctx: Arc<Context>,
-) -> Action {
+pub fn error_policy(_ns: Arc<PartialObjectMeta<Namespace>>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
         .errors
         .get_or_create(&crate::metrics::ErrorLabel {
@@ -713,10 +618,7 @@ fn spec_changes(
         .map_ok(move |event| {
             let changed: Vec<SecurityBaseline> = match event {
                 watcher::Event::Apply(b) | watcher::Event::InitApply(b) => {
-                    let key = (
-                        b.metadata.generation,
-                        b.metadata.deletion_timestamp.is_some(),
-                    );
+                    let key = (b.metadata.generation, b.metadata.deletion_timestamp.is_some());
                     if seen.insert(b.uid().unwrap_or_default(), key) != Some(key) {
                         vec![b]
                     } else {
@@ -736,10 +638,7 @@ fn spec_changes(
 
 /// The namespaces a baseline change can affect: those it selects, those holding objects it made,
 /// and those whose Pod Security labels this operator set.
-fn affected_namespaces(
-    ctx: &Context,
-    baseline: &SecurityBaseline,
-) -> Vec<ObjectRef<PartialObjectMeta<Namespace>>> {
+fn affected_namespaces(ctx: &Context, baseline: &SecurityBaseline) -> Vec<ObjectRef<PartialObjectMeta<Namespace>>> {
     let name = baseline.name_any();
     let mut out = BTreeSet::new();
     let valid = desired::validate(baseline).ok();
@@ -749,9 +648,7 @@ fn affected_namespaces(
             labels: ns.labels().clone(),
             terminating: false,
         };
-        let selected = valid
-            .as_ref()
-            .is_some_and(|v| desired::selects(baseline, v, &facts));
+        let selected = valid.as_ref().is_some_and(|v| desired::selects(baseline, v, &facts));
         if selected
             || objects::owned_labels(&ns.metadata)
                 .iter()
@@ -765,6 +662,18 @@ fn affected_namespaces(
     out.extend(ctx.bindings.namespaces_where(|o| made_by(o.labels())));
     debug!(baseline = %name, namespaces = out.len(), "baseline changed");
     out.iter().map(|n| ObjectRef::new(n)).collect()
+}
+
+/// Raises a readiness flag when a stream has delivered its first full list.
+fn on_listed<K>(
+    ctx: Arc<Context>,
+    flag: fn(&Context) -> &tokio::sync::watch::Sender<bool>,
+) -> impl FnMut(&watcher::Event<K>) {
+    move |event| {
+        if matches!(event, watcher::Event::InitDone) {
+            flag(&ctx).send_replace(true);
+        }
+    }
 }
 
 /// Drops managedFields of other managers: the operator reads only its own entry, and the rest
@@ -801,14 +710,13 @@ pub fn controller(
     .default_backoff()
     .modify(keep_own_managed_fields)
     .reflect(ns_writer)
+    .inspect_ok(on_listed(ctx.clone(), |c| &c.namespaces_listed))
     .applied_objects();
     let baselines = spec_changes(
-        watcher(
-            Api::<SecurityBaseline>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .reflect(baseline_writer),
+        watcher(Api::<SecurityBaseline>::all(client.clone()), watcher::Config::default())
+            .default_backoff()
+            .reflect(baseline_writer)
+            .inspect_ok(on_listed(ctx.clone(), |c| &c.baselines_listed)),
     );
     let policies = {
         let index = ctx.policies.clone();
@@ -831,12 +739,8 @@ pub fn controller(
     let run = Controller::for_stream(namespaces, ns_reader)
         .with_config(kube::runtime::controller::Config::default().concurrency(settings.concurrency))
         .watches_stream(baselines, move |b| affected_namespaces(&mapper_ctx, &b))
-        .watches_stream(policies, |p: NetworkPolicy| {
-            p.namespace().map(|ns| ObjectRef::new(&ns))
-        })
-        .watches_stream(bindings, |b: RoleBinding| {
-            b.namespace().map(|ns| ObjectRef::new(&ns))
-        })
+        .watches_stream(policies, |p: NetworkPolicy| p.namespace().map(|ns| ObjectRef::new(&ns)))
+        .watches_stream(bindings, |b: RoleBinding| b.namespace().map(|ns| ObjectRef::new(&ns)))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| {
@@ -855,22 +759,10 @@ mod tests {
     #[test]
     fn failures_back_off_up_to_five_minutes() {
         let now = Timestamp::UNIX_EPOCH;
-        assert_eq!(
-            next_action(1, None, now),
-            Action::requeue(Duration::from_secs(5))
-        );
-        assert_eq!(
-            next_action(3, None, now),
-            Action::requeue(Duration::from_secs(20))
-        );
-        assert_eq!(
-            next_action(30, None, now),
-            Action::requeue(Duration::from_secs(300))
-        );
-        assert_eq!(
-            next_action(0, None, now),
-            Action::requeue(Duration::from_secs(3600))
-        );
+        assert_eq!(next_action(1, None, now), Action::requeue(Duration::from_secs(5)));
+        assert_eq!(next_action(3, None, now), Action::requeue(Duration::from_secs(20)));
+        assert_eq!(next_action(30, None, now), Action::requeue(Duration::from_secs(300)));
+        assert_eq!(next_action(0, None, now), Action::requeue(Duration::from_secs(3600)));
     }
 
     #[test]
@@ -886,20 +778,15 @@ mod tests {
     #[test]
     fn verb_tells_created_adopted_and_updated_apart() {
         let owned = kube::api::ObjectMeta {
-            owner_references: Some(vec![
-                k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
-                    api_version: "kubebaseline.io/v1alpha1".into(),
-                    kind: "SecurityBaseline".into(),
-                    ..Default::default()
-                },
-            ]),
+            owner_references: Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "kubebaseline.io/v1alpha1".into(),
+                kind: "SecurityBaseline".into(),
+                ..Default::default()
+            }]),
             ..Default::default()
         };
         assert_eq!(verb(false, None), "Created");
-        assert_eq!(
-            verb(false, Some(&kube::api::ObjectMeta::default())),
-            "Adopted"
-        );
+        assert_eq!(verb(false, Some(&kube::api::ObjectMeta::default())), "Adopted");
         assert_eq!(verb(false, Some(&owned)), "Updated");
         assert_eq!(verb(true, None), "Updated");
     }

@@ -50,10 +50,7 @@ impl fmt::Display for ObjectKey {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Content {
     NetworkPolicy(NetworkPolicySpec),
-    RoleBinding {
-        role_ref: RoleRef,
-        subjects: Vec<Subject>,
-    },
+    RoleBinding { role_ref: RoleRef, subjects: Vec<Subject> },
     PodSecurityLabels(BTreeMap<String, String>),
 }
 
@@ -120,11 +117,9 @@ pub fn validate(baseline: &SecurityBaseline) -> Result<ValidBaseline, InvalidSpe
     let mut blocked = Vec::new();
     if let Some(egress) = &spec.metadata_egress {
         for cidr in &egress.blocked_cidrs {
-            let net: IpNet = cidr.parse().map_err(|_| {
-                InvalidSpec(format!(
-                    "metadataEgress.blockedCIDRs: {cidr:?} is not a CIDR"
-                ))
-            })?;
+            let net: IpNet = cidr
+                .parse()
+                .map_err(|_| InvalidSpec(format!("metadataEgress.blockedCIDRs: {cidr:?} is not a CIDR")))?;
             if net.prefix_len() == 0 {
                 return Err(InvalidSpec(format!(
                     "metadataEgress.blockedCIDRs: {cidr} would block all egress"
@@ -136,10 +131,7 @@ pub fn validate(baseline: &SecurityBaseline) -> Result<ValidBaseline, InvalidSpe
     let mut names = BTreeSet::new();
     for rb in &spec.role_bindings {
         if !names.insert(rb.name.as_str()) {
-            return Err(InvalidSpec(format!(
-                "roleBindings: duplicate name {:?}",
-                rb.name
-            )));
+            return Err(InvalidSpec(format!("roleBindings: duplicate name {:?}", rb.name)));
         }
         if spec.group_format == GroupFormat::Guid
             && let Some(bad) = rb.groups.iter().find(|g| !is_guid(g))
@@ -182,10 +174,7 @@ pub fn precedence(a: &SecurityBaseline, b: &SecurityBaseline) -> std::cmp::Order
 
 /// The objects one baseline wants in one namespace, before exemptions, with the control each
 /// belongs to.
-pub fn wanted_objects(
-    baseline: &SecurityBaseline,
-    valid: &ValidBaseline,
-) -> Vec<(Control, ObjectKey, Content)> {
+pub fn wanted_objects(baseline: &SecurityBaseline, valid: &ValidBaseline) -> Vec<(Control, ObjectKey, Content)> {
     let spec = &baseline.spec;
     let mut out = Vec::new();
     if let Some(egress) = &spec.metadata_egress {
@@ -219,11 +208,7 @@ pub fn wanted_objects(
     }
     if let Some(psa) = &spec.pod_security {
         let mut labels = BTreeMap::new();
-        for (mode, level) in [
-            ("enforce", psa.enforce),
-            ("audit", psa.audit),
-            ("warn", psa.warn),
-        ] {
+        for (mode, level) in [("enforce", psa.enforce), ("audit", psa.audit), ("warn", psa.warn)] {
             if let Some(level) = level {
                 labels.insert(format!("{PSA_PREFIX}{mode}"), level.as_str().to_string());
                 labels.insert(format!("{PSA_PREFIX}{mode}-version"), psa.version.clone());
@@ -241,11 +226,7 @@ pub fn wanted_objects(
 }
 
 /// The exemption of `baseline` in force in `namespace` at `now`, if any.
-pub fn active_exemption(
-    baseline: &SecurityBaseline,
-    namespace: &str,
-    now: Timestamp,
-) -> Option<ActiveExemption> {
+pub fn active_exemption(baseline: &SecurityBaseline, namespace: &str, now: Timestamp) -> Option<ActiveExemption> {
     let mut controls = BTreeSet::new();
     let mut expires: Option<Timestamp> = None;
     for ex in baseline
@@ -306,10 +287,7 @@ pub fn plan(
             ..Default::default()
         };
         if let Some(ex) = &verdict.exemption {
-            plan.next_expiry = Some(
-                plan.next_expiry
-                    .map_or(ex.expires.0, |t| t.min(ex.expires.0)),
-            );
+            plan.next_expiry = Some(plan.next_expiry.map_or(ex.expires.0, |t| t.min(ex.expires.0)));
         }
         for (control, key, content) in wanted_objects(baseline, valid) {
             if verdict
@@ -346,12 +324,9 @@ pub fn plan(
 mod tests {
     use super::*;
     use crate::api::{
-        BaselineRoleBinding, Exemption, MetadataEgress, PodSecurity, PodSecurityLevel,
-        SecurityBaselineSpec,
+        BaselineRoleBinding, Exemption, MetadataEgress, PodSecurity, PodSecurityLevel, SecurityBaselineSpec,
     };
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
-        LabelSelector, LabelSelectorRequirement, Time,
-    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, Time};
 
     const GROUP_A: &str = "3f2504e0-4f89-11d3-9a0c-0305e82c3301";
     const GROUP_B: &str = "6b1c0f7e-2a3d-4c5e-8f90-123456789abc";
@@ -383,19 +358,13 @@ mod tests {
     fn ns(name: &str, labels: &[(&str, &str)]) -> NamespaceFacts {
         NamespaceFacts {
             name: name.into(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             terminating: false,
         }
     }
 
     fn plan_for(ns: &NamespaceFacts, baselines: &[&SecurityBaseline], now: i64) -> Plan {
-        let validated = baselines
-            .iter()
-            .map(|b| (b.name_any(), validate(b)))
-            .collect();
+        let validated = baselines.iter().map(|b| (b.name_any(), validate(b))).collect();
         plan(
             ns,
             baselines,
@@ -443,8 +412,7 @@ mod tests {
     fn pod_security_labels_carry_level_and_version_for_each_mode_set() {
         let b = baseline("aks", 0, full_spec());
         let p = plan_for(&ns("team-a", &[]), &[&b], 100);
-        let Content::PodSecurityLabels(labels) = &p.objects[&ObjectKey::PodSecurityLabels].content
-        else {
+        let Content::PodSecurityLabels(labels) = &p.objects[&ObjectKey::PodSecurityLabels].content else {
             panic!()
         };
         let expected: BTreeMap<String, String> = [
@@ -499,11 +467,7 @@ mod tests {
                 .verdicts
                 .contains_key("aks")
         );
-        assert!(
-            plan_for(&ns("b", &[("tier", "db")]), &[&b], 100)
-                .verdicts
-                .is_empty()
-        );
+        assert!(plan_for(&ns("b", &[("tier", "db")]), &[&b], 100).verdicts.is_empty());
     }
 
     #[test]
@@ -566,14 +530,13 @@ mod tests {
         };
         let b = baseline("aks", 0, spec);
         let before = plan_for(&ns("legacy", &[]), &[&b], 999);
-        assert!(!before.objects.contains_key(&ObjectKey::NetworkPolicy(
-            "restrict-instance-metadata".into()
-        )));
-        assert_eq!(before.objects.len(), 2);
-        assert_eq!(
-            before.next_expiry,
-            Some(Timestamp::from_second(1000).unwrap())
+        assert!(
+            !before
+                .objects
+                .contains_key(&ObjectKey::NetworkPolicy("restrict-instance-metadata".into()))
         );
+        assert_eq!(before.objects.len(), 2);
+        assert_eq!(before.next_expiry, Some(Timestamp::from_second(1000).unwrap()));
         assert_eq!(
             before.verdicts["aks"].exemption.as_ref().unwrap().controls,
             vec![Control::MetadataEgress]
@@ -615,10 +578,7 @@ mod tests {
             BTreeSet::from(["audit".to_string(), "invalid".to_string()])
         );
         assert!(!p.verdicts.contains_key("invalid"));
-        assert_eq!(
-            p.objects[&ObjectKey::PodSecurityLabels].owner.mode,
-            Mode::Audit
-        );
+        assert_eq!(p.objects[&ObjectKey::PodSecurityLabels].owner.mode, Mode::Audit);
     }
 
     #[test]
@@ -636,23 +596,13 @@ mod tests {
 
         let mut spec = full_spec();
         spec.role_bindings.push(spec.role_bindings[0].clone());
-        assert!(
-            validate(&baseline("x", 0, spec))
-                .unwrap_err()
-                .0
-                .contains("duplicate")
-        );
+        assert!(validate(&baseline("x", 0, spec)).unwrap_err().0.contains("duplicate"));
 
         let mut spec = full_spec();
         spec.metadata_egress = Some(MetadataEgress {
             blocked_cidrs: vec!["169.254.169.254".into()],
             ..Default::default()
         });
-        assert!(
-            validate(&baseline("x", 0, spec))
-                .unwrap_err()
-                .0
-                .contains("not a CIDR")
-        );
+        assert!(validate(&baseline("x", 0, spec)).unwrap_err().0.contains("not a CIDR"));
     }
 }

@@ -66,12 +66,7 @@ impl<K: Resource + Clone> NamespacedIndex<K> {
 
     /// The objects in one namespace, by name.
     pub fn in_namespace(&self, namespace: &str) -> BTreeMap<String, Arc<K>> {
-        self.objects
-            .read()
-            .unwrap()
-            .get(namespace)
-            .cloned()
-            .unwrap_or_default()
+        self.objects.read().unwrap().get(namespace).cloned().unwrap_or_default()
     }
 
     /// The namespaces that hold at least one object matching `pred`.
@@ -85,12 +80,7 @@ impl<K: Resource + Clone> NamespacedIndex<K> {
     }
 
     pub fn len(&self) -> usize {
-        self.objects
-            .read()
-            .unwrap()
-            .values()
-            .map(BTreeMap::len)
-            .sum()
+        self.objects.read().unwrap().values().map(BTreeMap::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -135,11 +125,7 @@ mod tests {
         // A relist after a watch error drops what no longer exists.
         index.apply(&watcher::Event::Init);
         index.apply(&watcher::Event::InitApply(np("b", "p1")));
-        assert_eq!(
-            index.len(),
-            2,
-            "the old view stays until the relist completes"
-        );
+        assert_eq!(index.len(), 2, "the old view stays until the relist completes");
         index.apply(&watcher::Event::InitDone);
         assert!(index.in_namespace("a").is_empty());
         assert_eq!(index.in_namespace("b").len(), 1);
@@ -151,13 +137,7 @@ mod tests {
         index.apply(&watcher::Event::Apply(np("a", "p1")));
         index.apply(&watcher::Event::Apply(np("a", "p2")));
         index.apply(&watcher::Event::Delete(np("a", "p1")));
-        assert_eq!(
-            index.in_namespace("a").keys().collect::<Vec<_>>(),
-            vec!["p2"]
-        );
-        assert_eq!(
-            index.namespaces_where(|p| p.name_any() == "p2"),
-            vec!["a".to_string()]
-        );
+        assert_eq!(index.in_namespace("a").keys().collect::<Vec<_>>(), vec!["p2"]);
+        assert_eq!(index.namespaces_where(|p| p.name_any() == "p2"), vec!["a".to_string()]);
     }
 }

@@ -16,10 +16,7 @@ use tokio::sync::watch;
 use tracing::info;
 
 #[derive(Parser)]
-#[command(
-    version,
-    about = "Keeps every selected namespace on its SecurityBaseline"
-)]
+#[command(version, about = "Keeps every selected namespace on its SecurityBaseline")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -85,8 +82,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Resolves on SIGTERM or Ctrl-C.
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = term.recv() => {},
         _ = tokio::signal::ctrl_c() => {},
@@ -138,11 +134,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         registry: Arc::new(registry),
         ready: ready_rx,
     };
-    let http = tokio::spawn(server::serve(
-        args.metrics_addr,
-        health,
-        stopped(stop_rx.clone()),
-    ));
+    let http = tokio::spawn(server::serve(args.metrics_addr, health, stopped(stop_rx.clone())));
 
     let mut leadership = None;
     if args.leader_elect {
@@ -170,9 +162,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     // The controller stops on a signal or when leadership is lost (then the process exits and
     // its supervisor restarts it as a standby).
-    let lost = leadership
-        .as_ref()
-        .map(|l| Leadership::lost(l.is_leader.clone()));
+    let lost = leadership.as_ref().map(|l| Leadership::lost(l.is_leader.clone()));
     let stop = stopped(stop_rx.clone());
     let shutdown = async move {
         match lost {
@@ -186,7 +176,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let ready_ctx = ctx.clone();
     tokio::spawn(async move {
         if ready_ctx.wait_until_synced().await.is_ok() {
-            let _ = ready_tx.send(true);
+            // send_replace stores the value even while no request holds a receiver.
+            ready_tx.send_replace(true);
+            info!("ready");
         }
     });
     let writer = tokio::spawn(status_writer::run(ctx));

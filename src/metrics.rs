@@ -56,9 +56,9 @@ impl Metrics {
             reconciles: Counter::default(),
             // 100 µs .. ~3.3 s: a compliant namespace reconciles in microseconds, one with
             // writes in milliseconds.
-            reconcile_duration: Histogram::new(
-                prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 16),
-            ),
+            reconcile_duration: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.0001, 2.0, 16,
+            )),
             repairs: Family::default(),
             drift: Family::default(),
             errors: Family::default(),
@@ -69,11 +69,7 @@ impl Metrics {
             ready: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("kube_baseline");
-        r.register(
-            "reconciles",
-            "Namespace reconciles run",
-            m.reconciles.clone(),
-        );
+        r.register("reconciles", "Namespace reconciles run", m.reconciles.clone());
         r.register(
             "reconcile_duration_seconds",
             "Duration of one namespace reconcile",
@@ -119,8 +115,6 @@ impl Metrics {
     }
 
     pub fn kind(kind: &str) -> KindLabel {
-        KindLabel {
-            kind: kind.to_string(),
-        }
+        KindLabel { kind: kind.to_string() }
     }
 }

@@ -50,12 +50,7 @@ fn meta(namespace: &str, name: &str, owner: &Owner) -> ObjectMeta {
     }
 }
 
-pub fn network_policy(
-    namespace: &str,
-    name: &str,
-    spec: &NetworkPolicySpec,
-    owner: &Owner,
-) -> NetworkPolicy {
+pub fn network_policy(namespace: &str, name: &str, spec: &NetworkPolicySpec, owner: &Owner) -> NetworkPolicy {
     NetworkPolicy {
         metadata: meta(namespace, name, owner),
         spec: Some(spec.clone()),
@@ -102,8 +97,7 @@ pub fn policy_in_sync(actual: &NetworkPolicy, desired: &NetworkPolicy) -> bool {
 pub fn binding_in_sync(actual: &RoleBinding, desired: &RoleBinding) -> bool {
     meta_in_sync(&actual.metadata, &desired.metadata)
         && actual.role_ref == desired.role_ref
-        && actual.subjects.as_deref().unwrap_or_default()
-            == desired.subjects.as_deref().unwrap_or_default()
+        && actual.subjects.as_deref().unwrap_or_default() == desired.subjects.as_deref().unwrap_or_default()
 }
 
 /// Whether an object was made (or adopted) for some SecurityBaseline.
@@ -119,9 +113,7 @@ pub fn owned_labels(meta: &ObjectMeta) -> BTreeSet<String> {
     meta.managed_fields
         .iter()
         .flatten()
-        .filter(|m| {
-            m.manager.as_deref() == Some(FIELD_MANAGER) && m.operation.as_deref() == Some("Apply")
-        })
+        .filter(|m| m.manager.as_deref() == Some(FIELD_MANAGER) && m.operation.as_deref() == Some("Apply"))
         .filter_map(|m| m.fields_v1.as_ref())
         .filter_map(|f| f.0.get("f:metadata")?.get("f:labels")?.as_object().cloned())
         .flat_map(|labels| {
@@ -136,9 +128,7 @@ pub fn owned_labels(meta: &ObjectMeta) -> BTreeSet<String> {
 /// is concerned: every desired label has its value, and no label it owns is left over.
 pub fn pod_security_in_sync(ns: &ObjectMeta, desired: &BTreeMap<String, String>) -> bool {
     let actual = ns.labels.as_ref();
-    let values_ok = desired
-        .iter()
-        .all(|(k, v)| actual.and_then(|l| l.get(k)) == Some(v));
+    let values_ok = desired.iter().all(|(k, v)| actual.and_then(|l| l.get(k)) == Some(v));
     let owned: BTreeSet<String> = owned_labels(ns)
         .into_iter()
         .filter(|k| k.starts_with(PSA_PREFIX))
@@ -196,13 +186,7 @@ mod tests {
     fn extra_subject_or_missing_label_is_drift_but_foreign_annotations_are_not() {
         let desired = binding();
         let mut actual = desired.clone();
-        actual.metadata.annotations = Some(
-            [(
-                "argocd.argoproj.io/tracking-id".to_string(),
-                "x".to_string(),
-            )]
-            .into(),
-        );
+        actual.metadata.annotations = Some([("argocd.argoproj.io/tracking-id".to_string(), "x".to_string())].into());
         actual
             .metadata
             .labels
@@ -216,12 +200,7 @@ mod tests {
         assert!(!binding_in_sync(&extra, &desired));
 
         let mut unlabelled = actual.clone();
-        unlabelled
-            .metadata
-            .labels
-            .as_mut()
-            .unwrap()
-            .remove(BASELINE_LABEL);
+        unlabelled.metadata.labels.as_mut().unwrap().remove(BASELINE_LABEL);
         assert!(!binding_in_sync(&unlabelled, &desired));
 
         let mut orphan = actual;
@@ -235,18 +214,11 @@ mod tests {
             .map(|k| (format!("f:{k}"), serde_json::json!({})))
             .collect();
         ObjectMeta {
-            labels: Some(
-                labels
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            ),
+            labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
             managed_fields: Some(vec![ManagedFieldsEntry {
                 manager: Some(FIELD_MANAGER.into()),
                 operation: Some("Apply".into()),
-                fields_v1: Some(FieldsV1(
-                    serde_json::json!({"f:metadata": {"f:labels": fields}}),
-                )),
+                fields_v1: Some(FieldsV1(serde_json::json!({"f:metadata": {"f:labels": fields}}))),
                 ..Default::default()
             }]),
             ..Default::default()
@@ -255,31 +227,19 @@ mod tests {
 
     #[test]
     fn pod_security_labels_compare_only_what_the_operator_owns() {
-        let desired: BTreeMap<String, String> = [(
-            "pod-security.kubernetes.io/enforce".to_string(),
-            "baseline".to_string(),
-        )]
-        .into();
+        let desired: BTreeMap<String, String> =
+            [("pod-security.kubernetes.io/enforce".to_string(), "baseline".to_string())].into();
         let enforce = ("pod-security.kubernetes.io/enforce", "baseline");
         assert!(pod_security_in_sync(
-            &ns_with(
-                &[enforce, ("team", "a")],
-                &["pod-security.kubernetes.io/enforce"]
-            ),
+            &ns_with(&[enforce, ("team", "a")], &["pod-security.kubernetes.io/enforce"]),
             &desired
         ));
         // Removed by a user: drift.
-        assert!(!pod_security_in_sync(
-            &ns_with(&[("team", "a")], &[]),
-            &desired
-        ));
+        assert!(!pod_security_in_sync(&ns_with(&[("team", "a")], &[]), &desired));
         // A label the operator set earlier that the baseline no longer wants: must be released.
         let stale = ns_with(
             &[enforce, ("pod-security.kubernetes.io/warn", "restricted")],
-            &[
-                "pod-security.kubernetes.io/enforce",
-                "pod-security.kubernetes.io/warn",
-            ],
+            &["pod-security.kubernetes.io/enforce", "pod-security.kubernetes.io/warn"],
         );
         assert!(!pod_security_in_sync(&stale, &desired));
         // The same label set by someone else is theirs.

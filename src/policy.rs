@@ -2,9 +2,7 @@
 //! every engine AKS ships (see DESIGN.md D2).
 
 use ipnet::IpNet;
-use k8s_openapi::api::networking::v1::{
-    IPBlock, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicySpec,
-};
+use k8s_openapi::api::networking::v1::{IPBlock, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicySpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 /// The spec of the metadata egress policy for `blocked` CIDRs.
@@ -99,9 +97,11 @@ mod tests {
         assert_eq!(spec.pod_selector, Some(LabelSelector::default()));
         assert!(spec.ingress.is_none());
         let peers = spec.egress.as_ref().unwrap()[0].to.as_ref().unwrap();
-        assert!(peers.iter().any(
-            |p| p.namespace_selector == Some(LabelSelector::default()) && p.ip_block.is_none()
-        ));
+        assert!(
+            peers
+                .iter()
+                .any(|p| p.namespace_selector == Some(LabelSelector::default()) && p.ip_block.is_none())
+        );
     }
 
     #[test]
@@ -129,18 +129,8 @@ mod tests {
 
     fn arb_net() -> impl Strategy<Value = IpNet> {
         prop_oneof![
-            (any::<u32>(), 1u8..=32).prop_map(|(a, p)| IpNet::new(
-                IpAddr::V4(Ipv4Addr::from(a)),
-                p
-            )
-            .unwrap()
-            .trunc()),
-            (any::<u128>(), 1u8..=128).prop_map(|(a, p)| IpNet::new(
-                IpAddr::V6(Ipv6Addr::from(a)),
-                p
-            )
-            .unwrap()
-            .trunc()),
+            (any::<u32>(), 1u8..=32).prop_map(|(a, p)| IpNet::new(IpAddr::V4(Ipv4Addr::from(a)), p).unwrap().trunc()),
+            (any::<u128>(), 1u8..=128).prop_map(|(a, p)| IpNet::new(IpAddr::V6(Ipv6Addr::from(a)), p).unwrap().trunc()),
         ]
     }
 

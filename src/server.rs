@@ -59,9 +59,7 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(health);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(Error::Http)?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(Error::Http)?;
     tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

@@ -137,15 +137,8 @@ pub fn compute(
                 cond(
                     "Degraded",
                     counts.failed > 0,
-                    if counts.failed > 0 {
-                        "ApplyFailed"
-                    } else {
-                        "AllApplied"
-                    },
-                    format!(
-                        "{} namespaces have objects that could not be applied",
-                        counts.failed
-                    ),
+                    if counts.failed > 0 { "ApplyFailed" } else { "AllApplied" },
+                    format!("{} namespaces have objects that could not be applied", counts.failed),
                 ),
                 cond(
                     "Conflict",
@@ -230,13 +223,9 @@ mod tests {
 
     #[test]
     fn worst_problem_decides_the_namespace_state() {
-        let o =
-            NsOutcome::from_problems(vec![problem("a", "Drift"), problem("a", "Forbidden")], None);
+        let o = NsOutcome::from_problems(vec![problem("a", "Drift"), problem("a", "Forbidden")], None);
         assert_eq!(o.state, NsState::Failed);
-        assert_eq!(
-            NsOutcome::from_problems(vec![], None).state,
-            NsState::Compliant
-        );
+        assert_eq!(NsOutcome::from_problems(vec![], None).state, NsState::Compliant);
         assert_eq!(
             NsOutcome::from_problems(vec![problem("a", "Conflict")], None).state,
             NsState::Conflicted
@@ -278,14 +267,9 @@ mod tests {
 
     #[test]
     fn conditions_keep_their_transition_time_while_status_holds() {
-        let outcomes: BTreeMap<_, _> =
-            [("a".to_string(), NsOutcome::from_problems(vec![], None))].into();
+        let outcomes: BTreeMap<_, _> = [("a".to_string(), NsOutcome::from_problems(vec![], None))].into();
         let first = compute(&input(&outcomes), None, Timestamp::from_second(10).unwrap());
-        let again = compute(
-            &input(&outcomes),
-            Some(&first),
-            Timestamp::from_second(99).unwrap(),
-        );
+        let again = compute(&input(&outcomes), Some(&first), Timestamp::from_second(99).unwrap());
         assert_eq!(
             first, again,
             "an unchanged status must compare equal so it is not rewritten"
@@ -296,11 +280,7 @@ mod tests {
             NsOutcome::from_problems(vec![problem("a", "Forbidden")], None),
         )]
         .into();
-        let changed = compute(
-            &input(&broken),
-            Some(&first),
-            Timestamp::from_second(99).unwrap(),
-        );
+        let changed = compute(&input(&broken), Some(&first), Timestamp::from_second(99).unwrap());
         assert_eq!(
             get(&changed, "Ready").last_transition_time.0,
             Timestamp::from_second(99).unwrap()

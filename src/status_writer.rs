@@ -40,10 +40,7 @@ pub async fn run(ctx: Arc<Context>) {
 
 fn all_namespaces_seen(ctx: &Context) -> bool {
     let r = ctx.results.lock().unwrap();
-    ctx.namespaces
-        .state()
-        .iter()
-        .all(|ns| r.seen.contains(&ns.name_any()))
+    ctx.namespaces.state().iter().all(|ns| r.seen.contains(&ns.name_any()))
 }
 
 /// Writes every baseline status that changed; false when a write failed.
@@ -57,12 +54,7 @@ async fn write_all(ctx: &Context, written: &mut HashMap<String, SecurityBaseline
         let uid = baseline.uid().unwrap_or_default();
         let (status, pending) = {
             let mut r = ctx.results.lock().unwrap();
-            let live: std::collections::HashSet<String> = ctx
-                .namespaces
-                .state()
-                .iter()
-                .map(|n| n.name_any())
-                .collect();
+            let live: std::collections::HashSet<String> = ctx.namespaces.state().iter().map(|n| n.name_any()).collect();
             if let Some(outcomes) = r.outcomes.get_mut(&name) {
                 outcomes.retain(|ns, _| live.contains(ns));
             }
@@ -92,11 +84,7 @@ async fn write_all(ctx: &Context, written: &mut HashMap<String, SecurityBaseline
             "status": status,
         });
         match api
-            .patch_status(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
+            .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
             .await
         {
             Ok(_) => {
@@ -113,9 +101,7 @@ async fn write_all(ctx: &Context, written: &mut HashMap<String, SecurityBaseline
                 warn!(baseline = %name, error = %e, "could not write status");
                 ctx.metrics
                     .errors
-                    .get_or_create(&ErrorLabel {
-                        error: "status".into(),
-                    })
+                    .get_or_create(&ErrorLabel { error: "status".into() })
                     .inc();
                 ok = false;
             }
@@ -126,8 +112,7 @@ async fn write_all(ctx: &Context, written: &mut HashMap<String, SecurityBaseline
     let mut r = ctx.results.lock().unwrap();
     r.outcomes.retain(|b, _| live.contains(b));
     r.pending_repairs.retain(|b, _| live.contains(b));
-    let uids: std::collections::HashSet<String> =
-        baselines.iter().filter_map(|b| b.uid()).collect();
+    let uids: std::collections::HashSet<String> = baselines.iter().filter_map(|b| b.uid()).collect();
     written.retain(|uid, _| uids.contains(uid));
     ok
 }

@@ -20,12 +20,7 @@ pub fn init(format: LogFormat, filter: &str) {
     match format {
         LogFormat::Text => registry.with(fmt::layer().with_target(false)).init(),
         LogFormat::Json => registry
-            .with(
-                fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true),
-            )
+            .with(fmt::layer().json().flatten_event(true).with_current_span(true))
             .init(),
     }
 }

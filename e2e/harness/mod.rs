@@ -21,6 +21,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+pub mod scenario;
+
 pub const FIELD_MANAGER: &str = "e2e";
 
 pub fn repo_root() -> PathBuf {
@@ -29,7 +31,9 @@ pub fn repo_root() -> PathBuf {
 
 /// The control plane's state directory (`cluster.sh` writes kubeconfig, pki/, logs/ there).
 pub fn cluster_dir() -> PathBuf {
-    std::env::var_os("CLUSTER_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".cluster"))
+    std::env::var_os("CLUSTER_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".cluster"))
 }
 
 pub fn kubeconfig_path() -> PathBuf {
@@ -43,15 +47,30 @@ pub fn kubectl_path() -> PathBuf {
 }
 
 fn find_kubectl() -> PathBuf {
-    let out = Command::new(repo_root().join("e2e/controlplane/cluster.sh")).arg("bin").output().expect("cluster.sh bin");
-    assert!(out.status.success(), "cluster.sh bin failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(repo_root().join("e2e/controlplane/cluster.sh"))
+        .arg("bin")
+        .output()
+        .expect("cluster.sh bin");
+    assert!(
+        out.status.success(),
+        "cluster.sh bin failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("kubectl")
 }
 
 /// Runs the cached kubectl as the admin and returns stdout; panics with stderr on failure.
 pub fn kubectl(args: &[&str]) -> String {
-    let out = Command::new(kubectl_path()).env("KUBECONFIG", kubeconfig_path()).args(args).output().expect("kubectl runs");
-    assert!(out.status.success(), "kubectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(kubectl_path())
+        .env("KUBECONFIG", kubeconfig_path())
+        .args(args)
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -59,7 +78,9 @@ async fn config() -> Config {
     let path = kubeconfig_path();
     let kubeconfig = Kubeconfig::read_from(&path)
         .unwrap_or_else(|e| panic!("no control plane at {}: run `make cluster-up` ({e})", path.display()));
-    Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("kubeconfig is valid")
+    Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig is valid")
 }
 
 /// A client with the admin identity (`system:masters`).
@@ -71,8 +92,11 @@ pub async fn client() -> Client {
 pub async fn client_as_service_account(namespace: &str, name: &str) -> Client {
     let mut config = config().await;
     config.auth_info.impersonate = Some(format!("system:serviceaccount:{namespace}:{name}"));
-    config.auth_info.impersonate_groups =
-        Some(vec!["system:serviceaccounts".into(), format!("system:serviceaccounts:{namespace}"), "system:authenticated".into()]);
+    config.auth_info.impersonate_groups = Some(vec![
+        "system:serviceaccounts".into(),
+        format!("system:serviceaccounts:{namespace}"),
+        "system:authenticated".into(),
+    ]);
     Client::try_from(config).expect("client")
 }
 
@@ -95,12 +119,17 @@ pub async fn create_namespace(client: &Client, prefix: &str, labels: &[(&str, &s
         },
         ..Default::default()
     };
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create namespace");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create namespace");
     name
 }
 
 pub async fn delete_namespace(client: &Client, name: &str) {
-    let _ = Api::<Namespace>::all(client.clone()).delete(name, &DeleteParams::default()).await;
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(name, &DeleteParams::default())
+        .await;
 }
 
 /// Polls `check` every 100 ms until it returns `Some`, or panics after `timeout` saying what
@@ -115,7 +144,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -138,24 +170,37 @@ pub async fn apply<K>(api: &Api<K>, name: &str, obj: &K) -> K
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
-    api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj)).await.expect("apply")
+    api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj))
+        .await
+        .expect("apply")
 }
 
 /// A token for a ServiceAccount from the TokenRequest API.
 pub async fn service_account_token(client: &Client, namespace: &str, name: &str) -> String {
     let api: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
     let request = TokenRequest {
-        spec: TokenRequestSpec { audiences: vec![], expiration_seconds: Some(3600), ..Default::default() },
+        spec: TokenRequestSpec {
+            audiences: vec![],
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        },
         ..Default::default()
     };
-    let response: TokenRequest = api.create_token_request(name, &PostParams::default(), &request).await.expect("token request");
+    let response: TokenRequest = api
+        .create_token_request(name, &PostParams::default(), &request)
+        .await
+        .expect("token request");
     response.status.expect("token status").token
 }
 
 /// Writes a kubeconfig that authenticates with `token` against the local control plane.
 pub fn token_kubeconfig(token: &str, file_name: &str) -> PathBuf {
     let admin = std::fs::read_to_string(kubeconfig_path()).unwrap();
-    let server = admin.lines().find_map(|l| l.trim().strip_prefix("server: ")).expect("server in kubeconfig").to_string();
+    let server = admin
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .expect("server in kubeconfig")
+        .to_string();
     let ca = cluster_dir().join("pki/ca.crt");
     let path = cluster_dir().join(file_name);
     let mut f = std::fs::File::create(&path).unwrap();
@@ -177,8 +222,23 @@ pub fn free_port() -> u16 {
 /// Installs kube-baseline the way a platform team does: `kubectl apply -k config/default`.
 /// Idempotent; waits for the CRD to be served.
 pub fn install() {
-    kubectl(&["apply", "--server-side", "--force-conflicts", "--field-manager", FIELD_MANAGER, "-k", repo_root().join("config/default").to_str().unwrap()]);
-    kubectl(&["wait", "--for", "condition=established", "--timeout", "60s", "crd/securitybaselines.kubebaseline.io"]);
+    kubectl(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager",
+        FIELD_MANAGER,
+        "-k",
+        repo_root().join("config/default").to_str().unwrap(),
+    ]);
+    kubectl(&[
+        "wait",
+        "--for",
+        "condition=established",
+        "--timeout",
+        "60s",
+        "crd/securitybaselines.kubebaseline.io",
+    ]);
 }
 
 /// A kubeconfig for the installed operator's own ServiceAccount (`config/rbac`).
@@ -198,14 +258,23 @@ pub struct Operator {
 
 impl Operator {
     /// Starts the operator binary with `kubeconfig` and extra flags; its log goes to
-    /// `.cluster/logs/operator-<name>.log`.
+    /// `.cluster/logs/operator-<name>-<unique>.log`.
     pub fn start(name: &str, kubeconfig: &Path, extra: &[&str]) -> Self {
         let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let log = cluster_dir().join("logs").join(format!("operator-{name}.log"));
+        let log = cluster_dir()
+            .join("logs")
+            .join(format!("{}.log", unique(&format!("operator-{name}"))));
         let out = std::fs::File::create(&log).expect("operator log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kube-baseline"));
         cmd.arg("run")
-            .args(["--metrics-addr", &metrics_addr.to_string(), "--status-debounce", "200ms", "--instance", name])
+            .args([
+                "--metrics-addr",
+                &metrics_addr.to_string(),
+                "--status-debounce",
+                "200ms",
+                "--instance",
+                name,
+            ])
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,kube_baseline=debug")
@@ -222,7 +291,12 @@ impl Operator {
             });
         }
         let child = cmd.spawn().expect("operator starts");
-        Self { child, name: name.into(), metrics_addr, log }
+        Self {
+            child,
+            name: name.into(),
+            metrics_addr,
+            log,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -256,26 +330,41 @@ impl Operator {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// GET on the operator's HTTP port: (status code, body); None while it does not answer.
     pub async fn http_get(&self, path: &str) -> Option<(u16, String)> {
-        let mut stream = tokio::net::TcpStream::connect(self.metrics_addr).await.ok()?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.ok()?;
-        let code = response.split_whitespace().nth(1)?.parse().ok()?;
-        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-        Some((code, body))
+        http_get(self.metrics_addr, path).await
     }
 
-    /// The value of one metric sample (exact name with labels as printed), 0 when absent.
     pub async fn metric(&self, sample: &str) -> f64 {
-        let Some((200, body)) = self.http_get("/metrics").await else { return 0.0 };
-        body.lines()
-            .filter_map(|l| l.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')))
-            .filter_map(|v| v.trim().parse::<f64>().ok())
-            .sum()
+        metric(self.metrics_addr, sample).await
     }
+}
+
+/// GET on an operator's HTTP port: (status code, body); None while it does not answer.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+/// The sum of a metric's samples whose name-and-labels start with `sample` (0 when absent).
+pub async fn metric(addr: SocketAddr, sample: &str) -> f64 {
+    let Some((200, body)) = http_get(addr, "/metrics").await else {
+        return 0.0;
+    };
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.strip_prefix(sample))
+        .filter(|rest| rest.starts_with(' ') || rest.starts_with('{') || rest.starts_with(','))
+        .filter_map(|rest| rest.rsplit(' ').next()?.trim().parse::<f64>().ok())
+        .sum()
 }
 
 impl Drop for Operator {

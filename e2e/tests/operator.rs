@@ -1,1 +1,747 @@
+//! The operator's behaviours (DESIGN.md D1–D3), end to end: one operator process, running under
+//! the ServiceAccount and RBAC of `config/default`, against the real local control plane.
 
+#[path = "../harness/mod.rs"]
+mod harness;
+
+use std::time::Duration;
+
+use harness::scenario::*;
+use harness::*;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, Time};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube_baseline::api::{
+    BaselineRoleBinding, Control, Exemption, GroupFormat, MetadataEgress, Mode, SecurityBaselineSpec,
+};
+use serde_json::json;
+
+/// A change made by someone other than the operator (a person with kubectl).
+async fn edit<K>(api: &Api<K>, name: &str, patch: serde_json::Value)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(
+        name,
+        &PatchParams {
+            field_manager: Some("kubectl-edit".into()),
+            ..Default::default()
+        },
+        &Patch::Merge(patch),
+    )
+    .await
+    .expect("edit");
+}
+
+fn subjects(rb: &RoleBinding) -> Vec<(String, String)> {
+    rb.subjects
+        .iter()
+        .flatten()
+        .map(|s| (s.kind.clone(), s.name.clone()))
+        .collect()
+}
+
+fn excepts(np: &NetworkPolicy) -> Vec<(String, Option<Vec<String>>)> {
+    let rule = &np.spec.as_ref().unwrap().egress.as_ref().unwrap()[0];
+    rule.to
+        .iter()
+        .flatten()
+        .filter_map(|p| p.ip_block.as_ref())
+        .map(|b| (b.cidr.clone(), b.except.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn new_namespace_gets_all_objects() {
+    let mut s = Scenario::new("new-ns").await;
+    let baseline = s.baseline("aks", aks_spec(&s.label)).await;
+    let ns = s.namespace("team").await;
+    s.wait_all_objects(&ns).await;
+
+    let np = s.policy(&ns).await.unwrap();
+    let spec = np.spec.as_ref().unwrap();
+    assert_eq!(spec.policy_types, Some(vec!["Egress".to_string()]));
+    assert_eq!(
+        excepts(&np),
+        vec![
+            ("0.0.0.0/0".into(), Some(vec!["169.254.169.254/32".into()])),
+            ("::/0".into(), None)
+        ]
+    );
+    let to = spec.egress.as_ref().unwrap()[0].to.as_ref().unwrap();
+    assert!(
+        to.iter()
+            .any(|p| p.namespace_selector == Some(LabelSelector::default())),
+        "pod-to-pod peer for Cilium"
+    );
+    assert_eq!(np.labels()["app.kubernetes.io/managed-by"], "kube-baseline");
+    assert_eq!(np.labels()["kubebaseline.io/baseline"], baseline);
+    let uid = s.baselines().get(&baseline).await.unwrap().uid();
+    assert_eq!(np.owner_references()[0].uid, uid.unwrap());
+
+    let rb = s.binding(&ns, "team-dev").await.unwrap();
+    assert_eq!(rb.role_ref.name, "edit");
+    assert_eq!(subjects(&rb), vec![("Group".to_string(), GROUP_DEV.to_string())]);
+
+    let labels = s.namespace_labels(&ns).await;
+    assert_eq!(labels["pod-security.kubernetes.io/enforce"], "baseline");
+    assert_eq!(labels["pod-security.kubernetes.io/enforce-version"], "latest");
+    assert_eq!(labels["pod-security.kubernetes.io/warn"], "restricted");
+    assert!(!labels.contains_key("pod-security.kubernetes.io/audit"));
+
+    let status = s
+        .wait_status(&baseline, "1 compliant namespace", |st| st.namespaces.compliant == 1)
+        .await;
+    assert_eq!(status.namespaces.selected, 1);
+    assert_eq!(condition(&status, "Ready").unwrap().status, "True");
+    s.wait_event(&baseline, "Created", &ns).await;
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn namespace_created_before_the_baseline_gets_them_too() {
+    let mut s = Scenario::new("pre-ns").await;
+    let ns = s.namespace("early").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.baseline("aks", aks_spec(&s.label)).await;
+    s.wait_all_objects(&ns).await;
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn deleted_policy_is_recreated() {
+    let mut s = Scenario::new("del-np").await;
+    let baseline = s.baseline("aks", aks_spec(&s.label)).await;
+    let ns = s.namespace("team").await;
+    let before = s.wait_policy(&ns).await;
+    s.policies(&ns).delete(POLICY, &DeleteParams::default()).await.unwrap();
+    let after = eventually("recreated policy", WAIT, || async {
+        s.policy(&ns).await.filter(|p| p.uid() != before.uid())
+    })
+    .await;
+    assert_eq!(after.spec, before.spec);
+    s.wait_status(&baseline, "repair counted", |st| st.repairs >= 5).await;
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn edited_except_list_is_reverted() {
+    let mut s = Scenario::new("edit-np").await;
+    s.baseline("aks", aks_spec(&s.label)).await;
+    let ns = s.namespace("team").await;
+    let original = s.wait_policy(&ns).await;
+    let mut spec = original.spec.clone().unwrap();
+    spec.egress.as_mut().unwrap()[0].to.as_mut().unwrap()[0]
+        .ip_block
+        .as_mut()
+        .unwrap()
+        .except = Some(vec![]);
+    edit(&s.policies(&ns), POLICY, json!({"spec": spec})).await;
+    eventually("except list restored", WAIT, || async {
+        s.policy(&ns)
+            .await
+            .filter(|p| excepts(p)[0].1 == Some(vec!["169.254.169.254/32".to_string()]))
+    })
+    .await;
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn extra_subject_added_by_hand_is_removed() {
+    let mut s = Scenario::new("extra-sub").await;
+    s.baseline("aks", aks_spec(&s.label)).await;
+    let ns = s.namespace("team").await;
+    s.wait_all_objects(&ns).await;
+    let intruder = json!({"subjects": [
+        {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": GROUP_DEV},
+        {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "mallory@example.com"}
+    ]});
+    edit(&s.bindings(&ns), "team-dev", intruder).await;
+    eventually("only the declared group", WAIT, || async {
+        s.binding(&ns, "team-dev")
+            .await
+            .filter(|rb| subjects(rb) == vec![("Group".to_string(), GROUP_DEV.to_string())])
+    })
+    .await;
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn removed_labels_are_restored() {
+    let mut s = Scenario::new("labels").await;
+    s.baseline("aks", aks_spec(&s.label)).await;
+    let ns = s.namespace("team").await;
+    s.wait_all_objects(&ns).await;
+    edit(
+        &s.policies(&ns),
+        POLICY,
+        json!({"metadata": {"labels": {"app.kubernetes.io/managed-by": null}}}),
+    )
+    .await;
+    edit(
+        &s.bindings(&ns),
+        "team-read",
+        json!({"metadata": {"labels": {"kubebaseline.io/baseline": null}}}),
+    )
+    .await;
+    let namespaces: Api<Namespace> = Api::all(s.client.clone());
+    edit(
+        &namespaces,
+        &ns,
+        json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": null}}}),
+    )
+    .await;
+    eventually("all labels back", WAIT, || async {
+        let np = s.policy(&ns).await?;
+        let rb = s.binding(&ns, "team-read").await?;
+        let ns_labels = s.namespace_labels(&ns).await;
+        (np.labels().get("app.kubernetes.io/managed-by").is_some()
+            && rb.labels().get("kubebaseline.io/baseline").is_some()
+            && ns_labels.get("pod-security.kubernetes.io/enforce").map(String::as_str) == Some("baseline"))
+        .then_some(())
+    })
+    .await;
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn annotations_and_labels_added_by_others_are_kept() {
+    let mut s = Scenario::new("annot").await;
+    s.baseline("aks", aks_spec(&s.label)).await;
+    let ns = s.namespace_with("team", &[("team", "payments")]).await;
+    s.wait_all_objects(&ns).await;
+    edit(
+        &s.policies(&ns),
+        POLICY,
+        json!({"metadata": {"annotations": {"argocd.argoproj.io/tracking-id": "x"}}}),
+    )
+    .await;
+    // Force a repair of the same object so the operator writes it while the annotation is there.
+    edit(
+        &s.policies(&ns),
+        POLICY,
+        json!({"spec": {"policyTypes": ["Egress", "Ingress"]}}),
+    )
+    .await;
+    let np = eventually("policyTypes repaired", WAIT, || async {
+        s.policy(&ns)
+            .await
+            .filter(|p| p.spec.as_ref().unwrap().policy_types == Some(vec!["Egress".to_string()]))
+    })
+    .await;
+    assert_eq!(
+        np.annotations()
+            .get("argocd.argoproj.io/tracking-id")
+            .map(String::as_str),
+        Some("x")
+    );
+    assert_eq!(
+        s.namespace_labels(&ns).await.get("team").map(String::as_str),
+        Some("payments")
+    );
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn namespace_that_stops_matching_is_cleaned_up() {
+    let mut s = Scenario::new("unmatch").await;
+    s.baseline("aks", aks_spec(&s.label)).await;
+    let ns = s.namespace_with("team", &[("team", "payments")]).await;
+    s.wait_all_objects(&ns).await;
+    let namespaces: Api<Namespace> = Api::all(s.client.clone());
+    edit(&namespaces, &ns, json!({"metadata": {"labels": {SUITE_LABEL: null}}})).await;
+    eventually("objects and labels pruned", WAIT, || async {
+        let labels = s.namespace_labels(&ns).await;
+        (s.policy(&ns).await.is_none()
+            && s.binding(&ns, "team-dev").await.is_none()
+            && s.binding(&ns, "team-read").await.is_none()
+            && !labels.keys().any(|k| k.starts_with("pod-security.kubernetes.io/")))
+        .then_some(labels)
+    })
+    .await;
+    assert_eq!(
+        s.namespace_labels(&ns).await.get("team").map(String::as_str),
+        Some("payments")
+    );
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn object_removed_from_the_spec_is_pruned() {
+    let mut s = Scenario::new("prune").await;
+    let spec = aks_spec(&s.label);
+    let baseline = s.baseline("aks", spec.clone()).await;
+    let ns = s.namespace("team").await;
+    s.wait_all_objects(&ns).await;
+    let mut smaller = spec;
+    smaller.role_bindings.retain(|rb| rb.name == "team-dev");
+    smaller.metadata_egress = None;
+    s.apply_baseline(&baseline, smaller).await;
+    eventually("team-read and the policy pruned", WAIT, || async {
+        (s.binding(&ns, "team-read").await.is_none() && s.policy(&ns).await.is_none()).then_some(())
+    })
+    .await;
+    assert!(s.binding(&ns, "team-dev").await.is_some());
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn deleting_the_baseline_garbage_collects_its_objects() {
+    let mut s = Scenario::new("gc").await;
+    let baseline = s.baseline("aks", aks_spec(&s.label)).await;
+    let ns = s.namespace("team").await;
+    s.wait_all_objects(&ns).await;
+    s.baselines().delete(&baseline, &DeleteParams::default()).await.unwrap();
+    eventually("objects collected and labels released", WAIT, || async {
+        let labels = s.namespace_labels(&ns).await;
+        (s.policy(&ns).await.is_none()
+            && s.binding(&ns, "team-dev").await.is_none()
+            && s.binding(&ns, "team-read").await.is_none()
+            && !labels.contains_key("pod-security.kubernetes.io/enforce"))
+        .then_some(())
+    })
+    .await;
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn unmanaged_same_named_policy_is_adopted() {
+    let mut s = Scenario::new("adopt").await;
+    let ns = s.namespace("team").await;
+    // The hand-made policy from the guide (with a valid CIDR), made before any baseline.
+    let handmade: NetworkPolicy = serde_json::from_value(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": POLICY, "annotations": {"owner": "platform-team"}},
+        "spec": {"podSelector": {}, "policyTypes": ["Egress"],
+                 "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}}]}]}
+    }))
+    .unwrap();
+    s.policies(&ns).create(&PostParams::default(), &handmade).await.unwrap();
+    let baseline = s.baseline("aks", aks_spec(&s.label)).await;
+    let np = eventually("policy adopted", WAIT, || async {
+        s.policy(&ns)
+            .await
+            .filter(|p| p.labels().get("kubebaseline.io/baseline") == Some(&baseline))
+    })
+    .await;
+    assert_eq!(excepts(&np).len(), 2, "made to match: the IPv6 block is added");
+    assert_eq!(np.annotations().get("owner").map(String::as_str), Some("platform-team"));
+    assert!(np.owner_references().iter().any(|o| o.kind == "SecurityBaseline"));
+    s.wait_event(&baseline, "Adopted", &ns).await;
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn conflicting_baselines_report_conflict_and_do_not_fight() {
+    let mut s = Scenario::new("conflict").await;
+    let ns = s.namespace("team").await;
+    let older = s.baseline("older", aks_spec(&s.label)).await;
+    s.wait_all_objects(&ns).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // creation timestamps have 1 s resolution
+    let mut other = aks_spec(&s.label);
+    other.role_bindings[0].groups = vec!["0f0e0d0c-0b0a-0908-0706-050403020100".into()];
+    let younger = s.baseline("younger", other).await;
+
+    let status = s.wait_condition(&younger, "Conflict", "True").await;
+    assert!(
+        status
+            .problems
+            .iter()
+            .any(|p| p.namespace == ns && p.object == "RoleBinding/team-dev" && p.reason == "Conflict"),
+        "problems: {:?}",
+        status.problems
+    );
+    s.wait_condition(&older, "Conflict", "False").await;
+    let rb = s.binding(&ns, "team-dev").await.unwrap();
+    assert_eq!(
+        subjects(&rb),
+        vec![("Group".to_string(), GROUP_DEV.to_string())],
+        "the older baseline wins"
+    );
+    let version = rb.resource_version();
+    stays(
+        "no write war on the contested RoleBinding",
+        Duration::from_secs(5),
+        || async { s.binding(&ns, "team-dev").await.unwrap().resource_version() == version },
+    )
+    .await;
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn audit_mode_writes_nothing_and_reports_drift() {
+    let mut s = Scenario::new("audit").await;
+    let ns = s.namespace("team").await;
+    let baseline = s
+        .baseline(
+            "audit",
+            SecurityBaselineSpec {
+                mode: Mode::Audit,
+                ..aks_spec(&s.label)
+            },
+        )
+        .await;
+    let status = s
+        .wait_status(&baseline, "1 drifted namespace", |st| st.namespaces.drifted == 1)
+        .await;
+    assert_eq!(condition(&status, "Ready").unwrap().reason, "DriftDetected");
+    let drifted: Vec<&str> = status
+        .problems
+        .iter()
+        .filter(|p| p.reason == "Drift")
+        .map(|p| p.object.as_str())
+        .collect();
+    assert_eq!(drifted.len(), 4, "policy, two bindings and labels: {drifted:?}");
+    stays("nothing written in Audit mode", Duration::from_secs(3), || async {
+        s.policy(&ns).await.is_none()
+            && s.binding(&ns, "team-dev").await.is_none()
+            && !s
+                .namespace_labels(&ns)
+                .await
+                .contains_key("pod-security.kubernetes.io/enforce")
+    })
+    .await;
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn exemption_stops_applying_after_it_expires() {
+    let mut s = Scenario::new("exempt").await;
+    let ns = s.namespace("legacy").await;
+    let expires = Timestamp::now() + SignedDuration::from_secs(10);
+    let spec = SecurityBaselineSpec {
+        exemptions: vec![Exemption {
+            namespace: ns.clone(),
+            controls: vec![Control::MetadataEgress],
+            reason: "vendor agent needs IMDS (SEC-1234)".into(),
+            expires: Time(expires),
+        }],
+        ..aks_spec(&s.label)
+    };
+    let baseline = s.baseline("aks", spec).await;
+    let status = s
+        .wait_status(&baseline, "namespace exempted", |st| st.namespaces.exempted == 1)
+        .await;
+    assert_eq!(status.active_exemptions[0].namespace, ns);
+    assert!(s.binding(&ns, "team-dev").await.is_some(), "other controls still apply");
+    assert!(
+        s.policy(&ns).await.is_none(),
+        "exempted control not applied before expiry"
+    );
+    // Nothing from outside happens at expiry: the operator's own timer enforces it.
+    s.wait_policy(&ns).await;
+    assert!(Timestamp::now() >= expires);
+    s.wait_status(&baseline, "exemption gone", |st| {
+        st.active_exemptions.is_empty() && st.namespaces.compliant == 1
+    })
+    .await;
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn excluded_and_system_namespaces_are_never_touched() {
+    let mut s = Scenario::new("excluded").await;
+    let included = s.namespace("team").await;
+    let excluded = s.namespace("ingress").await;
+    let namespaces: Api<Namespace> = Api::all(s.client.clone());
+    // The operator runs with --system-namespace e2e-platform-system.
+    for system in ["kube-public", "e2e-platform-system"] {
+        if namespaces.get_opt(system).await.unwrap().is_none() {
+            let _ = namespaces
+                .create(
+                    &PostParams::default(),
+                    &Namespace {
+                        metadata: ObjectMeta {
+                            name: Some(system.into()),
+                            ..Default::default()
+                        },
+                        ..Default::default()
+                    },
+                )
+                .await;
+        }
+    }
+    let spec = SecurityBaselineSpec {
+        namespace_selector: Some(LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: SUITE_LABEL.into(),
+                operator: "In".into(),
+                values: Some(vec![s.label.clone()]),
+            }]),
+            ..Default::default()
+        }),
+        excluded_namespaces: vec![excluded.clone()],
+        ..aks_spec(&s.label)
+    };
+    // kube-public and the flag's namespace are labelled like the others, yet must stay untouched.
+    for system in ["kube-public", "e2e-platform-system"] {
+        edit(
+            &namespaces,
+            system,
+            json!({"metadata": {"labels": {SUITE_LABEL: s.label}}}),
+        )
+        .await;
+    }
+    let baseline = s.baseline("aks", spec).await;
+    s.wait_all_objects(&included).await;
+    s.wait_status(&baseline, "exactly one namespace selected", |st| {
+        st.namespaces.selected == 1 && st.namespaces.compliant == 1
+    })
+    .await;
+    for untouched in [excluded.as_str(), "kube-public", "e2e-platform-system"] {
+        assert!(s.policy(untouched).await.is_none(), "{untouched} got a policy");
+        assert!(
+            s.binding(untouched, "team-dev").await.is_none(),
+            "{untouched} got a binding"
+        );
+        assert!(
+            !s.namespace_labels(untouched)
+                .await
+                .contains_key("pod-security.kubernetes.io/enforce")
+        );
+    }
+    for system in ["kube-public", "e2e-platform-system"] {
+        edit(
+            &namespaces,
+            system,
+            json!({"metadata": {"labels": {SUITE_LABEL: null}}}),
+        )
+        .await;
+    }
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn terminating_namespace_causes_no_error_loop() {
+    let mut s = Scenario::new("terminating").await;
+    let baseline = s.baseline("aks", aks_spec(&s.label)).await;
+    let ns = s.namespace("doomed").await;
+    s.wait_all_objects(&ns).await;
+    // A finalizer keeps the namespace Terminating while we watch the operator.
+    let held = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("held".into()),
+            finalizers: Some(vec!["e2e.kubebaseline.io/hold".into()]),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let cms: Api<ConfigMap> = Api::namespaced(s.client.clone(), &ns);
+    cms.create(&PostParams::default(), &held).await.unwrap();
+    let namespaces: Api<Namespace> = Api::all(s.client.clone());
+    namespaces.delete(&ns, &DeleteParams::default()).await.unwrap();
+    eventually("policy deleted by the namespace controller", WAIT, || async {
+        s.policy(&ns).await.is_none().then_some(())
+    })
+    .await;
+
+    let addr = s.metrics_addr();
+    let errors_before = metric(addr, "kube_baseline_errors_total").await;
+    let reconciles_before = metric(addr, "kube_baseline_reconciles_total").await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        s.policy(&ns).await.is_none(),
+        "nothing is recreated in a terminating namespace"
+    );
+    assert!(namespaces.get(&ns).await.unwrap().metadata.deletion_timestamp.is_some());
+    let status = s.status(&baseline).await.unwrap();
+    assert_eq!(
+        status.namespaces.failed, 0,
+        "a terminating namespace is not a failure: {:?}",
+        status.problems
+    );
+    // Other tests run in parallel, so allow their work; a hot loop would be thousands.
+    let reconciles = metric(addr, "kube_baseline_reconciles_total").await - reconciles_before;
+    assert!(reconciles < 500.0, "{reconciles} reconciles in 5 s looks like a loop");
+    let errors = metric(addr, "kube_baseline_errors_total").await - errors_before;
+    assert!(errors < 5.0, "{errors} errors while a namespace terminates");
+
+    edit(&cms, "held", json!({"metadata": {"finalizers": null}})).await;
+    eventually("namespace gone", WAIT, || async {
+        namespaces.get_opt(&ns).await.unwrap().is_none().then_some(())
+    })
+    .await;
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn role_binding_the_operator_may_not_grant_is_reported_while_the_rest_applies() {
+    let mut s = Scenario::new("escalate").await;
+    let ns = s.namespace("team").await;
+    let mut spec = aks_spec(&s.label);
+    spec.role_bindings.push(BaselineRoleBinding {
+        name: "team-root".into(),
+        cluster_role: "cluster-admin".into(),
+        groups: vec![GROUP_DEV.into()],
+    });
+    let baseline = s.baseline("aks", spec).await;
+    s.wait_all_objects(&ns).await;
+    let status = s.wait_condition(&baseline, "Degraded", "True").await;
+    let problem = status
+        .problems
+        .iter()
+        .find(|p| p.object == "RoleBinding/team-root")
+        .expect("problem for team-root");
+    assert_eq!(problem.reason, "Forbidden");
+    assert_eq!(problem.namespace, ns);
+    assert!(s.binding(&ns, "team-root").await.is_none(), "never escalated");
+    s.wait_event(&baseline, "Forbidden", "team-root").await;
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn invalid_baselines_are_rejected_at_admission() {
+    let s = Scenario::new("invalid").await;
+    let base = aks_spec(&s.label);
+    let cases: Vec<(&str, SecurityBaselineSpec, &str)> = vec![
+        (
+            "not-a-cidr",
+            SecurityBaselineSpec {
+                metadata_egress: Some(MetadataEgress {
+                    blocked_cidrs: vec!["169.254.169.254".into()],
+                    ..Default::default()
+                }),
+                ..base.clone()
+            },
+            "blockedCIDRs must be canonical",
+        ),
+        (
+            "host-bits",
+            SecurityBaselineSpec {
+                metadata_egress: Some(MetadataEgress {
+                    blocked_cidrs: vec!["169.254.169.254/16".into()],
+                    ..Default::default()
+                }),
+                ..base.clone()
+            },
+            "blockedCIDRs must be canonical",
+        ),
+        (
+            "zero-prefix",
+            SecurityBaselineSpec {
+                metadata_egress: Some(MetadataEgress {
+                    blocked_cidrs: vec!["0.0.0.0/0".into()],
+                    ..Default::default()
+                }),
+                ..base.clone()
+            },
+            "non-zero prefix",
+        ),
+        (
+            "user-not-group",
+            SecurityBaselineSpec {
+                role_bindings: vec![BaselineRoleBinding {
+                    name: "a".into(),
+                    cluster_role: "edit".into(),
+                    groups: vec!["alice@contoso.com".into()],
+                }],
+                ..base.clone()
+            },
+            "Entra ID group object IDs",
+        ),
+        (
+            "duplicate-binding",
+            SecurityBaselineSpec {
+                role_bindings: vec![base.role_bindings[0].clone(), base.role_bindings[0].clone()],
+                ..base.clone()
+            },
+            "Duplicate value",
+        ),
+        (
+            "bad-binding-name",
+            SecurityBaselineSpec {
+                role_bindings: vec![BaselineRoleBinding {
+                    name: "Team_Dev".into(),
+                    cluster_role: "edit".into(),
+                    groups: vec![GROUP_DEV.into()],
+                }],
+                ..base.clone()
+            },
+            "roleBindings[0].name",
+        ),
+        (
+            "bad-excluded",
+            SecurityBaselineSpec {
+                excluded_namespaces: vec!["Not A Name".into()],
+                ..base.clone()
+            },
+            "excludedNamespaces[0]",
+        ),
+    ];
+    for (case, spec, message) in cases {
+        let name = format!("{case}-{}", s.label);
+        let err = s.create_baseline(&name, spec).await.expect_err(case);
+        let kube::Error::Api(status) = &err else {
+            panic!("{case}: {err:?}")
+        };
+        assert_eq!(status.code, 422, "{case}: {status:?}");
+        assert!(
+            status.message.contains(message),
+            "{case}: {:?} lacks {message:?}",
+            status.message
+        );
+    }
+    // Raw YAML-level mistakes the Rust types cannot express.
+    let raw = json!({"apiVersion": "kubebaseline.io/v1alpha1", "kind": "SecurityBaseline", "metadata": {"name": format!("raw-{}", s.label)},
+                     "spec": {"mode": "Sometimes", "podSecurity": {"enforce": "strict"}, "exemptions": [{"namespace": "x", "controls": ["metadataEgress"], "expires": "2030-01-01T00:00:00Z"}]}});
+    let api: Api<kube::api::DynamicObject> = Api::all_with(
+        s.client.clone(),
+        &kube::api::ApiResource::erase::<kube_baseline::api::SecurityBaseline>(&()),
+    );
+    let err = api
+        .create(&PostParams::default(), &serde_json::from_value(raw).unwrap())
+        .await
+        .unwrap_err();
+    let kube::Error::Api(status) = &err else {
+        panic!("{err:?}")
+    };
+    for part in ["spec.mode", "spec.podSecurity.enforce", "reason"] {
+        assert!(status.message.contains(part), "{:?} lacks {part}", status.message);
+    }
+    // The opt-out accepts non-GUID groups.
+    let any = SecurityBaselineSpec {
+        group_format: GroupFormat::Any,
+        role_bindings: vec![BaselineRoleBinding {
+            name: "a".into(),
+            cluster_role: "edit".into(),
+            groups: vec!["oidc:platform".into()],
+        }],
+        ..base
+    };
+    let name = format!("any-{}", s.label);
+    s.create_baseline(&name, any)
+        .await
+        .expect("groupFormat Any accepts other group names");
+    s.baselines().delete(&name, &DeleteParams::default()).await.unwrap();
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn baseline_invalid_beyond_admission_is_reported_and_applies_nothing() {
+    let mut s = Scenario::new("invalid-sel").await;
+    let ns = s.namespace("team").await;
+    let mut spec = aks_spec(&s.label);
+    spec.namespace_selector = Some(LabelSelector {
+        match_expressions: Some(vec![LabelSelectorRequirement {
+            key: SUITE_LABEL.into(),
+            operator: "Sometimes".into(),
+            values: None,
+        }]),
+        ..Default::default()
+    });
+    let baseline = s.baseline("aks", spec).await;
+    let status = s.wait_condition(&baseline, "Invalid", "True").await;
+    assert!(
+        condition(&status, "Invalid")
+            .unwrap()
+            .message
+            .contains("namespaceSelector")
+    );
+    assert_eq!(condition(&status, "Ready").unwrap().status, "False");
+    assert!(s.policy(&ns).await.is_none() && s.binding(&ns, "team-dev").await.is_none());
+    s.cleanup().await;
+}

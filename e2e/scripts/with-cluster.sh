@@ -2,7 +2,7 @@
 # Runs a command with the local control plane up: starts it when none runs and stops it
 # afterwards (only if it started it). Shows the tails of the logs when the command fails.
 set -uo pipefail
-repo=$(cd "$(dirname "$0")/.." && pwd)
+repo=$(cd "$(dirname "$0")/../.." && pwd)
 cluster=$repo/e2e/controlplane/cluster.sh
 started=0
 if ! "$cluster" status >/dev/null 2>&1; then

@@ -3,7 +3,7 @@
 # plane (started if needed) when KUBECONFIG is unset. Installs the CRD, a sample baseline and
 # demo namespaces first.
 set -euo pipefail
-repo=$(cd "$(dirname "$0")/.." && pwd)
+repo=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$repo"
 kubectl=$(e2e/controlplane/cluster.sh bin)/kubectl
 if [ -z "${KUBECONFIG:-}" ]; then
