@@ -145,12 +145,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             duration: args.lease_duration,
         };
         let mut l = Leadership::campaign(client.clone(), &lease).await?;
+        // A standby is ready: it can take over. A Deployment's rollout must not wait for it.
+        ready_tx.send_replace(true);
         info!(lease = %lease.name, namespace = %lease.namespace, identity = %instance, "waiting for leadership");
         tokio::select! {
             r = l.acquired() => r?,
             _ = stopped(stop_rx.clone()) => { l.release().await; return Ok(()); }
         }
         metrics.leader.set(1);
+        ready_tx.send_replace(false);
         leadership = Some(l);
     }
 

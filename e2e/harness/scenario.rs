@@ -100,6 +100,16 @@ impl Scenario {
         }
     }
 
+    /// A scenario for a test that runs its own operator processes.
+    pub async fn without_shared_operator(prefix: &str) -> Self {
+        Self {
+            client: client().await,
+            label: unique(prefix),
+            baselines: vec![],
+            namespaces: vec![],
+        }
+    }
+
     pub fn metrics_addr(&self) -> std::net::SocketAddr {
         shared_operator()
     }
