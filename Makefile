@@ -48,8 +48,9 @@ cluster-status:
 run:
 	e2e/scripts/run.sh
 
+## Scale and latency on the local control plane (release build); see BENCHMARKS.md.
 bench:
-	e2e/scripts/with-cluster.sh e2e/scripts/bench.sh
+	e2e/scripts/with-cluster.sh cargo test --release --test e2e_bench -- --ignored --nocapture --test-threads 1
 
 clean:
 	cargo clean

@@ -1,0 +1,132 @@
+//! `make bench`: scale and latency of the operator on the local control plane, measured, never
+//! asserted (the machines are shared and noisy). Results are printed as Markdown rows for
+//! BENCHMARKS.md. Ignored by `make test`.
+
+#[path = "../harness/mod.rs"]
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use harness::scenario::*;
+use harness::*;
+use kube::api::{Api, DeleteParams};
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::test]
+#[ignore = "benchmark: run with `make bench`"]
+async fn scale_and_repair_latency() {
+    let n: usize = std::env::var("BENCH_NAMESPACES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    install();
+    let kubeconfig = operator_kubeconfig("operator-bench.kubeconfig").await;
+    let mut s = Scenario::without_shared_operator("bench").await;
+    let mut namespaces = Vec::with_capacity(n);
+    for _ in 0..n {
+        namespaces.push(s.namespace("bench").await);
+    }
+    let baseline = s.baseline("aks", aks_spec(&s.label)).await;
+    let idle = Operator::start("bench-idle", &kubeconfig, &[]);
+    eventually("idle operator ready", WAIT, || async {
+        (idle.http_get("/readyz").await?.0 == 200).then_some(())
+    })
+    .await;
+    drop(idle);
+    s.baselines().delete(&baseline, &DeleteParams::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Convergence: from the baseline's creation to every namespace compliant.
+    let op = Operator::start("bench", &kubeconfig, &[]);
+    eventually("operator ready", WAIT, || async {
+        (op.http_get("/readyz").await?.0 == 200).then_some(())
+    })
+    .await;
+    let rss_before = rss_mib(op.pid());
+    let start = Instant::now();
+    let baseline = s.baseline("aks", aks_spec(&s.label)).await;
+    let long = Duration::from_secs(600);
+    eventually("all compliant", long, || async {
+        s.status(&baseline)
+            .await
+            .filter(|st| st.namespaces.compliant == n as i64)
+            .map(|_| ())
+    })
+    .await;
+    let converge = start.elapsed();
+    let writes = op.metric("kube_baseline_write_requests_total").await;
+    let status_writes = op.metric("kube_baseline_status_writes_total").await;
+    let rss_after = rss_mib(op.pid());
+
+    // Drift repair latency: delete one policy, time until it is back (seen by this client).
+    let mut latencies = Vec::new();
+    for ns in namespaces.iter().take(30) {
+        let api: Api<k8s_openapi::api::networking::v1::NetworkPolicy> = Api::namespaced(s.client.clone(), ns);
+        api.delete(POLICY, &DeleteParams::default()).await.unwrap();
+        let t = Instant::now();
+        eventually("repaired", WAIT, || async { api.get_opt(POLICY).await.unwrap() }).await;
+        latencies.push(t.elapsed());
+    }
+    latencies.sort();
+
+    // Restart: time to ready and to the first full pass over a compliant cluster.
+    drop(op);
+    let start = Instant::now();
+    let op = Operator::start("bench-restart", &kubeconfig, &[]);
+    eventually("restarted ready", WAIT, || async {
+        (op.http_get("/readyz").await?.0 == 200).then_some(())
+    })
+    .await;
+    let restart_ready = start.elapsed();
+    let total_ns = Api::<k8s_openapi::api::core::v1::Namespace>::all(s.client.clone())
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .len();
+    eventually("full pass", long, || async {
+        (op.metric("kube_baseline_reconciles_total").await >= total_ns as f64).then_some(())
+    })
+    .await;
+    let restart_pass = start.elapsed();
+    let restart_writes = op.metric("kube_baseline_write_requests_total").await;
+
+    println!("| namespaces | {n} |");
+    println!(
+        "| converge: baseline created → all compliant | {:.1} s |",
+        converge.as_secs_f64()
+    );
+    println!(
+        "| write requests to converge (objects + labels) | {writes} ({:.1} per namespace) |",
+        writes / n as f64
+    );
+    println!("| status writes while converging | {status_writes} |");
+    println!(
+        "| drift repair latency p50 / p95 / max (30 deletes) | {:.0} / {:.0} / {:.0} ms |",
+        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.95).as_secs_f64() * 1e3,
+        latencies.last().unwrap().as_secs_f64() * 1e3
+    );
+    println!("| operator RSS idle-synced / after converging | {rss_before:.1} / {rss_after:.1} MiB |");
+    println!(
+        "| restart: ready / full pass over {total_ns} namespaces | {:.2} s / {:.2} s |",
+        restart_ready.as_secs_f64(),
+        restart_pass.as_secs_f64()
+    );
+    println!("| write requests after restart | {restart_writes} |");
+    drop(op);
+    s.cleanup().await;
+}
