@@ -11,7 +11,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, PartialObjectMeta, Patch, PatchParams, Preconditions};
+use kube::api::{Api, DeleteParams, PartialObjectMeta, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -284,7 +284,12 @@ impl NamespaceWriter<'_> {
         };
         self.count_write("apply", "NetworkPolicy");
         match api.patch(name, &Self::params(), &Patch::Apply(desired)).await {
-            Ok(_) => ObjectResult::Repaired(verb(cached, existing.as_ref().map(|e| &e.metadata))),
+            Ok(written) => {
+                // The cache learns of our own write now, not when the watch catches up, so a
+                // reconcile in between does not write the same object again.
+                self.ctx.policies.apply(&watcher::Event::Apply(written));
+                ObjectResult::Repaired(verb(cached, existing.as_ref().map(|e| &e.metadata)))
+            }
             Err(e) => self.failed("NetworkPolicy", e),
         }
     }
@@ -299,8 +304,24 @@ impl NamespaceWriter<'_> {
                 Err(e) => return self.failed("RoleBinding", e),
             },
         };
-        // roleRef is immutable: a binding to another role is replaced, not patched.
+        // roleRef is immutable: a binding to another role is replaced, not patched. The API
+        // server must first accept the new binding (a dry run under a scratch name: the
+        // escalation check and validation run, nothing is stored), so a refused role never
+        // leaves the namespace without the old binding.
         if let Some(old) = existing.as_ref().filter(|old| old.role_ref != desired.role_ref) {
+            let mut probe = desired.clone();
+            probe.metadata.name = Some(format!(
+                "{}-kube-baseline-probe",
+                name.chars().take(200).collect::<String>()
+            ));
+            let dry_run = PostParams {
+                dry_run: true,
+                field_manager: Some(FIELD_MANAGER.into()),
+            };
+            self.count_write("create", "RoleBinding");
+            if let Err(e) = api.create(&dry_run, &probe).await {
+                return self.failed("RoleBinding", e);
+            }
             self.count_write("delete", "RoleBinding");
             let dp = DeleteParams {
                 preconditions: Some(Preconditions {
@@ -317,7 +338,10 @@ impl NamespaceWriter<'_> {
         }
         self.count_write("apply", "RoleBinding");
         match api.patch(name, &Self::params(), &Patch::Apply(desired)).await {
-            Ok(_) => ObjectResult::Repaired(verb(cached.is_some(), existing.as_ref().map(|e| &e.metadata))),
+            Ok(written) => {
+                self.ctx.bindings.apply(&watcher::Event::Apply(written));
+                ObjectResult::Repaired(verb(cached.is_some(), existing.as_ref().map(|e| &e.metadata)))
+            }
             Err(e) => self.failed("RoleBinding", e),
         }
     }
@@ -367,31 +391,39 @@ impl NamespaceWriter<'_> {
         &self,
         ns_meta: &kube::api::ObjectMeta,
         plan: &Plan,
-        known: &BTreeMap<String, Mode>,
+        known: &BTreeMap<String, Arc<SecurityBaseline>>,
     ) -> Vec<(String, ObjectKey, ObjectResult)> {
-        let prunable = |labels: &BTreeMap<String, String>| {
-            labels
-                .get(BASELINE_LABEL)
-                .filter(|b| known.get(*b) == Some(&Mode::Enforce) && !plan.hands_off.contains(*b))
-                .cloned()
+        // Ours to prune: labelled for a known, writing baseline *and* owned by it (a copy of our
+        // object made by someone else keeps the labels but not the ownerReference).
+        let prunable = |meta: &kube::api::ObjectMeta| {
+            let baseline = meta.labels.as_ref()?.get(BASELINE_LABEL)?;
+            let b = known
+                .get(baseline)
+                .filter(|b| b.spec.mode == Mode::Enforce && !plan.hands_off.contains(baseline))?;
+            let uid = b.uid()?;
+            meta.owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.uid == uid)
+                .then(|| baseline.clone())
         };
         let mut out = Vec::new();
         for (name, obj) in self.ctx.policies.in_namespace(self.ns) {
             let key = ObjectKey::NetworkPolicy(name);
-            if let (false, Some(owner)) = (plan.objects.contains_key(&key), prunable(obj.labels())) {
+            if let (false, Some(owner)) = (plan.objects.contains_key(&key), prunable(&obj.metadata)) {
                 out.push((owner, key, self.delete(obj.as_ref()).await));
             }
         }
         for (name, obj) in self.ctx.bindings.in_namespace(self.ns) {
             let key = ObjectKey::RoleBinding(name);
-            if let (false, Some(owner)) = (plan.objects.contains_key(&key), prunable(obj.labels())) {
+            if let (false, Some(owner)) = (plan.objects.contains_key(&key), prunable(&obj.metadata)) {
                 out.push((owner, key, self.delete(obj.as_ref()).await));
             }
         }
         // Pod Security labels have no owner label; release them unless a baseline that keeps
         // its hands off (Audit or invalid) may be the one that set them.
         let owns_psa = objects::owned_labels(ns_meta).iter().any(|k| k.starts_with(PSA_PREFIX));
-        if owns_psa && !plan.objects.contains_key(&ObjectKey::PodSecurityLabels) && plan.hands_off.is_empty() {
+        if owns_psa && !plan.objects.contains_key(&ObjectKey::PodSecurityLabels) && !plan.keep_pod_security_labels {
             out.push((
                 String::new(),
                 ObjectKey::PodSecurityLabels,
@@ -420,7 +452,7 @@ pub async fn reconcile(ns: Arc<PartialObjectMeta<Namespace>>, ctx: Arc<Context>)
     let name = ns.name_any();
     let facts = NamespaceFacts {
         name: name.clone(),
-        labels: ns.labels().clone(),
+        labels: objects::selectable_labels(&ns.metadata),
         terminating: ns.metadata.deletion_timestamp.is_some(),
     };
     let baselines = ctx.baselines.state();
@@ -433,7 +465,7 @@ pub async fn reconcile(ns: Arc<PartialObjectMeta<Namespace>>, ctx: Arc<Context>)
         &ctx.settings.system_namespaces,
         now,
     );
-    let known: BTreeMap<String, Mode> = baselines.iter().map(|b| (b.name_any(), b.spec.mode)).collect();
+    let known: BTreeMap<String, Arc<SecurityBaseline>> = baselines.iter().map(|b| (b.name_any(), b.clone())).collect();
 
     let mut results: BTreeMap<ObjectKey, ObjectResult> = BTreeMap::new();
     let mut repairs: Vec<(String, ObjectKey, &'static str)> = Vec::new();
@@ -645,7 +677,7 @@ fn affected_namespaces(ctx: &Context, baseline: &SecurityBaseline) -> Vec<Object
     for ns in ctx.namespaces.state() {
         let facts = NamespaceFacts {
             name: ns.name_any(),
-            labels: ns.labels().clone(),
+            labels: objects::selectable_labels(&ns.metadata),
             terminating: false,
         };
         let selected = valid.as_ref().is_some_and(|v| desired::selects(baseline, v, &facts));
@@ -660,7 +692,20 @@ fn affected_namespaces(ctx: &Context, baseline: &SecurityBaseline) -> Vec<Object
     let made_by = |labels: &BTreeMap<String, String>| labels.get(BASELINE_LABEL) == Some(&name);
     out.extend(ctx.policies.namespaces_where(|o| made_by(o.labels())));
     out.extend(ctx.bindings.namespaces_where(|o| made_by(o.labels())));
+    // Namespaces it reported on before (an Audit baseline makes no objects): their counts must
+    // go when the selector no longer matches.
+    out.extend(
+        ctx.results
+            .lock()
+            .unwrap()
+            .outcomes
+            .get(&name)
+            .into_iter()
+            .flat_map(|o| o.keys().cloned()),
+    );
     debug!(baseline = %name, namespaces = out.len(), "baseline changed");
+    // A new spec generation needs a status even when no namespace result changes.
+    ctx.status_changed.notify_one();
     out.iter().map(|n| ObjectRef::new(n)).collect()
 }
 

@@ -91,8 +91,12 @@ pub struct Plan {
     pub objects: BTreeMap<ObjectKey, DesiredObject>,
     /// Verdicts of the baselines that select the namespace, by baseline name.
     pub verdicts: BTreeMap<String, Verdict>,
-    /// Baselines whose objects must not be written or pruned here (Audit mode or invalid).
+    /// Baselines whose objects must not be written or pruned here (Audit mode, invalid, or
+    /// being deleted: the garbage collector removes what they made).
     pub hands_off: BTreeSet<String>,
+    /// Pod Security labels this operator set must stay: a hands-off baseline that wants them here
+    /// (or may, when invalid) could be the one that set them.
+    pub keep_pod_security_labels: bool,
     /// When the earliest exemption in force here expires: reconcile again then.
     pub next_expiry: Option<Timestamp>,
 }
@@ -164,12 +168,16 @@ pub fn selects(baseline: &SecurityBaseline, valid: &ValidBaseline, ns: &Namespac
     !baseline.spec.excluded_namespaces.contains(&ns.name) && valid.selector.matches(&ns.labels)
 }
 
-/// Older baselines first: creation time, then name. The first to want an object wins it.
+/// Who gets an object two baselines want: Enforce before Audit (a report-only baseline never
+/// keeps an enforcing one from writing), then the older (creation time, then name).
 pub fn precedence(a: &SecurityBaseline, b: &SecurityBaseline) -> std::cmp::Ordering {
-    let created = |x: &SecurityBaseline| x.metadata.creation_timestamp.as_ref().map(|t| t.0);
-    created(a)
-        .cmp(&created(b))
-        .then_with(|| a.name_any().cmp(&b.name_any()))
+    let key = |x: &SecurityBaseline| {
+        (
+            x.spec.mode != Mode::Enforce,
+            x.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        )
+    };
+    key(a).cmp(&key(b)).then_with(|| a.name_any().cmp(&b.name_any()))
 }
 
 /// The objects one baseline wants in one namespace, before exemptions, with the control each
@@ -258,10 +266,15 @@ pub fn plan(
     now: Timestamp,
 ) -> Plan {
     let mut plan = Plan::default();
+    let deleting = |b: &SecurityBaseline| b.metadata.deletion_timestamp.is_some();
     for b in baselines {
-        let valid = matches!(validated.get(&b.name_any()), Some(Ok(_)));
-        if b.spec.mode == Mode::Audit || !valid {
+        let valid = validated.get(&b.name_any()).and_then(|v| v.as_ref().ok());
+        if b.spec.mode == Mode::Audit || valid.is_none() || deleting(b) {
             plan.hands_off.insert(b.name_any());
+        }
+        if b.spec.pod_security.is_some() && !deleting(b) {
+            let may_select = valid.is_none_or(|v| selects(b, v, ns));
+            plan.keep_pod_security_labels |= (b.spec.mode == Mode::Audit || valid.is_none()) && may_select;
         }
     }
     if ns.terminating || is_system_namespace(&ns.name, system_namespaces) {
@@ -269,7 +282,7 @@ pub fn plan(
     }
     let mut ordered: Vec<&SecurityBaseline> = baselines.to_vec();
     ordered.sort_by(|a, b| precedence(a, b));
-    for baseline in ordered {
+    for baseline in ordered.into_iter().filter(|b| !deleting(b)) {
         let name = baseline.name_any();
         let Some(Ok(valid)) = validated.get(&name) else {
             continue;
@@ -489,6 +502,54 @@ mod tests {
         // Identical wants are not conflicts.
         assert_eq!(p.verdicts["alpha"].wanted.len(), 2);
         assert!(p.verdicts["zeta"].conflicts.is_empty());
+    }
+
+    #[test]
+    fn an_enforcing_baseline_wins_over_an_older_audit_one() {
+        let audit = baseline(
+            "preview",
+            10,
+            SecurityBaselineSpec {
+                mode: Mode::Audit,
+                ..full_spec()
+            },
+        );
+        let enforce = baseline("aks", 20, full_spec());
+        let p = plan_for(&ns("team-a", &[]), &[&audit, &enforce], 100);
+        assert!(
+            p.objects
+                .values()
+                .all(|o| o.owner.name == "aks" && o.owner.mode == Mode::Enforce)
+        );
+        assert!(
+            p.verdicts["preview"].conflicts.is_empty(),
+            "same content: the audit baseline agrees"
+        );
+    }
+
+    #[test]
+    fn a_baseline_being_deleted_wants_nothing_and_keeps_hands_off() {
+        let mut b = baseline("aks", 0, full_spec());
+        b.metadata.deletion_timestamp = Some(Time(Timestamp::from_second(50).unwrap()));
+        let p = plan_for(&ns("team-a", &[]), &[&b], 100);
+        assert!(p.objects.is_empty() && p.verdicts.is_empty());
+        assert!(p.hands_off.contains("aks"));
+        assert!(!p.keep_pod_security_labels, "its labels are released");
+    }
+
+    #[test]
+    fn pod_security_labels_are_kept_only_for_a_hands_off_baseline_that_wants_them_here() {
+        let other = SecurityBaselineSpec {
+            mode: Mode::Audit,
+            namespace_selector: Some(LabelSelector {
+                match_labels: Some([("tier".to_string(), "db".to_string())].into()),
+                ..Default::default()
+            }),
+            ..full_spec()
+        };
+        let audit = baseline("audit", 0, other);
+        assert!(!plan_for(&ns("web", &[("tier", "web")]), &[&audit], 100).keep_pod_security_labels);
+        assert!(plan_for(&ns("db", &[("tier", "db")]), &[&audit], 100).keep_pod_security_labels);
     }
 
     #[test]

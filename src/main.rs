@@ -184,10 +184,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             info!("ready");
         }
     });
-    let writer = tokio::spawn(status_writer::run(ctx));
+    let writer = tokio::spawn(status_writer::run(ctx.clone()));
     info!("controller started");
     controller.await;
     writer.abort();
+    if leadership.as_ref().is_none_or(|l| *l.is_leader.borrow()) {
+        status_writer::flush(&ctx).await;
+    }
     if let Some(l) = leadership {
         metrics.leader.set(0);
         l.release().await;

@@ -90,8 +90,12 @@ fn meta_in_sync(actual: &ObjectMeta, desired: &ObjectMeta) -> bool {
     labels_ok && owner_ok
 }
 
+/// Compares the fields the operator declares. `ingress` is not one of them: a forced apply
+/// cannot remove ingress rules another manager added, so comparing them would rewrite the
+/// policy forever; with `policyTypes: [Egress]` (which is compared) they have no effect.
 pub fn policy_in_sync(actual: &NetworkPolicy, desired: &NetworkPolicy) -> bool {
-    meta_in_sync(&actual.metadata, &desired.metadata) && actual.spec == desired.spec
+    let declared = |p: &NetworkPolicy| p.spec.clone().map(|spec| NetworkPolicySpec { ingress: None, ..spec });
+    meta_in_sync(&actual.metadata, &desired.metadata) && declared(actual) == declared(desired)
 }
 
 pub fn binding_in_sync(actual: &RoleBinding, desired: &RoleBinding) -> bool {
@@ -122,6 +126,16 @@ pub fn owned_labels(meta: &ObjectMeta) -> BTreeSet<String> {
                 .filter_map(|(k, _)| k.strip_prefix("f:").map(str::to_string))
         })
         .collect()
+}
+
+/// The namespace labels baselines select on: the Pod Security labels this operator set are left
+/// out, so a selector on them cannot flip with the operator's own writes (apply, no longer match,
+/// release, match again, ...).
+pub fn selectable_labels(ns: &ObjectMeta) -> BTreeMap<String, String> {
+    let owned = owned_labels(ns);
+    let mut labels = ns.labels.clone().unwrap_or_default();
+    labels.retain(|k, _| !(k.starts_with(PSA_PREFIX) && owned.contains(k)));
+    labels
 }
 
 /// Whether the namespace carries exactly the desired Pod Security labels as far as this operator
@@ -206,6 +220,37 @@ mod tests {
         let mut orphan = actual;
         orphan.metadata.owner_references = None;
         assert!(!binding_in_sync(&orphan, &desired));
+    }
+
+    #[test]
+    fn ingress_rules_someone_added_are_not_drift_but_policy_types_are() {
+        use k8s_openapi::api::networking::v1::NetworkPolicyIngressRule;
+        let spec = crate::policy::metadata_egress_spec(&["169.254.169.254/32".parse().unwrap()]);
+        let desired = network_policy("team-a", "p", &spec, &owner());
+        let mut actual = desired.clone();
+        actual.spec.as_mut().unwrap().ingress = Some(vec![NetworkPolicyIngressRule::default()]);
+        assert!(policy_in_sync(&actual, &desired));
+        actual.spec.as_mut().unwrap().policy_types = Some(vec!["Egress".into(), "Ingress".into()]);
+        assert!(!policy_in_sync(&actual, &desired));
+    }
+
+    #[test]
+    fn selection_ignores_the_pod_security_labels_the_operator_set() {
+        let ns = ns_with(
+            &[
+                ("pod-security.kubernetes.io/enforce", "baseline"),
+                ("pod-security.kubernetes.io/warn", "baseline"),
+                ("team", "a"),
+            ],
+            &["pod-security.kubernetes.io/enforce"],
+        );
+        let labels = selectable_labels(&ns);
+        assert!(!labels.contains_key("pod-security.kubernetes.io/enforce"));
+        assert!(
+            labels.contains_key("pod-security.kubernetes.io/warn"),
+            "set by someone else: selectable"
+        );
+        assert!(labels.contains_key("team"));
     }
 
     fn ns_with(labels: &[(&str, &str)], owned: &[&str]) -> ObjectMeta {

@@ -38,6 +38,14 @@ pub async fn run(ctx: Arc<Context>) {
     }
 }
 
+/// Writes what is pending once more (at shutdown, while still allowed to write), so debounced
+/// results and repair counts are not lost.
+pub async fn flush(ctx: &Context) {
+    if all_namespaces_seen(ctx) && !write_all(ctx, &mut HashMap::new()).await {
+        warn!("could not write every status at shutdown");
+    }
+}
+
 fn all_namespaces_seen(ctx: &Context) -> bool {
     let r = ctx.results.lock().unwrap();
     ctx.namespaces.state().iter().all(|ns| r.seen.contains(&ns.name_any()))

@@ -364,7 +364,8 @@ pub async fn metric(addr: SocketAddr, sample: &str) -> f64 {
         .filter_map(|l| l.strip_prefix(sample))
         .filter(|rest| rest.starts_with(' ') || rest.starts_with('{') || rest.starts_with(','))
         .filter_map(|rest| rest.rsplit(' ').next()?.trim().parse::<f64>().ok())
-        .sum()
+        .sum::<f64>()
+        + 0.0 // an empty sum is -0.0
 }
 
 impl Drop for Operator {

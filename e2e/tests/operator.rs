@@ -409,6 +409,73 @@ async fn audit_mode_writes_nothing_and_reports_drift() {
 }
 
 #[tokio::test]
+async fn an_older_audit_baseline_does_not_keep_an_enforcing_one_from_writing() {
+    let mut s = Scenario::new("audit-enforce").await;
+    let ns = s.namespace("team").await;
+    let preview = s
+        .baseline(
+            "preview",
+            SecurityBaselineSpec {
+                mode: Mode::Audit,
+                ..aks_spec(&s.label)
+            },
+        )
+        .await;
+    s.wait_status(&preview, "drift reported", |st| st.namespaces.drifted == 1)
+        .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let enforce = s.baseline("aks", aks_spec(&s.label)).await;
+    s.wait_all_objects(&ns).await;
+    assert_eq!(
+        s.policy(&ns).await.unwrap().labels()["kubebaseline.io/baseline"],
+        enforce
+    );
+    s.wait_status(&enforce, "compliant", |st| st.namespaces.compliant == 1)
+        .await;
+    s.wait_status(&preview, "the audit baseline sees no drift any more", |st| {
+        st.namespaces.compliant == 1
+    })
+    .await;
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn changing_a_binding_to_a_role_the_operator_may_not_grant_keeps_the_old_binding() {
+    let mut s = Scenario::new("roleref").await;
+    let ns = s.namespace("team").await;
+    let spec = aks_spec(&s.label);
+    let baseline = s.baseline("aks", spec.clone()).await;
+    s.wait_all_objects(&ns).await;
+    let mut escalated = spec.clone();
+    escalated.role_bindings[0].cluster_role = "cluster-admin".into();
+    s.apply_baseline(&baseline, escalated).await;
+    let status = s.wait_condition(&baseline, "Degraded", "True").await;
+    assert!(
+        status
+            .problems
+            .iter()
+            .any(|p| p.object == "RoleBinding/team-dev" && p.reason == "Forbidden"),
+        "{:?}",
+        status.problems
+    );
+    let kept = s
+        .binding(&ns, "team-dev")
+        .await
+        .expect("the old binding is kept, not deleted");
+    assert_eq!(kept.role_ref.name, "edit");
+    // An allowed role change replaces the binding (roleRef is immutable).
+    let mut viewer = spec;
+    viewer.role_bindings[0].cluster_role = "view".into();
+    s.apply_baseline(&baseline, viewer).await;
+    eventually("team-dev now grants view", WAIT, || async {
+        s.binding(&ns, "team-dev").await.filter(|rb| rb.role_ref.name == "view")
+    })
+    .await;
+    s.wait_condition(&baseline, "Degraded", "False").await;
+    s.cleanup().await;
+}
+
+#[tokio::test]
 async fn exemption_stops_applying_after_it_expires() {
     let mut s = Scenario::new("exempt").await;
     let ns = s.namespace("legacy").await;
