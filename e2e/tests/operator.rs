@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, Time};
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube_baseline::api::{
@@ -479,7 +479,8 @@ async fn changing_a_binding_to_a_role_the_operator_may_not_grant_keeps_the_old_b
 async fn exemption_stops_applying_after_it_expires() {
     let mut s = Scenario::new("exempt").await;
     let ns = s.namespace("legacy").await;
-    let expires = Timestamp::now() + SignedDuration::from_secs(10);
+    // metav1.Time has second precision: the stored expiry is the whole second.
+    let expires = Timestamp::from_second(Timestamp::now().as_second() + 10).unwrap();
     let spec = SecurityBaselineSpec {
         exemptions: vec![Exemption {
             namespace: ns.clone(),
