@@ -302,5 +302,64 @@ pub struct Problem {
 
 /// The CRD as YAML, exactly as `kube-baseline crd` prints it and `crds/` holds it.
 pub fn crd_yaml() -> Result<String, serde_saphyr::ser::Error> {
-    serde_saphyr::to_string(&SecurityBaseline::crd())
+    let mut crd = serde_json::to_value(SecurityBaseline::crd()).expect("a CRD serializes to JSON");
+    unwrap_descriptions(&mut crd);
+    serde_saphyr::to_string(&crd)
+}
+
+/// Doc comments are wrapped for source files; `kubectl explain` wraps on its own, so single line
+/// breaks become spaces (paragraph breaks stay).
+fn unwrap_descriptions(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                match v {
+                    serde_json::Value::String(text) if key == "description" => {
+                        *text = text
+                            .split("\n\n")
+                            .map(|p| p.split('\n').collect::<Vec<_>>().join(" "))
+                            .collect::<Vec<_>>()
+                            .join("\n\n");
+                    }
+                    _ => unwrap_descriptions(v),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(unwrap_descriptions),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spec_field_has_a_description_without_hard_wraps() {
+        let crd = serde_json::to_value(SecurityBaseline::crd()).unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        fn check(path: &str, schema: &serde_json::Value) {
+            for (name, field) in schema["properties"].as_object().into_iter().flatten() {
+                let here = format!("{path}.{name}");
+                assert!(
+                    field
+                        .get("description")
+                        .and_then(|d| d.as_str())
+                        .is_some_and(|d| !d.is_empty()),
+                    "{here} has no description"
+                );
+                check(&here, field);
+                check(&here, &field["items"]);
+            }
+        }
+        check("spec", spec);
+        let printed: serde_json::Value = serde_saphyr::from_str(&crd_yaml().unwrap()).unwrap();
+        let spec = &printed["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        let cidrs = spec["properties"]["metadataEgress"]["properties"]["blockedCIDRs"]["description"]
+            .as_str()
+            .unwrap();
+        assert!(cidrs.starts_with(
+            "Destinations pods may not reach, as canonical IPv4 or IPv6 CIDRs (no bits set past the prefix)."
+        ));
+    }
 }
