@@ -18,6 +18,24 @@ const LEASE_SECS: u64 = 4;
 /// test's operator could repair the drift another test expects its standby to repair.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Installs, and returns a kubeconfig for the operator's ServiceAccount and a fresh lease name.
+async fn setup(kubeconfig_name: &str) -> (std::path::PathBuf, String) {
+    install();
+    (operator_kubeconfig(kubeconfig_name).await, unique("lease"))
+}
+
+fn election_flags<'a>(lease: &'a str, duration: &'a str) -> [&'a str; 7] {
+    [
+        "--leader-elect",
+        "--lease-name",
+        lease,
+        "--lease-namespace",
+        "kube-baseline-system",
+        "--lease-duration",
+        duration,
+    ]
+}
+
 async fn leader_of<'a>(a: &'a Operator, b: &'a Operator) -> Option<(&'a Operator, &'a Operator)> {
     match (
         a.metric("kube_baseline_leader").await,
@@ -32,18 +50,9 @@ async fn leader_of<'a>(a: &'a Operator, b: &'a Operator) -> Option<(&'a Operator
 #[tokio::test]
 async fn standby_takes_over_when_the_leader_is_killed_and_repairs_drift() {
     let _turn = ONE_AT_A_TIME.lock().await;
-    install();
-    let kubeconfig = operator_kubeconfig("operator-leader.kubeconfig").await;
-    let lease = unique("lease");
-    let flags = [
-        "--leader-elect",
-        "--lease-name",
-        &lease,
-        "--lease-namespace",
-        "kube-baseline-system",
-        "--lease-duration",
-        "4s",
-    ];
+    let (kubeconfig, lease) = setup("operator-leader.kubeconfig").await;
+    let duration = format!("{LEASE_SECS}s");
+    let flags = election_flags(&lease, &duration);
     let mut s = Scenario::without_shared_operator("leader").await;
     let ns = s.namespace("team").await;
     s.baseline("aks", aks_spec(&s.label)).await;
@@ -85,7 +94,7 @@ async fn standby_takes_over_when_the_leader_is_killed_and_repairs_drift() {
         (standby.metric(sample).await > before).then_some(())
     })
     .await;
-    let (_, metrics) = standby.http_get("/metrics").await.unwrap();
+    // The per-baseline gauges appear with the first status computation after takeover.
     for name in [
         "kube_baseline_reconciles_total",
         "kube_baseline_reconcile_duration_seconds_bucket",
@@ -94,7 +103,14 @@ async fn standby_takes_over_when_the_leader_is_killed_and_repairs_drift() {
         "kube_baseline_leader",
         "kube_baseline_ready",
     ] {
-        assert!(metrics.contains(name), "/metrics lacks {name}");
+        eventually(&format!("/metrics shows {name}"), WAIT, || async {
+            standby
+                .http_get("/metrics")
+                .await
+                .filter(|(_, body)| body.contains(name))
+                .map(|_| ())
+        })
+        .await;
     }
     s.cleanup().await;
 }
@@ -102,19 +118,9 @@ async fn standby_takes_over_when_the_leader_is_killed_and_repairs_drift() {
 #[tokio::test]
 async fn sigterm_releases_the_lease_for_an_immediate_takeover() {
     let _turn = ONE_AT_A_TIME.lock().await;
-    install();
-    let kubeconfig = operator_kubeconfig("operator-sigterm.kubeconfig").await;
-    let lease = unique("lease");
+    let (kubeconfig, lease) = setup("operator-sigterm.kubeconfig").await;
     // A long lease: a takeover sooner than its expiry proves the lease was released.
-    let flags = [
-        "--leader-elect",
-        "--lease-name",
-        &lease,
-        "--lease-namespace",
-        "kube-baseline-system",
-        "--lease-duration",
-        "60s",
-    ];
+    let flags = election_flags(&lease, "60s");
     let mut only = Operator::start("sigterm", &kubeconfig, &flags);
     eventually("leadership", WAIT, || async {
         (only.metric("kube_baseline_leader").await == 1.0).then_some(())
