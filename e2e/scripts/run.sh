@@ -11,7 +11,7 @@ if [ -z "${KUBECONFIG:-}" ]; then
   export KUBECONFIG=$repo/.cluster/kubeconfig
 fi
 cargo build --bins
-"$kubectl" apply --server-side -f crds/
+"$kubectl" apply --server-side -k crds
 "$kubectl" wait --for condition=established --timeout 60s crd/securitybaselines.kubebaseline.io
 "$kubectl" apply -f config/samples/demo-namespaces.yaml
 "$kubectl" apply -k config/samples
