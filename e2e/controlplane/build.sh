@@ -17,6 +17,10 @@ bin_dir=$cache_root/bin-$KUBERNETES_VERSION-etcd-$ETCD_VERSION
 
 log() { printf 'controlplane/build: %s\n' "$*" >&2; }
 
+# A go older than the one Kubernetes' go.mod asks for fetches that toolchain (a module on the
+# Go module proxy) instead of failing.
+export GOTOOLCHAIN=${GOTOOLCHAIN_OVERRIDE:-auto}
+
 # --dir: only say where the binaries are (or would be); build nothing.
 if [ "${1:-}" = --dir ]; then echo "$bin_dir"; exit 0; fi
 
