@@ -25,7 +25,7 @@ unit:
 
 ## Regenerate crds/ from the Rust types.
 crds:
-	cargo run -q -- crd > $(CRD)
+	cargo run -q -- crd > $(CRD).tmp && mv $(CRD).tmp $(CRD)
 
 ## Fail when crds/ differs from what the Rust types generate.
 check-crds:

@@ -424,11 +424,15 @@ impl NamespaceWriter<'_> {
         // its hands off (Audit or invalid) may be the one that set them.
         let owns_psa = objects::owned_labels(ns_meta).iter().any(|k| k.starts_with(PSA_PREFIX));
         if owns_psa && !plan.objects.contains_key(&ObjectKey::PodSecurityLabels) && !plan.keep_pod_security_labels {
-            out.push((
-                String::new(),
-                ObjectKey::PodSecurityLabels,
-                self.apply_labels(&BTreeMap::new()).await,
-            ));
+            let released = self.apply_labels(&BTreeMap::new()).await;
+            if let ObjectResult::Repaired(_) = released {
+                self.ctx
+                    .metrics
+                    .repairs
+                    .get_or_create(&Metrics::kind("Namespace"))
+                    .inc();
+            }
+            out.push((String::new(), ObjectKey::PodSecurityLabels, released));
         }
         out
     }

@@ -134,7 +134,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         registry: Arc::new(registry),
         ready: ready_rx,
     };
-    let http = tokio::spawn(server::serve(args.metrics_addr, health, stopped(stop_rx.clone())));
+    let listener = server::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("listening on {}", args.metrics_addr))?;
+    let http = tokio::spawn(server::serve(listener, health, stopped(stop_rx.clone())));
 
     let mut leadership = None;
     if args.leader_elect {

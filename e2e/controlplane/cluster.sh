@@ -16,6 +16,8 @@ pids=$state/pids
 logs=$state/logs
 pki=$state/pki
 startup_timeout=${CLUSTER_STARTUP_TIMEOUT:-120}
+# shellcheck source=versions.env
+source "$here/versions.env"
 
 log() { printf 'cluster: %s\n' "$*" >&2; }
 
@@ -29,16 +31,26 @@ alive() {
 # The kubectl with the admin kubeconfig; quiet unless asked.
 kc() { "$bin/kubectl" --kubeconfig "$state/kubeconfig" "$@"; }
 
+# Healthy: every component runs, the API answers, and it is the pinned version (a bump of
+# versions.env replaces an older running cluster).
 healthy() {
   alive etcd && alive kube-apiserver && alive kube-controller-manager \
-    && [ -f "$state/kubeconfig" ] && kc get --raw /readyz >/dev/null 2>&1
+    && [ -f "$state/kubeconfig" ] && [ "$(cat "$state/version" 2>/dev/null)" = "$KUBERNETES_VERSION/$ETCD_VERSION" ] \
+    && kc get --raw /readyz >/dev/null 2>&1
 }
 
+# A free port below Linux's ephemeral range (32768+), so client connections cannot take it
+# between this check and the bind; never one handed out earlier in this run.
+taken=" "
 free_port() {
   local p
   while :; do
-    p=$(( (RANDOM % 20000) + 30000 ))
-    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+    p=$(( (RANDOM % 12000) + 20000 ))
+    case "$taken" in *" $p "*) continue ;; esac
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && continue
+    taken="$taken$p "
+    echo "$p"
+    return
   done
 }
 
@@ -122,16 +134,19 @@ up() {
   if healthy; then log "already running: KUBECONFIG=$state/kubeconfig"; return; fi
   if [ -d "$pids" ]; then log "cleaning up an earlier, unhealthy run"; stop_all; fi
   rm -rf "$state" && mkdir -p "$pids" "$logs"
+  echo "$KUBERNETES_VERSION/$ETCD_VERSION" >"$state/version"
   make_pki
 
   local etcd_port etcd_peer api_port start=$SECONDS
-  etcd_port=$(free_port); etcd_peer=$(free_port); api_port=$(free_port)
+  etcd_port=$(free_port); taken="$taken$etcd_port "
+  etcd_peer=$(free_port); taken="$taken$etcd_peer "
+  api_port=$(free_port)
 
   "$bin/etcd" --name local --data-dir "$state/etcd" \
     --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
     --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
     --initial-cluster "local=http://127.0.0.1:$etcd_peer" --unsafe-no-fsync=true \
-    >"$logs/etcd.log" 2>&1 &
+    >"$logs/etcd.log" 2>&1 8>&- &
   echo $! >"$pids/etcd"
   wait_for etcd curl -fsS "http://127.0.0.1:$etcd_port/health"
 
@@ -143,7 +158,7 @@ up() {
     --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
     --service-cluster-ip-range 10.0.0.0/24 --allow-privileged=true \
     --audit-policy-file "$here/audit-policy.yaml" --audit-log-path "$state/audit.log" \
-    >"$logs/kube-apiserver.log" 2>&1 &
+    >"$logs/kube-apiserver.log" 2>&1 8>&- &
   echo $! >"$pids/kube-apiserver"
   write_kubeconfig "$state/kubeconfig" admin "https://127.0.0.1:$api_port"
   wait_for kube-apiserver kc get --raw /readyz
@@ -152,7 +167,7 @@ up() {
   "$bin/kube-controller-manager" --kubeconfig "$state/controller-manager.kubeconfig" \
     --controllers namespace-controller,garbage-collector-controller,serviceaccount-controller,clusterrole-aggregation-controller,root-ca-certificate-publisher-controller \
     --root-ca-file "$pki/ca.crt" --use-service-account-credentials=true --leader-elect=false --bind-address 127.0.0.1 --secure-port 0 \
-    >"$logs/kube-controller-manager.log" 2>&1 &
+    >"$logs/kube-controller-manager.log" 2>&1 8>&- &
   echo $! >"$pids/kube-controller-manager"
   # Ready means the controllers work: the ServiceAccount controller has run and the aggregated
   # ClusterRoles carry rules.
@@ -170,9 +185,17 @@ status() {
   fi
 }
 
+# One up/down at a time per state directory.
+mkdir -p "$(dirname "$state")"
+exec 8>"$state.lock"
+case "${1:-}" in
+  up|down) flock 8 ;;
+esac
+
 case "${1:-}" in
   up) bin=$("$here/build.sh"); up ;;
-  down) stop_all; rm -rf "$state"; log "stopped" ;;
+  # The logs stay for a post-mortem (the next `up` starts afresh).
+  down) stop_all; find "$state" -mindepth 1 -maxdepth 1 ! -name logs -exec rm -rf {} + 2>/dev/null; log "stopped" ;;
   status) bin=$("$here/build.sh" --dir); status ;;
   bin) "$here/build.sh" ;;
   *) echo "usage: $0 up|down|status|bin" >&2; exit 2 ;;

@@ -337,6 +337,10 @@ impl Operator {
     pub async fn metric(&self, sample: &str) -> f64 {
         metric(self.metrics_addr, sample).await
     }
+
+    pub async fn try_metric(&self, sample: &str) -> Option<f64> {
+        try_metric(self.metrics_addr, sample).await
+    }
 }
 
 /// GET on an operator's HTTP port: (status code, body); None while it does not answer.
@@ -354,18 +358,28 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     Some((code, body))
 }
 
-/// The sum of a metric's samples whose name-and-labels start with `sample` (0 when absent).
-pub async fn metric(addr: SocketAddr, sample: &str) -> f64 {
+/// The sum of a metric's samples whose name-and-labels start with `sample` (0 when no sample
+/// exists); None while the endpoint does not answer.
+pub async fn try_metric(addr: SocketAddr, sample: &str) -> Option<f64> {
     let Some((200, body)) = http_get(addr, "/metrics").await else {
-        return 0.0;
+        return None;
     };
-    body.lines()
+    let sum = body
+        .lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.strip_prefix(sample))
         .filter(|rest| rest.starts_with(' ') || rest.starts_with('{') || rest.starts_with(','))
         .filter_map(|rest| rest.rsplit(' ').next()?.trim().parse::<f64>().ok())
-        .sum::<f64>()
-        + 0.0 // an empty sum is -0.0
+        .sum::<f64>();
+    Some(sum + 0.0) // an empty sum is -0.0
+}
+
+/// Like [`try_metric`], but the operator must be answering: a dead operator fails the test
+/// instead of reading as zero.
+pub async fn metric(addr: SocketAddr, sample: &str) -> f64 {
+    try_metric(addr, sample)
+        .await
+        .unwrap_or_else(|| panic!("{addr}/metrics does not answer (reading {sample})"))
 }
 
 impl Drop for Operator {

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # `make run`: the operator in the foreground against $KUBECONFIG, or against the local control
 # plane (started if needed) when KUBECONFIG is unset. Installs the CRD, a sample baseline and
-# demo namespaces first.
+# demo namespaces first. METRICS_ADDR (default 127.0.0.1:8080) is where /metrics is served.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$repo"
-kubectl=$(e2e/controlplane/cluster.sh bin)/kubectl
 if [ -z "${KUBECONFIG:-}" ]; then
   e2e/controlplane/cluster.sh up
-  export KUBECONFIG=$repo/.cluster/kubeconfig
+  export KUBECONFIG=${CLUSTER_DIR:-$repo/.cluster}/kubeconfig
+  kubectl=$(e2e/controlplane/cluster.sh bin)/kubectl
+else
+  # Your own cluster: your kubectl (the cached one is built only when there is none).
+  kubectl=$(command -v kubectl || echo "$(e2e/controlplane/cluster.sh bin)/kubectl")
 fi
+metrics=${METRICS_ADDR:-127.0.0.1:8080}
 cargo build --bins
 "$kubectl" apply --server-side -k crds
 "$kubectl" wait --for condition=established --timeout 60s crd/securitybaselines.kubebaseline.io
@@ -27,4 +31,4 @@ kube-baseline runs below (Ctrl-C stops it). In another shell:
   $kubectl events -n default --for securitybaseline/aks-default
 
 MSG
-exec target/debug/kube-baseline run --metrics-addr 127.0.0.1:8080
+exec target/debug/kube-baseline run --metrics-addr "$metrics"

@@ -39,16 +39,6 @@ async fn scale_and_repair_latency() {
     for _ in 0..n {
         namespaces.push(s.namespace("bench").await);
     }
-    let baseline = s.baseline("aks", aks_spec(&s.label)).await;
-    let idle = Operator::start("bench-idle", &kubeconfig, &[]);
-    eventually("idle operator ready", WAIT, || async {
-        (idle.http_get("/readyz").await?.0 == 200).then_some(())
-    })
-    .await;
-    drop(idle);
-    s.baselines().delete(&baseline, &DeleteParams::default()).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-
     // Convergence: from the baseline's creation to every namespace compliant.
     let op = Operator::start("bench", &kubeconfig, &[]);
     eventually("operator ready", WAIT, || async {

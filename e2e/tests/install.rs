@@ -7,7 +7,7 @@ mod harness;
 use harness::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{ClusterRole, Role, RoleBinding, RoleRef, Subject};
 use kube::api::{Api, ObjectMeta, PostParams};
 
 const OPERATOR_NS: &str = "kube-baseline-system";
@@ -36,29 +36,54 @@ async fn kustomize_install_creates_every_object() {
 }
 
 #[tokio::test]
-async fn cluster_roles_have_no_wildcards_no_secrets_and_bind_only_the_allow_list() {
+async fn roles_have_no_wildcards_no_secrets_and_bind_only_the_allow_list() {
     install();
-    let roles = Api::<ClusterRole>::all(client().await);
+    let client = client().await;
+    let mut rules = Vec::new();
     for name in ["kube-baseline-manager", "kube-baseline-bind-allowlist"] {
-        for rule in roles.get(name).await.unwrap().rules.unwrap_or_default() {
-            let all: Vec<&String> = rule
-                .verbs
-                .iter()
-                .chain(rule.resources.iter().flatten())
-                .chain(rule.api_groups.iter().flatten())
-                .collect();
-            assert!(!all.iter().any(|s| s.contains('*')), "{name} has a wildcard: {rule:?}");
-            assert!(
-                !rule.resources.iter().flatten().any(|r| r == "secrets"),
-                "{name} grants secrets"
+        let role = Api::<ClusterRole>::all(client.clone()).get(name).await.unwrap();
+        rules.extend(
+            role.rules
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| (name.to_string(), r)),
+        );
+    }
+    for (ns, name) in [
+        (OPERATOR_NS, "kube-baseline-leader-election"),
+        ("default", "kube-baseline-events"),
+    ] {
+        let role = Api::<Role>::namespaced(client.clone(), ns).get(name).await.unwrap();
+        rules.extend(
+            role.rules
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| (name.to_string(), r)),
+        );
+    }
+    assert!(
+        rules.len() >= 7,
+        "every rule of config/rbac is checked: {}",
+        rules.len()
+    );
+    for (name, rule) in rules {
+        let all: Vec<&String> = rule
+            .verbs
+            .iter()
+            .chain(rule.resources.iter().flatten())
+            .chain(rule.api_groups.iter().flatten())
+            .collect();
+        assert!(!all.iter().any(|s| s.contains('*')), "{name} has a wildcard: {rule:?}");
+        assert!(
+            !rule.resources.iter().flatten().any(|r| r == "secrets"),
+            "{name} grants secrets"
+        );
+        if rule.verbs.iter().any(|v| v == "bind" || v == "escalate") {
+            assert_eq!(
+                rule.resource_names,
+                Some(vec!["view".into(), "edit".into(), "admin".into()]),
+                "{name}: {rule:?}"
             );
-            if rule.verbs.iter().any(|v| v == "bind" || v == "escalate") {
-                assert_eq!(
-                    rule.resource_names,
-                    Some(vec!["view".into(), "edit".into(), "admin".into()]),
-                    "{name}: {rule:?}"
-                );
-            }
         }
     }
 }

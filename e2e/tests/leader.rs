@@ -36,10 +36,11 @@ fn election_flags<'a>(lease: &'a str, duration: &'a str) -> [&'a str; 7] {
     ]
 }
 
+/// Which replica leads, once both answer and exactly one says it leads.
 async fn leader_of<'a>(a: &'a Operator, b: &'a Operator) -> Option<(&'a Operator, &'a Operator)> {
     match (
-        a.metric("kube_baseline_leader").await,
-        b.metric("kube_baseline_leader").await,
+        a.try_metric("kube_baseline_leader").await?,
+        b.try_metric("kube_baseline_leader").await?,
     ) {
         (1.0, 0.0) => Some((a, b)),
         (0.0, 1.0) => Some((b, a)),
@@ -55,25 +56,42 @@ async fn standby_takes_over_when_the_leader_is_killed_and_repairs_drift() {
     let flags = election_flags(&lease, &duration);
     let mut s = Scenario::without_shared_operator("leader").await;
     let ns = s.namespace("team").await;
-    s.baseline("aks", aks_spec(&s.label)).await;
+    let baseline = s.baseline("aks", aks_spec(&s.label)).await;
 
     let a = Operator::start("leader-a", &kubeconfig, &flags);
     let b = Operator::start("leader-b", &kubeconfig, &flags);
     let (leader, standby) = eventually("exactly one leader", WAIT, || leader_of(&a, &b)).await;
-    s.wait_all_objects(&ns).await;
-    // A standby is ready (it can take over), and writes nothing.
-    assert_eq!(standby.http_get("/readyz").await.map(|r| r.0), Some(200));
-    assert_eq!(standby.metric("kube_baseline_write_requests_total").await, 0.0);
     let (leader_name, standby_name) = (leader.name.clone(), standby.name.clone());
+    s.wait_all_objects(&ns).await;
+    // It stays that way for longer than a lease, and only the leader reconciles.
+    stays("exactly one leader", Duration::from_secs(LEASE_SECS + 2), || async {
+        leader_of(&a, &b).await.is_some_and(|(l, _)| l.name == leader_name)
+    })
+    .await;
     let (mut leader, standby) = if leader_name == a.name { (a, b) } else { (b, a) };
     assert_eq!(standby.name, standby_name);
+    assert!(leader.metric("kube_baseline_reconciles_total").await > 0.0);
+    assert_eq!(
+        standby.metric("kube_baseline_reconciles_total").await,
+        0.0,
+        "a standby does not reconcile"
+    );
+    // A standby is ready: it can take over, and a rollout must not wait for it.
+    assert_eq!(standby.http_get("/readyz").await.map(|r| r.0), Some(200));
 
-    // The leader crashes; drift happens while nobody leads.
+    // The leader crashes; drift happens while nobody leads; the standby repairs it.
+    let repairs = "kube_baseline_repairs_total{kind=\"NetworkPolicy\"}";
+    assert_eq!(standby.metric(repairs).await, 0.0);
     leader.kill();
     let killed_at = Instant::now();
     s.policies(&ns).delete(POLICY, &DeleteParams::default()).await.unwrap();
     s.wait_policy(&ns).await;
     let took = killed_at.elapsed();
+    eventually("the standby counted the repair", WAIT, || async {
+        (standby.metric(repairs).await >= 1.0).then_some(())
+    })
+    .await;
+    // The bound: within the lease duration plus a few seconds (generous for 2 busy cores).
     assert!(
         took < Duration::from_secs(LEASE_SECS + 10),
         "standby repaired after {took:?}"
@@ -82,36 +100,31 @@ async fn standby_takes_over_when_the_leader_is_killed_and_repairs_drift() {
     eprintln!("failover: drift repaired {took:?} after the leader was killed (lease {LEASE_SECS}s)");
     drop(leader);
 
-    // Metrics: a forced drift increases the repair counter; /readyz is ready after sync.
+    // /readyz is ready after sync; a forced drift increases the repair counter.
     eventually("new leader ready", WAIT, || async {
         (standby.http_get("/readyz").await?.0 == 200).then_some(())
     })
     .await;
-    let sample = "kube_baseline_repairs_total{kind=\"NetworkPolicy\"}";
-    let before = standby.metric(sample).await;
+    assert_eq!(standby.metric("kube_baseline_ready").await, 1.0);
+    let before = standby.metric(repairs).await;
     s.policies(&ns).delete(POLICY, &DeleteParams::default()).await.unwrap();
     eventually("repair counted", WAIT, || async {
-        (standby.metric(sample).await > before).then_some(())
+        (standby.metric(repairs).await > before).then_some(())
     })
     .await;
-    // The per-baseline gauges appear with the first status computation after takeover.
-    for name in [
-        "kube_baseline_reconciles_total",
-        "kube_baseline_reconcile_duration_seconds_bucket",
-        "kube_baseline_drift_detected_total",
-        "kube_baseline_namespaces{",
-        "kube_baseline_leader",
-        "kube_baseline_ready",
-    ] {
-        eventually(&format!("/metrics shows {name}"), WAIT, || async {
-            standby
-                .http_get("/metrics")
-                .await
-                .filter(|(_, body)| body.contains(name))
-                .map(|_| ())
-        })
-        .await;
-    }
+    assert!(
+        standby
+            .metric("kube_baseline_drift_detected_total{kind=\"NetworkPolicy\"}")
+            .await
+            >= 2.0
+    );
+    assert!(standby.metric("kube_baseline_reconcile_duration_seconds_count").await > 0.0);
+    // The per-baseline gauge appears with the first status computation after takeover.
+    let compliant = format!("kube_baseline_namespaces{{baseline=\"{baseline}\",state=\"compliant\"}}");
+    eventually("namespaces gauge", WAIT, || async {
+        (standby.metric(&compliant).await == 1.0).then_some(())
+    })
+    .await;
     s.cleanup().await;
 }
 
@@ -123,7 +136,7 @@ async fn sigterm_releases_the_lease_for_an_immediate_takeover() {
     let flags = election_flags(&lease, "60s");
     let mut only = Operator::start("sigterm", &kubeconfig, &flags);
     eventually("leadership", WAIT, || async {
-        (only.metric("kube_baseline_leader").await == 1.0).then_some(())
+        (only.try_metric("kube_baseline_leader").await? == 1.0).then_some(())
     })
     .await;
     let leases: Api<Lease> = Api::namespaced(client().await, "kube-baseline-system");
@@ -141,7 +154,7 @@ async fn sigterm_releases_the_lease_for_an_immediate_takeover() {
     let next = Operator::start("sigterm-next", &kubeconfig, &flags);
     let started = Instant::now();
     eventually("next replica leads", Duration::from_secs(30), || async {
-        (next.metric("kube_baseline_leader").await == 1.0).then_some(())
+        (next.try_metric("kube_baseline_leader").await? == 1.0).then_some(())
     })
     .await;
     assert!(
