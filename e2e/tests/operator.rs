@@ -103,6 +103,24 @@ async fn new_namespace_gets_all_objects() {
 }
 
 #[tokio::test]
+async fn kubectl_get_shows_mode_counts_and_readiness() {
+    let mut s = Scenario::new("columns").await;
+    let baseline = s.baseline("aks", aks_spec(&s.label)).await;
+    for _ in 0..2 {
+        let ns = s.namespace("team").await;
+        s.wait_all_objects(&ns).await;
+    }
+    s.wait_status(&baseline, "2 compliant", |st| st.namespaces.compliant == 2)
+        .await;
+    let table = kubectl(&["get", "sbl", &baseline]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "MODE", "SELECTED", "COMPLIANT", "READY", "AGE"]);
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(&row[..5], [baseline.as_str(), "Enforce", "2", "2", "True"]);
+    s.cleanup().await;
+}
+
+#[tokio::test]
 async fn namespace_created_before_the_baseline_gets_them_too() {
     let mut s = Scenario::new("pre-ns").await;
     let ns = s.namespace("early").await;
@@ -351,6 +369,7 @@ async fn conflicting_baselines_report_conflict_and_do_not_fight() {
     let younger = s.baseline("younger", other).await;
 
     let status = s.wait_condition(&younger, "Conflict", "True").await;
+    s.wait_event(&younger, "Conflict", &ns).await;
     assert!(
         status
             .problems
@@ -401,6 +420,7 @@ async fn audit_mode_writes_nothing_and_reports_drift() {
     let status = s
         .wait_status(&baseline, "1 drifted namespace", |st| st.namespaces.drifted == 1)
         .await;
+    s.wait_event(&baseline, "Drift", &ns).await;
     assert_eq!(condition(&status, "Ready").unwrap().reason, "DriftDetected");
     let drifted: Vec<&str> = status
         .problems
