@@ -126,7 +126,7 @@ impl Context {
     /// kube-runtime's `Store::wait_until_ready` wakes only the last task that polled it (and the
     /// controller's own runner polls the namespace store's), so readiness is tracked here with
     /// watch channels set from the streams' `InitDone` events instead.
-    pub async fn wait_until_synced(&self) -> Result<()> {
+    pub async fn wait_until_synced(&self) {
         self.synced
             .get_or_init(|| async {
                 for flag in [&self.baselines_listed, &self.namespaces_listed] {
@@ -138,7 +138,6 @@ impl Context {
                 info!("caches synced");
             })
             .await;
-        Ok(())
     }
 
     fn validated(
@@ -190,15 +189,12 @@ impl NamespaceWriter<'_> {
     }
 
     fn failed(&self, kind: &str, e: kube::Error) -> ObjectResult {
-        let err = Error::Kube(e);
+        let label = crate::error::kube_error_label(&e);
         self.ctx
             .metrics
             .errors
-            .get_or_create(&crate::metrics::ErrorLabel {
-                error: err.metric_label().into(),
-            })
+            .get_or_create(&crate::metrics::ErrorLabel { error: label.into() })
             .inc();
-        let Error::Kube(e) = err else { unreachable!() };
         let (reason, message) = classify(&e);
         warn!(namespace = self.ns, kind, %reason, %message, "write failed");
         ObjectResult::Failed { reason, message }
@@ -215,50 +211,45 @@ impl NamespaceWriter<'_> {
             .inc();
     }
 
+    /// Makes one desired object true: compares it with the cache and writes only when they
+    /// differ (and the owning baseline enforces).
     async fn ensure(&self, ns_meta: &kube::api::ObjectMeta, key: &ObjectKey, want: &DesiredObject) -> ObjectResult {
-        let enforce = want.owner.mode == Mode::Enforce;
-        let kind = match key {
-            ObjectKey::NetworkPolicy(_) => "NetworkPolicy",
-            ObjectKey::RoleBinding(_) => "RoleBinding",
-            ObjectKey::PodSecurityLabels => "Namespace",
-        };
-        let in_sync = match (key, &want.content) {
+        let (kind, result) = match (key, &want.content) {
             (ObjectKey::NetworkPolicy(name), Content::NetworkPolicy(spec)) => {
                 let desired = objects::network_policy(self.ns, name, spec, &want.owner);
-                let actual = self.ctx.policies.in_namespace(self.ns).remove(name);
-                actual.as_ref().is_some_and(|a| objects::policy_in_sync(a, &desired))
+                let cached = self.ctx.policies.get(self.ns, name);
+                if cached.as_ref().is_some_and(|a| objects::policy_in_sync(a, &desired)) {
+                    return ObjectResult::InSync;
+                }
+                let result = match self.drift("NetworkPolicy", want) {
+                    Some(drift) => drift,
+                    None => self.apply_policy(name, &desired, cached.is_some()).await,
+                };
+                ("NetworkPolicy", result)
             }
             (ObjectKey::RoleBinding(name), Content::RoleBinding { role_ref, subjects }) => {
                 let desired = objects::role_binding(self.ns, name, role_ref, subjects, &want.owner);
-                let actual = self.ctx.bindings.in_namespace(self.ns).remove(name);
-                actual.as_ref().is_some_and(|a| objects::binding_in_sync(a, &desired))
+                let cached = self.ctx.bindings.get(self.ns, name);
+                if cached.as_ref().is_some_and(|a| objects::binding_in_sync(a, &desired)) {
+                    return ObjectResult::InSync;
+                }
+                let result = match self.drift("RoleBinding", want) {
+                    Some(drift) => drift,
+                    None => self.apply_binding(name, &desired, cached).await,
+                };
+                ("RoleBinding", result)
             }
             (ObjectKey::PodSecurityLabels, Content::PodSecurityLabels(labels)) => {
-                objects::pod_security_in_sync(ns_meta, labels)
+                if objects::pod_security_in_sync(ns_meta, labels) {
+                    return ObjectResult::InSync;
+                }
+                let result = match self.drift("Namespace", want) {
+                    Some(drift) => drift,
+                    None => self.apply_labels(labels).await,
+                };
+                ("Namespace", result)
             }
             _ => unreachable!("desired content always matches its key"),
-        };
-        if in_sync {
-            return ObjectResult::InSync;
-        }
-        self.ctx.metrics.drift.get_or_create(&Metrics::kind(kind)).inc();
-        if !enforce {
-            return ObjectResult::Drift;
-        }
-        let result = match (key, &want.content) {
-            (ObjectKey::NetworkPolicy(name), Content::NetworkPolicy(spec)) => {
-                self.apply_policy(name, &objects::network_policy(self.ns, name, spec, &want.owner))
-                    .await
-            }
-            (ObjectKey::RoleBinding(name), Content::RoleBinding { role_ref, subjects }) => {
-                self.apply_binding(
-                    name,
-                    &objects::role_binding(self.ns, name, role_ref, subjects, &want.owner),
-                )
-                .await
-            }
-            (ObjectKey::PodSecurityLabels, Content::PodSecurityLabels(labels)) => self.apply_labels(labels).await,
-            _ => unreachable!(),
         };
         if let ObjectResult::Repaired(_) = result {
             self.ctx.metrics.repairs.get_or_create(&Metrics::kind(kind)).inc();
@@ -266,21 +257,23 @@ impl NamespaceWriter<'_> {
         result
     }
 
-    /// A same-named object no baseline owns is adopted; one whose labels were stripped is
-    /// merely repaired. Only objects missing from the cache are looked up.
-    async fn existing<K>(&self, api: &Api<K>, name: &str, cached: bool) -> Result<Option<K>, kube::Error>
-    where
-        K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-    {
-        if cached { Ok(None) } else { api.get_opt(name).await }
+    /// Counts a difference; in Audit mode that is all that happens.
+    fn drift(&self, kind: &str, want: &DesiredObject) -> Option<ObjectResult> {
+        self.ctx.metrics.drift.get_or_create(&Metrics::kind(kind)).inc();
+        (want.owner.mode != Mode::Enforce).then_some(ObjectResult::Drift)
     }
 
-    async fn apply_policy(&self, name: &str, desired: &NetworkPolicy) -> ObjectResult {
+    /// Applies a policy. One missing from the cache is looked up first: a same-named object no
+    /// baseline owns is then adopted, one whose labels were stripped merely repaired.
+    async fn apply_policy(&self, name: &str, desired: &NetworkPolicy, cached: bool) -> ObjectResult {
         let api: Api<NetworkPolicy> = Api::namespaced(self.ctx.client.clone(), self.ns);
-        let cached = self.ctx.policies.in_namespace(self.ns).contains_key(name);
-        let existing = match self.existing(&api, name, cached).await {
-            Ok(e) => e,
-            Err(e) => return self.failed("NetworkPolicy", e),
+        let existing = if cached {
+            None
+        } else {
+            match api.get_opt(name).await {
+                Ok(e) => e,
+                Err(e) => return self.failed("NetworkPolicy", e),
+            }
         };
         self.count_write("apply", "NetworkPolicy");
         match api.patch(name, &Self::params(), &Patch::Apply(desired)).await {
@@ -294,9 +287,9 @@ impl NamespaceWriter<'_> {
         }
     }
 
-    async fn apply_binding(&self, name: &str, desired: &RoleBinding) -> ObjectResult {
+    /// Applies a binding (adopting or replacing what exists, see [`Self::apply_policy`]).
+    async fn apply_binding(&self, name: &str, desired: &RoleBinding, cached: Option<Arc<RoleBinding>>) -> ObjectResult {
         let api: Api<RoleBinding> = Api::namespaced(self.ctx.client.clone(), self.ns);
-        let cached = self.ctx.bindings.in_namespace(self.ns).remove(name);
         let existing = match cached.clone() {
             Some(c) => Some((*c).clone()),
             None => match api.get_opt(name).await {
@@ -451,7 +444,7 @@ fn verb(cached: bool, existing: Option<&kube::api::ObjectMeta>) -> &'static str 
 /// Reconciles one namespace against every baseline.
 #[instrument(skip_all, fields(namespace = %ns.name_any()))]
 pub async fn reconcile(ns: Arc<PartialObjectMeta<Namespace>>, ctx: Arc<Context>) -> Result<Action> {
-    ctx.wait_until_synced().await?;
+    ctx.wait_until_synced().await;
     let started = Instant::now();
     let name = ns.name_any();
     let facts = NamespaceFacts {

@@ -6,11 +6,8 @@ pub enum Error {
     #[error("kubernetes API request failed: {0}")]
     Kube(#[source] kube::Error),
 
-    #[error("could not serialize an object: {0}")]
-    Serialize(#[source] serde_json::Error),
-
-    #[error("caches did not sync: {0}")]
-    CacheSync(String),
+    #[error("leader election stopped before this process became leader")]
+    LeaseManagerStopped,
 
     #[error("leader election failed: {0}")]
     Lease(#[source] kube_lease_manager::LeaseManagerError),
@@ -29,20 +26,26 @@ impl Error {
     /// A short, stable label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Self::Kube(kube::Error::Api(status)) => match status.code {
-                403 => "forbidden",
-                404 => "not_found",
-                409 => "conflict",
-                422 => "invalid",
-                429 => "throttled",
-                _ => "api",
-            },
-            Self::Kube(_) => "transport",
-            Self::Serialize(_) => "serialize",
-            Self::CacheSync(_) => "cache_sync",
+            Self::Kube(e) => kube_error_label(e),
+            Self::LeaseManagerStopped => "lease",
             Self::Lease(_) => "lease",
             Self::Http(_) => "http",
         }
+    }
+}
+
+/// The metrics label of a failed API request.
+pub fn kube_error_label(e: &kube::Error) -> &'static str {
+    match e {
+        kube::Error::Api(status) => match status.code {
+            403 => "forbidden",
+            404 => "not_found",
+            409 => "conflict",
+            422 => "invalid",
+            429 => "throttled",
+            _ => "api",
+        },
+        _ => "transport",
     }
 }
 

@@ -64,6 +64,11 @@ impl<K: Resource + Clone> NamespacedIndex<K> {
         }
     }
 
+    /// One object.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
+        self.objects.read().unwrap().get(namespace)?.get(name).cloned()
+    }
+
     /// The objects in one namespace, by name.
     pub fn in_namespace(&self, namespace: &str) -> BTreeMap<String, Arc<K>> {
         self.objects.read().unwrap().get(namespace).cloned().unwrap_or_default()

@@ -49,7 +49,7 @@ impl Leadership {
         self.is_leader
             .wait_for(|l| *l)
             .await
-            .map_err(|_| Error::CacheSync("lease manager stopped".into()))?;
+            .map_err(|_| Error::LeaseManagerStopped)?;
         info!("became leader");
         Ok(())
     }

@@ -181,11 +181,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (ctx, controller) = controller::controller(client, settings, metrics.clone(), shutdown);
     let ready_ctx = ctx.clone();
     tokio::spawn(async move {
-        if ready_ctx.wait_until_synced().await.is_ok() {
-            // send_replace stores the value even while no request holds a receiver.
-            ready_tx.send_replace(true);
-            info!("ready");
-        }
+        ready_ctx.wait_until_synced().await;
+        // send_replace stores the value even while no request holds a receiver.
+        ready_tx.send_replace(true);
+        info!("ready");
     });
     let writer = tokio::spawn(status_writer::run(ctx.clone()));
     info!("controller started");
