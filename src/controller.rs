@@ -444,7 +444,14 @@ fn verb(cached: bool, existing: Option<&kube::api::ObjectMeta>) -> &'static str 
 /// Reconciles one namespace against every baseline.
 #[instrument(skip_all, fields(namespace = %ns.name_any()))]
 pub async fn reconcile(ns: Arc<PartialObjectMeta<Namespace>>, ctx: Arc<Context>) -> Result<Action> {
-    ctx.wait_until_synced().await;
+    // Bounded: a shutdown stops the streams that would finish the sync, and the controller waits
+    // for in-flight reconciles, so an unbounded wait here could hold the process forever.
+    if tokio::time::timeout(Duration::from_secs(2), ctx.wait_until_synced())
+        .await
+        .is_err()
+    {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     let started = Instant::now();
     let name = ns.name_any();
     let facts = NamespaceFacts {

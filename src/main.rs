@@ -65,6 +65,9 @@ struct RunArgs {
     instance: Option<String>,
 }
 
+/// How long in-flight work may take after SIGTERM (the Deployment allows 30 s in all).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s
         .find(|c: char| !c.is_ascii_digit())
@@ -170,6 +173,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // its supervisor restarts it as a standby).
     let lost = leadership.as_ref().map(|l| Leadership::lost(l.is_leader.clone()));
     let stop = stopped(stop_rx.clone());
+    let (halting_tx, halting_rx) = watch::channel(false);
     let shutdown = async move {
         match lost {
             Some(lost) => {
@@ -177,6 +181,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
             None => stop.await,
         }
+        halting_tx.send_replace(true);
     };
     let (ctx, controller) = controller::controller(client, settings, metrics.clone(), shutdown);
     let ready_ctx = ctx.clone();
@@ -188,7 +193,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
     let writer = tokio::spawn(status_writer::run(ctx.clone()));
     info!("controller started");
-    controller.await;
+    // In-flight reconciles get a grace period after a stop; kube-runtime's runner can wait for a
+    // store that will never fill once its watches stop, so the wait is bounded.
+    let grace = async {
+        stopped(halting_rx).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        _ = controller => {}
+        _ = grace => tracing::warn!(grace = ?SHUTDOWN_GRACE, "controller did not stop in time; exiting anyway"),
+    }
     writer.abort();
     if leadership.as_ref().is_none_or(|l| *l.is_leader.borrow()) {
         status_writer::flush(&ctx).await;

@@ -139,6 +139,10 @@ async fn sigterm_releases_the_lease_for_an_immediate_takeover() {
         (only.try_metric("kube_baseline_leader").await? == 1.0).then_some(())
     })
     .await;
+    eventually("leader synced", WAIT, || async {
+        (only.http_get("/readyz").await?.0 == 200).then_some(())
+    })
+    .await;
     let leases: Api<Lease> = Api::namespaced(client().await, "kube-baseline-system");
     let held = leases.get(&lease).await.unwrap();
     assert_eq!(
