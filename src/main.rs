@@ -215,3 +215,36 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     info!("stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_ms_s_and_m() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("15"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("2h").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn run_flags_parse_with_their_defaults() {
+        let cli = Cli::try_parse_from([
+            "kube-baseline",
+            "run",
+            "--system-namespace",
+            "a",
+            "--system-namespace",
+            "b",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else { panic!("run") };
+        assert_eq!(args.system_namespaces, ["a", "b"]);
+        assert_eq!(args.concurrency, 8);
+        assert_eq!(args.lease_duration, Duration::from_secs(15));
+        assert!(!args.leader_elect);
+    }
+}

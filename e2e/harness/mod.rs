@@ -260,6 +260,11 @@ impl Operator {
     /// Starts the operator binary with `kubeconfig` and extra flags; its log goes to
     /// `.cluster/logs/operator-<name>-<unique>.log`.
     pub fn start(name: &str, kubeconfig: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(name, kubeconfig, extra, &[("RUST_LOG", "info,kube_baseline=debug")])
+    }
+
+    /// Like [`Operator::start`], with its own environment (RUST_LOG, ...).
+    pub fn start_with_env(name: &str, kubeconfig: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let log = cluster_dir()
             .join("logs")
@@ -277,7 +282,7 @@ impl Operator {
             ])
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info,kube_baseline=debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out);

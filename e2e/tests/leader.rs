@@ -177,3 +177,36 @@ async fn sigterm_right_after_start_exits_cleanly_within_the_grace_period() {
     // Caches may not have synced yet: shutdown must not wait for a sync that will not come.
     assert!(op.terminate(Duration::from_secs(20)), "exit 0 after SIGTERM");
 }
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_and_rust_log_filters_them() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let (kubeconfig, _) = setup("operator-json.kubeconfig").await;
+    let op = Operator::start_with_env(
+        "json-logs",
+        &kubeconfig,
+        &["--log-format", "json"],
+        &[("RUST_LOG", "warn,kube_baseline=info")],
+    );
+    eventually("operator ready", WAIT, || async {
+        (op.http_get("/readyz").await?.0 == 200).then_some(())
+    })
+    .await;
+    let lines: Vec<serde_json::Value> = op
+        .log_text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let synced = lines
+        .iter()
+        .find(|l| l["message"] == "caches synced")
+        .expect("a 'caches synced' line");
+    assert_eq!(synced["level"], "INFO");
+    assert!(synced["timestamp"].is_string());
+    // RUST_LOG keeps kube_runtime's INFO lines ("reconciling object") out.
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"] != "DEBUG" && l["target"].as_str().is_none_or(|t| !t.starts_with("kube_runtime")))
+    );
+}
