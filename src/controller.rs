@@ -385,7 +385,7 @@ impl NamespaceWriter<'_> {
         ns_meta: &kube::api::ObjectMeta,
         plan: &Plan,
         known: &BTreeMap<String, Arc<SecurityBaseline>>,
-    ) -> Vec<(String, ObjectKey, ObjectResult)> {
+    ) -> Vec<(Option<String>, ObjectKey, ObjectResult)> {
         // Ours to prune: labelled for a known, writing baseline *and* owned by it (a copy of our
         // object made by someone else keeps the labels but not the ownerReference).
         let prunable = |meta: &kube::api::ObjectMeta| {
@@ -404,13 +404,13 @@ impl NamespaceWriter<'_> {
         for (name, obj) in self.ctx.policies.in_namespace(self.ns) {
             let key = ObjectKey::NetworkPolicy(name);
             if let (false, Some(owner)) = (plan.objects.contains_key(&key), prunable(&obj.metadata)) {
-                out.push((owner, key, self.delete(obj.as_ref()).await));
+                out.push((Some(owner), key, self.delete(obj.as_ref()).await));
             }
         }
         for (name, obj) in self.ctx.bindings.in_namespace(self.ns) {
             let key = ObjectKey::RoleBinding(name);
             if let (false, Some(owner)) = (plan.objects.contains_key(&key), prunable(&obj.metadata)) {
-                out.push((owner, key, self.delete(obj.as_ref()).await));
+                out.push((Some(owner), key, self.delete(obj.as_ref()).await));
             }
         }
         // Pod Security labels have no owner label; release them unless a baseline that keeps
@@ -425,7 +425,7 @@ impl NamespaceWriter<'_> {
                     .get_or_create(&Metrics::kind("Namespace"))
                     .inc();
             }
-            out.push((String::new(), ObjectKey::PodSecurityLabels, released));
+            out.push((None, ObjectKey::PodSecurityLabels, released));
         }
         out
     }
@@ -483,10 +483,12 @@ pub async fn reconcile(ns: Arc<PartialObjectMeta<Namespace>>, ctx: Arc<Context>)
             }
             results.insert(key.clone(), result);
         }
+        // Released Pod Security labels belong to no baseline: logged and counted, not attributed.
         for (owner, key, result) in writer.prune(&ns.metadata, &plan, &known).await {
-            match result {
-                ObjectResult::Repaired(how) => repairs.push((owner, key, how)),
-                ObjectResult::Failed { reason, message } => failures.push((owner, key, reason, message)),
+            match (owner, result) {
+                (Some(owner), ObjectResult::Repaired(how)) => repairs.push((owner, key, how)),
+                (Some(owner), ObjectResult::Failed { reason, message }) => failures.push((owner, key, reason, message)),
+                (None, ObjectResult::Repaired(how)) => info!(object = %key, how, "repaired"),
                 _ => {}
             }
         }
@@ -495,11 +497,13 @@ pub async fn reconcile(ns: Arc<PartialObjectMeta<Namespace>>, ctx: Arc<Context>)
     let new_problems = record(&ctx, &name, &plan, &results, &repairs, &baselines);
     for (baseline, key, how) in &repairs {
         info!(baseline, object = %key, how, "repaired");
-        let baseline = if baseline.is_empty() { None } else { Some(baseline) };
-        if let Some(b) = baseline {
-            ctx.publish(b, EventType::Normal, how, format!("{how} {key} in namespace {name}"))
-                .await;
-        }
+        ctx.publish(
+            baseline,
+            EventType::Normal,
+            how,
+            format!("{how} {key} in namespace {name}"),
+        )
+        .await;
     }
     for (baseline, problem) in new_problems {
         ctx.publish(
@@ -619,7 +623,7 @@ fn record(
         }
     }
     let now = Time(Timestamp::now());
-    for (baseline, _, _) in repairs.iter().filter(|(b, _, _)| !b.is_empty()) {
+    for (baseline, _, _) in repairs {
         let pending = r.pending_repairs.entry(baseline.clone()).or_default();
         pending.0 += 1;
         pending.1 = Some(now.clone());

@@ -84,18 +84,6 @@ impl<K: Resource + Clone> NamespacedIndex<K> {
             .collect()
     }
 
-    pub fn len(&self) -> usize {
-        self.objects.read().unwrap().values().map(BTreeMap::len).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn is_ready(&self) -> bool {
-        *self.ready.borrow()
-    }
-
     /// Waits until the first full list has been received.
     pub async fn wait_until_ready(&self) {
         let mut rx = self.ready.subscribe();
@@ -119,18 +107,22 @@ mod tests {
     #[test]
     fn relist_replaces_contents_and_marks_ready() {
         let index = NamespacedIndex::default();
-        assert!(!index.is_ready());
+        assert!(!*index.ready.borrow());
         index.apply(&watcher::Event::Init);
         index.apply(&watcher::Event::InitApply(np("a", "p1")));
         index.apply(&watcher::Event::InitApply(np("b", "p1")));
         index.apply(&watcher::Event::InitDone);
-        assert!(index.is_ready());
-        assert_eq!(index.len(), 2);
+        assert!(*index.ready.borrow());
+        assert_eq!(index.in_namespace("a").len() + index.in_namespace("b").len(), 2);
 
         // A relist after a watch error drops what no longer exists.
         index.apply(&watcher::Event::Init);
         index.apply(&watcher::Event::InitApply(np("b", "p1")));
-        assert_eq!(index.len(), 2, "the old view stays until the relist completes");
+        assert_eq!(
+            index.in_namespace("a").len(),
+            1,
+            "the old view stays until the relist completes"
+        );
         index.apply(&watcher::Event::InitDone);
         assert!(index.in_namespace("a").is_empty());
         assert_eq!(index.in_namespace("b").len(), 1);

@@ -1,7 +1,7 @@
 //! The one task that writes baseline statuses: it gathers namespace outcomes for a short
 //! debounce, then writes each baseline's status only when it differs from what it has.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,15 +57,12 @@ async fn write_all(ctx: &Context, written: &mut HashMap<String, SecurityBaseline
     let api: Api<SecurityBaseline> = Api::all(ctx.client.clone());
     let now = Timestamp::now();
     let mut ok = true;
+    forget_what_is_gone(ctx, &baselines, written);
     for baseline in &baselines {
         let name = baseline.name_any();
         let uid = baseline.uid().unwrap_or_default();
         let (status, pending) = {
-            let mut r = ctx.results.lock().unwrap();
-            let live: std::collections::HashSet<String> = ctx.namespaces.state().iter().map(|n| n.name_any()).collect();
-            if let Some(outcomes) = r.outcomes.get_mut(&name) {
-                outcomes.retain(|ns, _| live.contains(ns));
-            }
+            let r = ctx.results.lock().unwrap();
             let previous = written.get(&uid).or(baseline.status.as_ref());
             let pending = r.pending_repairs.get(&name).cloned().unwrap_or_default();
             let invalid = desired::validate(baseline).err().map(|e| e.0);
@@ -115,14 +112,25 @@ async fn write_all(ctx: &Context, written: &mut HashMap<String, SecurityBaseline
             }
         }
     }
-    // Forget baselines that are gone.
-    let live: std::collections::HashSet<String> = baselines.iter().map(|b| b.name_any()).collect();
-    let mut r = ctx.results.lock().unwrap();
-    r.outcomes.retain(|b, _| live.contains(b));
-    r.pending_repairs.retain(|b, _| live.contains(b));
-    let uids: std::collections::HashSet<String> = baselines.iter().filter_map(|b| b.uid()).collect();
-    written.retain(|uid, _| uids.contains(uid));
     ok
+}
+
+/// Drops the results of deleted baselines and namespaces, once per pass.
+fn forget_what_is_gone(
+    ctx: &Context,
+    baselines: &[Arc<SecurityBaseline>],
+    written: &mut HashMap<String, SecurityBaselineStatus>,
+) {
+    let live_namespaces: HashSet<String> = ctx.namespaces.state().iter().map(|n| n.name_any()).collect();
+    let live_baselines: HashSet<String> = baselines.iter().map(|b| b.name_any()).collect();
+    let live_uids: HashSet<String> = baselines.iter().filter_map(|b| b.uid()).collect();
+    let mut r = ctx.results.lock().unwrap();
+    r.outcomes.retain(|b, _| live_baselines.contains(b));
+    for outcomes in r.outcomes.values_mut() {
+        outcomes.retain(|ns, _| live_namespaces.contains(ns));
+    }
+    r.pending_repairs.retain(|b, _| live_baselines.contains(b));
+    written.retain(|uid, _| live_uids.contains(uid));
 }
 
 fn update_gauges(ctx: &Context, baseline: &str, status: &SecurityBaselineStatus) {
