@@ -887,3 +887,52 @@ async fn baseline_invalid_beyond_admission_is_reported_and_nothing_is_applied_or
     .await;
     s.cleanup().await;
 }
+
+#[tokio::test]
+async fn objects_the_operator_never_made_are_never_pruned() {
+    let mut s = Scenario::new("foreign").await;
+    let spec = aks_spec(&s.label);
+    let baseline = s.baseline("aks", spec.clone()).await;
+    let ns = s.namespace("team").await;
+    s.wait_all_objects(&ns).await;
+    // A team's own policy, and a copy of ours (same labels, no ownerReference) made by someone else.
+    let own: NetworkPolicy = serde_json::from_value(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "team-default-deny"},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}
+    }))
+    .unwrap();
+    let copy: NetworkPolicy = serde_json::from_value(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "copied-metadata-policy",
+                     "labels": {"app.kubernetes.io/managed-by": "kube-baseline", "kubebaseline.io/baseline": baseline}},
+        "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]}
+    }))
+    .unwrap();
+    for p in [&own, &copy] {
+        s.policies(&ns).create(&PostParams::default(), p).await.unwrap();
+    }
+    // Removing the policy from the spec prunes the operator's own, and only it.
+    s.apply_baseline(
+        &baseline,
+        SecurityBaselineSpec {
+            metadata_egress: None,
+            ..spec
+        },
+    )
+    .await;
+    eventually("the operator's policy pruned", WAIT, || async {
+        s.policy(&ns).await.is_none().then_some(())
+    })
+    .await;
+    stays("foreign policies kept", Duration::from_secs(2), || async {
+        s.policies(&ns).get_opt("team-default-deny").await.unwrap().is_some()
+            && s.policies(&ns)
+                .get_opt("copied-metadata-policy")
+                .await
+                .unwrap()
+                .is_some()
+    })
+    .await;
+    s.cleanup().await;
+}
