@@ -88,6 +88,34 @@ pub struct SecurityBaselineSpec {
     /// non-empty group name, for non-Entra OIDC providers.
     #[serde(default)]
     pub group_format: GroupFormat,
+
+    /// Prevention inside the API server (ValidatingAdmissionPolicies bound to this baseline):
+    /// Deny refuses, in the namespaces where this baseline enforces a control, NetworkPolicies
+    /// that would open a blocked CIDR, edits and deletes of the objects it manages, and Pod
+    /// Security labels below its levels; Warn admits them with a warning; Off binds nothing.
+    /// Default: Deny for Enforce baselines, Warn for Audit ones (an Audit baseline never denies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission: Option<AdmissionMode>,
+}
+
+impl SecurityBaselineSpec {
+    /// What admission does for this baseline: the declared mode, or the default for its mode;
+    /// an Audit baseline never denies.
+    pub fn effective_admission(&self) -> AdmissionMode {
+        match (self.mode, self.admission) {
+            (Mode::Audit, Some(AdmissionMode::Deny) | None) => AdmissionMode::Warn,
+            (_, Some(declared)) => declared,
+            (Mode::Enforce, None) => AdmissionMode::Deny,
+        }
+    }
+}
+
+/// How a baseline's ValidatingAdmissionPolicy bindings act on a violating request.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum AdmissionMode {
+    Deny,
+    Warn,
+    Off,
 }
 
 /// Whether a baseline writes (Enforce) or only reports (Audit).
@@ -267,6 +295,10 @@ pub struct SecurityBaselineStatus {
     /// The namespaces that are not compliant and why (at most 50, by namespace name).
     #[serde(default)]
     pub problems: Vec<Problem>,
+    /// Risks that do not make a namespace non-compliant, such as a Pod Security level that
+    /// admits hostNetwork pods, which no NetworkPolicy restricts (at most 50).
+    #[serde(default)]
+    pub warnings: Vec<Problem>,
 }
 
 /// Namespaces by compliance state. `selected` is the sum of the others.
@@ -275,6 +307,9 @@ pub struct NamespaceCounts {
     pub selected: i64,
     pub compliant: i64,
     pub drifted: i64,
+    /// Another NetworkPolicy lets pods reach a blocked CIDR (see problems, reason Bypassed).
+    #[serde(default)]
+    pub bypassed: i64,
     pub exempted: i64,
     pub conflicted: i64,
     pub failed: i64,
@@ -295,7 +330,8 @@ pub struct Problem {
     pub namespace: String,
     /// `Kind/name` of the object.
     pub object: String,
-    /// A CamelCase reason: Drift, Conflict, Forbidden, Invalid, ApplyFailed.
+    /// A CamelCase reason: Drift, Bypassed, Conflict, Forbidden, Invalid, ApplyFailed (and
+    /// HostNetworkAllowed among warnings).
     pub reason: String,
     pub message: String,
 }

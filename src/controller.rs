@@ -22,6 +22,7 @@ use tracing::{debug, info, instrument, warn};
 
 use crate::api::{Mode, Problem, SecurityBaseline};
 use crate::desired::{self, Content, DesiredObject, NamespaceFacts, ObjectKey, PSA_PREFIX, Plan};
+use crate::egress::{self, EgressSummary};
 use crate::error::{Error, Result};
 use crate::index::NamespacedIndex;
 use crate::metrics::Metrics;
@@ -61,7 +62,10 @@ pub struct Context {
     pub settings: Settings,
     pub baselines: Store<SecurityBaseline>,
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// Managed NetworkPolicies, whole.
     pub policies: Arc<NamespacedIndex<NetworkPolicy>>,
+    /// Every NetworkPolicy that can open an external address, summarised for the bypass check.
+    pub egress: Arc<NamespacedIndex<EgressSummary>>,
     pub bindings: Arc<NamespacedIndex<RoleBinding>>,
     pub results: Mutex<Results>,
     pub status_changed: tokio::sync::Notify,
@@ -105,6 +109,7 @@ impl Context {
             baselines,
             namespaces,
             policies: Arc::default(),
+            egress: Arc::default(),
             bindings: Arc::default(),
             results: Mutex::default(),
             status_changed: tokio::sync::Notify::new(),
@@ -133,6 +138,7 @@ impl Context {
                     let _ = flag.subscribe().wait_for(|listed| *listed).await;
                 }
                 self.policies.wait_until_ready().await;
+                self.egress.wait_until_ready().await;
                 self.bindings.wait_until_ready().await;
                 self.metrics.ready.set(1);
                 info!("caches synced");
@@ -240,12 +246,13 @@ impl NamespaceWriter<'_> {
                 ("RoleBinding", result)
             }
             (ObjectKey::PodSecurityLabels, Content::PodSecurityLabels(labels)) => {
-                if objects::pod_security_in_sync(ns_meta, labels) {
+                let labels = objects::pod_security_floor(ns_meta, labels);
+                if objects::pod_security_in_sync(ns_meta, &labels) {
                     return ObjectResult::InSync;
                 }
                 let result = match self.drift("Namespace", want) {
                     Some(drift) => drift,
-                    None => self.apply_labels(labels).await,
+                    None => self.apply_labels(&labels).await,
                 };
                 ("Namespace", result)
             }
@@ -494,7 +501,8 @@ pub async fn reconcile(ns: Arc<PartialObjectMeta<Namespace>>, ctx: Arc<Context>)
         }
     }
 
-    let new_problems = record(&ctx, &name, &plan, &results, &repairs, &baselines);
+    let findings = protection_findings(&ctx, &name, &ns.metadata, &plan);
+    let new_problems = record(&ctx, &name, &plan, &results, &findings, &repairs, &baselines);
     for (baseline, key, how) in &repairs {
         info!(baseline, object = %key, how, "repaired");
         ctx.publish(
@@ -560,12 +568,79 @@ fn next_action(failed_attempts: u32, next_expiry: Option<Timestamp>, now: Timest
     Action::requeue(after)
 }
 
+/// What each selecting baseline finds beyond its own objects: problems (a NetworkPolicy that
+/// lets pods reach its blocked CIDRs) and warnings (a Pod Security level admitting hostNetwork
+/// pods, which no NetworkPolicy restricts).
+#[derive(Default)]
+struct Findings {
+    problems: Vec<Problem>,
+    warnings: Vec<Problem>,
+}
+
+fn protection_findings(
+    ctx: &Context,
+    ns: &str,
+    ns_meta: &kube::api::ObjectMeta,
+    plan: &Plan,
+) -> BTreeMap<String, Findings> {
+    let summaries = ctx.egress.in_namespace(ns);
+    // The policies the baselines manage here are compared as objects (Drift), not as bypasses.
+    let others: Vec<&EgressSummary> = summaries
+        .values()
+        .filter(|s| !plan.objects.contains_key(&ObjectKey::NetworkPolicy(s.name.clone())))
+        .map(AsRef::as_ref)
+        .collect();
+    let enforce = effective_enforce_level(ns_meta, plan);
+    let mut out = BTreeMap::new();
+    for (baseline, verdict) in plan.verdicts.iter().filter(|(_, v)| !v.blocked.is_empty()) {
+        let f: &mut Findings = out.entry(baseline.clone()).or_default();
+        for bypass in egress::bypasses(others.iter().copied(), &verdict.blocked) {
+            f.problems.push(Problem {
+                namespace: ns.into(),
+                object: format!("NetworkPolicy/{}", bypass.policy),
+                reason: "Bypassed".into(),
+                message: bypass.message(),
+            });
+        }
+        if enforce.as_deref().and_then(objects::pod_security_rank).unwrap_or(0) == 0 {
+            f.warnings.push(Problem {
+                namespace: ns.into(),
+                object: "Namespace/pod-security-labels".into(),
+                reason: "HostNetworkAllowed".into(),
+                message: format!(
+                    "Pod Security enforce level is {}: hostNetwork pods are admitted, and no NetworkPolicy restricts them; set podSecurity.enforce to baseline or restricted",
+                    enforce.as_deref().unwrap_or("unset (privileged)")
+                ),
+            });
+        }
+    }
+    out
+}
+
+/// The Pod Security `enforce` level the namespace has once this reconcile's writes land: what an
+/// enforcing baseline sets (a stricter level set by hand stays), else the label as it is.
+fn effective_enforce_level(ns_meta: &kube::api::ObjectMeta, plan: &Plan) -> Option<String> {
+    let key = format!("{PSA_PREFIX}enforce");
+    let actual = ns_meta.labels.as_ref().and_then(|l| l.get(&key)).cloned();
+    let written = plan
+        .objects
+        .get(&ObjectKey::PodSecurityLabels)
+        .and_then(|want| match &want.content {
+            Content::PodSecurityLabels(labels) if want.owner.mode == Mode::Enforce => {
+                objects::pod_security_floor(ns_meta, labels).get(&key).cloned()
+            }
+            _ => None,
+        });
+    written.or(actual)
+}
+
 /// Stores this namespace's outcome for every baseline and returns the problems that are new.
 fn record(
     ctx: &Context,
     ns: &str,
     plan: &Plan,
     results: &BTreeMap<ObjectKey, ObjectResult>,
+    findings: &BTreeMap<String, Findings>,
     repairs: &[(String, ObjectKey, &'static str)],
     baselines: &[Arc<SecurityBaseline>],
 ) -> Vec<(String, Problem)> {
@@ -608,7 +683,10 @@ fn record(
                 _ => {}
             }
         }
-        let outcome = NsOutcome::from_problems(problems, verdict.exemption.clone());
+        let found = findings.get(&bname);
+        problems.extend(found.iter().flat_map(|f| f.problems.iter().cloned()));
+        let mut outcome = NsOutcome::from_problems(problems, verdict.exemption.clone());
+        outcome.warnings = found.map(|f| f.warnings.clone()).unwrap_or_default();
         let previous = outcomes.insert(ns.to_string(), outcome.clone());
         if previous.as_ref() != Some(&outcome) {
             changed = true;
@@ -771,12 +849,19 @@ pub fn controller(
             .reflect(baseline_writer)
             .inspect_ok(on_listed(ctx.clone(), |c| &c.baselines_listed)),
     );
+    // Every NetworkPolicy, for the bypass check; only managed ones are kept whole, and of the
+    // rest only the summary of those that can open an external address.
     let policies = {
-        let index = ctx.policies.clone();
-        watcher(Api::<NetworkPolicy>::all(client.clone()), managed.clone())
+        let (managed_index, egress_index) = (ctx.policies.clone(), ctx.egress.clone());
+        watcher(Api::<NetworkPolicy>::all(client.clone()), watcher::Config::default())
             .default_backoff()
             .modify(|o| o.managed_fields_mut().clear())
-            .inspect_ok(move |e| index.apply(e))
+            .inspect_ok(move |e| {
+                managed_index.apply_with(e, |p: &NetworkPolicy| {
+                    objects::is_managed(&p.metadata).then(|| p.clone())
+                });
+                egress_index.apply_with(e, EgressSummary::of);
+            })
             .touched_objects()
     };
     let bindings = {

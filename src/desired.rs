@@ -83,6 +83,9 @@ pub struct Verdict {
     pub wanted: Vec<ObjectKey>,
     pub conflicts: Vec<Conflict>,
     pub exemption: Option<ActiveExemption>,
+    /// The CIDRs no pod here may reach, when this baseline's metadataEgress control applies
+    /// (declared and not exempted): other NetworkPolicies are checked against them.
+    pub blocked: Vec<IpNet>,
 }
 
 /// Everything a namespace should look like.
@@ -301,6 +304,10 @@ pub fn plan(
         };
         if let Some(ex) = &verdict.exemption {
             plan.next_expiry = Some(plan.next_expiry.map_or(ex.expires.0, |t| t.min(ex.expires.0)));
+        }
+        let exempted = |c: Control| verdict.exemption.as_ref().is_some_and(|ex| ex.controls.contains(&c));
+        if baseline.spec.metadata_egress.is_some() && !exempted(Control::MetadataEgress) {
+            verdict.blocked = valid.blocked.clone();
         }
         for (control, key, content) in wanted_objects(baseline, valid) {
             if verdict

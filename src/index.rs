@@ -1,5 +1,6 @@
-//! A cache of managed objects indexed by namespace, fed by a label-selected watch. A namespace
-//! reconcile looks up only its own objects, so its cost does not grow with the cluster.
+//! A cache of objects indexed by namespace, fed by a watch. A namespace reconcile looks up only
+//! its own objects, so its cost does not grow with the cluster. What is kept of each object is
+//! chosen by the caller: the whole object, a summary, or nothing at all.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -8,17 +9,17 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tokio::sync::watch;
 
-type ByNamespace<K> = HashMap<String, BTreeMap<String, Arc<K>>>;
+type ByNamespace<V> = HashMap<String, BTreeMap<String, Arc<V>>>;
 
-/// Objects of kind `K` by namespace and name.
-pub struct NamespacedIndex<K> {
-    objects: RwLock<ByNamespace<K>>,
+/// Values kept for objects, by namespace and name.
+pub struct NamespacedIndex<V> {
+    objects: RwLock<ByNamespace<V>>,
     /// The list being received during a (re)list; swapped in at `InitDone`.
-    relist: RwLock<Option<ByNamespace<K>>>,
+    relist: RwLock<Option<ByNamespace<V>>>,
     ready: watch::Sender<bool>,
 }
 
-impl<K: Resource + Clone> Default for NamespacedIndex<K> {
+impl<V> Default for NamespacedIndex<V> {
     fn default() -> Self {
         Self {
             objects: RwLock::default(),
@@ -28,31 +29,48 @@ impl<K: Resource + Clone> Default for NamespacedIndex<K> {
     }
 }
 
-fn insert<K: Resource>(map: &mut ByNamespace<K>, obj: K) {
-    map.entry(obj.namespace().unwrap_or_default())
-        .or_default()
-        .insert(obj.name_any(), Arc::new(obj));
+fn remove<V>(map: &mut ByNamespace<V>, ns: &str, name: &str) {
+    if let Some(names) = map.get_mut(ns) {
+        names.remove(name);
+        if names.is_empty() {
+            map.remove(ns);
+        }
+    }
 }
 
-impl<K: Resource + Clone> NamespacedIndex<K> {
-    /// Applies one watch event.
-    pub fn apply(&self, event: &watcher::Event<K>) {
+/// Stores what `keep` makes of `obj`, or forgets the object when it keeps nothing (an update
+/// can make an object stop mattering).
+fn upsert<K: Resource, V>(map: &mut ByNamespace<V>, obj: &K, keep: impl Fn(&K) -> Option<V>) {
+    let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+    match keep(obj) {
+        Some(value) => {
+            map.entry(ns).or_default().insert(name, Arc::new(value));
+        }
+        None => remove(map, &ns, &name),
+    }
+}
+
+impl<V: Resource + Clone> NamespacedIndex<V> {
+    /// Applies one watch event, keeping whole objects.
+    pub fn apply(&self, event: &watcher::Event<V>) {
+        self.apply_with(event, |o: &V| Some(o.clone()));
+    }
+}
+
+impl<V> NamespacedIndex<V> {
+    /// Applies one watch event of kind `K`, keeping what `keep` makes of each object.
+    pub fn apply_with<K: Resource>(&self, event: &watcher::Event<K>, keep: impl Fn(&K) -> Option<V>) {
         match event {
-            watcher::Event::Apply(obj) => insert(&mut self.objects.write().unwrap(), obj.clone()),
-            watcher::Event::Delete(obj) => {
-                let mut objects = self.objects.write().unwrap();
-                let ns = obj.namespace().unwrap_or_default();
-                if let Some(names) = objects.get_mut(&ns) {
-                    names.remove(&obj.name_any());
-                    if names.is_empty() {
-                        objects.remove(&ns);
-                    }
-                }
-            }
+            watcher::Event::Apply(obj) => upsert(&mut self.objects.write().unwrap(), obj, keep),
+            watcher::Event::Delete(obj) => remove(
+                &mut self.objects.write().unwrap(),
+                &obj.namespace().unwrap_or_default(),
+                &obj.name_any(),
+            ),
             watcher::Event::Init => *self.relist.write().unwrap() = Some(HashMap::new()),
             watcher::Event::InitApply(obj) => {
                 if let Some(list) = self.relist.write().unwrap().as_mut() {
-                    insert(list, obj.clone());
+                    upsert(list, obj, keep);
                 }
             }
             watcher::Event::InitDone => {
@@ -65,17 +83,17 @@ impl<K: Resource + Clone> NamespacedIndex<K> {
     }
 
     /// One object.
-    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<V>> {
         self.objects.read().unwrap().get(namespace)?.get(name).cloned()
     }
 
     /// The objects in one namespace, by name.
-    pub fn in_namespace(&self, namespace: &str) -> BTreeMap<String, Arc<K>> {
+    pub fn in_namespace(&self, namespace: &str) -> BTreeMap<String, Arc<V>> {
         self.objects.read().unwrap().get(namespace).cloned().unwrap_or_default()
     }
 
     /// The namespaces that hold at least one object matching `pred`.
-    pub fn namespaces_where(&self, pred: impl Fn(&K) -> bool) -> Vec<String> {
+    pub fn namespaces_where(&self, pred: impl Fn(&V) -> bool) -> Vec<String> {
         let objects = self.objects.read().unwrap();
         objects
             .iter()

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod controller;
 pub mod desired;
+pub mod egress;
 pub mod error;
 pub mod index;
 pub mod leader;

@@ -24,7 +24,7 @@ pub struct ErrorLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabel {
     pub baseline: String,
-    /// compliant, drifted, exempted, conflicted or failed.
+    /// compliant, drifted, bypassed, exempted, conflicted or failed.
     pub state: String,
 }
 

@@ -15,6 +15,15 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "kube-baseline";
 pub const BASELINE_LABEL: &str = "kubebaseline.io/baseline";
 
+/// Whether an object carries the managed-by label (made, adopted, or copied from one that was).
+pub fn is_managed(meta: &ObjectMeta) -> bool {
+    meta.labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY_LABEL))
+        .map(String::as_str)
+        == Some(MANAGED_BY_VALUE)
+}
+
 /// The label selector of every watch on managed objects.
 pub fn managed_selector() -> String {
     format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")
@@ -136,6 +145,39 @@ pub fn selectable_labels(ns: &ObjectMeta) -> BTreeMap<String, String> {
     let mut labels = ns.labels.clone().unwrap_or_default();
     labels.retain(|k, _| !(k.starts_with(PSA_PREFIX) && owned.contains(k)));
     labels
+}
+
+/// Pod Security levels from loosest to strictest; None for a value that is not a level.
+pub fn pod_security_rank(level: &str) -> Option<u8> {
+    match level {
+        "privileged" => Some(0),
+        "baseline" => Some(1),
+        "restricted" => Some(2),
+        _ => None,
+    }
+}
+
+/// The baseline's Pod Security labels as a floor: a mode whose level someone else set stricter
+/// than the baseline's (restricted > baseline > privileged) keeps that level and its version,
+/// since writing the baseline's level there would make the namespace less secure. A label this
+/// operator set itself is not a floor: the baseline's current level replaces it.
+pub fn pod_security_floor(ns: &ObjectMeta, desired: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let owned = owned_labels(ns);
+    let actual = ns.labels.clone().unwrap_or_default();
+    let stricter_by_hand = |mode_label: &str| {
+        let (Some(have), Some(want)) = (actual.get(mode_label), desired.get(mode_label)) else {
+            return false;
+        };
+        !owned.contains(mode_label)
+            && pod_security_rank(have)
+                .zip(pod_security_rank(want))
+                .is_some_and(|(h, w)| h > w)
+    };
+    desired
+        .iter()
+        .filter(|(k, _)| !stricter_by_hand(k.strip_suffix("-version").unwrap_or(k)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// Whether the namespace carries exactly the desired Pod Security labels as far as this operator
@@ -268,6 +310,46 @@ mod tests {
             }]),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_stricter_level_set_by_hand_is_kept_and_a_looser_one_raised() {
+        let desired: BTreeMap<String, String> = [
+            ("pod-security.kubernetes.io/enforce", "baseline"),
+            ("pod-security.kubernetes.io/enforce-version", "latest"),
+            ("pod-security.kubernetes.io/warn", "restricted"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let by_hand = ns_with(
+            &[
+                ("pod-security.kubernetes.io/enforce", "restricted"),
+                ("pod-security.kubernetes.io/enforce-version", "v1.30"),
+            ],
+            &[],
+        );
+        let floored = pod_security_floor(&by_hand, &desired);
+        assert_eq!(floored.keys().collect::<Vec<_>>(), ["pod-security.kubernetes.io/warn"]);
+        assert!(pod_security_in_sync(
+            &ns_with(
+                &[
+                    ("pod-security.kubernetes.io/enforce", "restricted"),
+                    ("pod-security.kubernetes.io/warn", "restricted")
+                ],
+                &["pod-security.kubernetes.io/warn"]
+            ),
+            &floored
+        ));
+        // Looser by hand: raised.
+        let looser = ns_with(&[("pod-security.kubernetes.io/enforce", "privileged")], &[]);
+        assert_eq!(pod_security_floor(&looser, &desired), desired);
+        // Set by the operator for an earlier, stricter baseline: the baseline's level wins.
+        let ours = ns_with(
+            &[("pod-security.kubernetes.io/enforce", "restricted")],
+            &["pod-security.kubernetes.io/enforce"],
+        );
+        assert_eq!(pod_security_floor(&ours, &desired), desired);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub const MAX_PROBLEMS: usize = 50;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum NsState {
     Failed,
+    Bypassed,
     Conflicted,
     Drifted,
     Exempted,
@@ -27,6 +28,8 @@ pub struct NsOutcome {
     pub state: NsState,
     pub problems: Vec<Problem>,
     pub exemption: Option<ActiveExemption>,
+    /// Risks that leave the namespace compliant (HostNetworkAllowed).
+    pub warnings: Vec<Problem>,
 }
 
 impl NsOutcome {
@@ -37,6 +40,7 @@ impl NsOutcome {
             .map(|p| match p.reason.as_str() {
                 "Conflict" => NsState::Conflicted,
                 "Drift" => NsState::Drifted,
+                "Bypassed" => NsState::Bypassed,
                 _ => NsState::Failed,
             })
             .min()
@@ -49,6 +53,7 @@ impl NsOutcome {
             state,
             problems,
             exemption,
+            warnings: Vec::new(),
         }
     }
 }
@@ -72,21 +77,26 @@ pub fn compute(
 ) -> SecurityBaselineStatus {
     let mut counts = NamespaceCounts::default();
     let mut problems = Vec::new();
+    let mut warnings = Vec::new();
     let mut exemptions = Vec::new();
     for outcome in input.outcomes.into_iter().flat_map(|o| o.values()) {
         counts.selected += 1;
         *match outcome.state {
             NsState::Compliant => &mut counts.compliant,
             NsState::Drifted => &mut counts.drifted,
+            NsState::Bypassed => &mut counts.bypassed,
             NsState::Exempted => &mut counts.exempted,
             NsState::Conflicted => &mut counts.conflicted,
             NsState::Failed => &mut counts.failed,
         } += 1;
         problems.extend(outcome.problems.iter().cloned());
+        warnings.extend(outcome.warnings.iter().cloned());
         exemptions.extend(outcome.exemption.clone());
     }
     problems.sort();
     problems.truncate(MAX_PROBLEMS);
+    warnings.sort();
+    warnings.truncate(MAX_PROBLEMS);
     exemptions.sort_by(|a, b| a.namespace.cmp(&b.namespace));
 
     let generation = input.generation;
@@ -120,6 +130,7 @@ pub fn compute(
             let ready_reason = match (unready, input.mode) {
                 (0, Mode::Enforce) => "Compliant",
                 (0, Mode::Audit) => "NoDrift",
+                (_, _) if counts.bypassed > 0 => "Bypassed",
                 (_, Mode::Audit) => "DriftDetected",
                 (_, Mode::Enforce) if counts.failed + counts.conflicted > 0 => "NotCompliant",
                 _ => "Reconciling",
@@ -130,8 +141,8 @@ pub fn compute(
                     unready == 0,
                     ready_reason,
                     format!(
-                        "{} of {} selected namespaces compliant, {} exempted",
-                        counts.compliant, counts.selected, counts.exempted
+                        "{} of {} selected namespaces compliant, {} exempted, {} bypassed",
+                        counts.compliant, counts.selected, counts.exempted, counts.bypassed
                     ),
                 ),
                 cond(
@@ -165,6 +176,7 @@ pub fn compute(
         last_repair_time: input.last_repair_time.clone(),
         active_exemptions: exemptions,
         problems,
+        warnings,
     }
 }
 

@@ -138,6 +138,7 @@ fn update_gauges(ctx: &Context, baseline: &str, status: &SecurityBaselineStatus)
     for (state, n) in [
         ("compliant", c.compliant),
         ("drifted", c.drifted),
+        ("bypassed", c.bypassed),
         ("exempted", c.exempted),
         ("conflicted", c.conflicted),
         ("failed", c.failed),
