@@ -69,6 +69,8 @@ pub struct Context {
     pub bindings: Arc<NamespacedIndex<RoleBinding>>,
     pub results: Mutex<Results>,
     pub status_changed: tokio::sync::Notify,
+    /// A baseline changed: its admission bindings may have to follow.
+    pub admission_changed: tokio::sync::Notify,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     synced: tokio::sync::OnceCell<()>,
@@ -113,6 +115,7 @@ impl Context {
             bindings: Arc::default(),
             results: Mutex::default(),
             status_changed: tokio::sync::Notify::new(),
+            admission_changed: tokio::sync::Notify::new(),
             metrics,
             synced: tokio::sync::OnceCell::new(),
             baselines_listed: tokio::sync::watch::Sender::new(false),
@@ -321,6 +324,15 @@ impl NamespaceWriter<'_> {
             self.count_write("create", "RoleBinding");
             if let Err(e) = api.create(&dry_run, &probe).await {
                 return self.failed("RoleBinding", e);
+            }
+            // The operator's identity may delete only bindings that carry its labels (the fence
+            // in config/fence): a hand-made binding being adopted is marked first.
+            if !objects::is_managed(&old.metadata) {
+                let mark = json!({"metadata": {"labels": desired.metadata.labels}});
+                self.count_write("patch", "RoleBinding");
+                if let Err(e) = api.patch(name, &PatchParams::default(), &Patch::Merge(&mark)).await {
+                    return self.failed("RoleBinding", e);
+                }
             }
             self.count_write("delete", "RoleBinding");
             let dp = DeleteParams {
@@ -792,6 +804,7 @@ fn affected_namespaces(ctx: &Context, baseline: &SecurityBaseline) -> Vec<Object
     debug!(baseline = %name, namespaces = out.len(), "baseline changed");
     // A new spec generation needs a status even when no namespace result changes.
     ctx.status_changed.notify_one();
+    ctx.admission_changed.notify_one();
     out.iter().map(|n| ObjectRef::new(n)).collect()
 }
 

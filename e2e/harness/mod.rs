@@ -100,6 +100,46 @@ pub async fn client_as_service_account(namespace: &str, name: &str) -> Client {
     Client::try_from(config).expect("client")
 }
 
+/// A client acting as a person: user `name` in `groups` (and system:authenticated), by
+/// impersonation, so RBAC and admission see exactly that identity.
+pub async fn client_as_user(name: &str, groups: &[&str]) -> Client {
+    let mut config = config().await;
+    config.auth_info.impersonate = Some(name.into());
+    let mut all: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+    all.push("system:authenticated".into());
+    config.auth_info.impersonate_groups = Some(all);
+    Client::try_from(config).expect("client")
+}
+
+/// Runs the cached kubectl as the admin impersonating `user` in `groups`; returns whether it
+/// succeeded, and its stdout and stderr (where kubectl prints admission warnings).
+pub fn kubectl_as(user: &str, groups: &[&str], args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let mut cmd = Command::new(kubectl_path());
+    cmd.env("KUBECONFIG", kubeconfig_path()).arg("--as").arg(user);
+    for g in groups.iter().chain(&["system:authenticated"]) {
+        cmd.arg("--as-group").arg(g);
+    }
+    let mut child = cmd
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.unwrap_or_default().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
 /// A name no other test (in this run or an earlier one on the same cluster) uses.
 pub fn unique(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);

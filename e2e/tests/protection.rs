@@ -1,0 +1,446 @@
+//! Protection, not only repair (issue 7), end to end: a team member holding `edit` through the
+//! baseline's own Entra-group RoleBinding cannot undo the baseline, and what they can still do
+//! (with admission Off) is reported as a bypass. The operator runs under the installed
+//! ServiceAccount (config/default, with the admission policies and the fence).
+
+#[path = "../harness/mod.rs"]
+mod harness;
+
+use harness::scenario::*;
+use harness::*;
+use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, RoleBinding, RoleRef, Subject};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use kube_baseline::api::{AdmissionMode, Control, Exemption, SecurityBaselineSpec};
+use serde_json::json;
+
+/// A member of the baseline's `team-dev` group: `edit` in every selected namespace.
+const MEMBER: &str = "dev@example.com";
+
+async fn member() -> Client {
+    client_as_user(MEMBER, &[GROUP_DEV]).await
+}
+
+fn allow_all(ns: &str) -> NetworkPolicy {
+    serde_json::from_value(json!({
+        "metadata": {"name": "allow-all-egress", "namespace": ns},
+        "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]}
+    }))
+    .unwrap()
+}
+
+fn https_except_imds(ns: &str) -> NetworkPolicy {
+    serde_json::from_value(json!({
+        "metadata": {"name": "https-out", "namespace": ns},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "web"}},
+            "policyTypes": ["Egress"],
+            "egress": [{
+                "to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}}],
+                "ports": [{"port": 443, "protocol": "TCP"}]
+            }]
+        }
+    }))
+    .unwrap()
+}
+
+fn refusal(result: kube::Result<impl std::fmt::Debug>) -> String {
+    match result {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 403, "refused as Forbidden: {s:?}");
+            s.message
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// Waits until the operator has bound the baseline's admission policies.
+async fn wait_bindings(s: &Scenario, baseline: &str, suffixes: &[&str]) {
+    let api: Api<ValidatingAdmissionPolicyBinding> = Api::all(s.client.clone());
+    for suffix in suffixes {
+        let name = format!("kube-baseline-{baseline}-{suffix}");
+        eventually(&format!("binding {name}"), WAIT, || async {
+            api.get_opt(&name).await.ok().flatten()
+        })
+        .await;
+    }
+    // The API server's admission plugin picks bindings up from its informer: give it a moment.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn a_member_cannot_open_imds_but_may_add_a_policy_that_excepts_it() {
+    let mut s = Scenario::new("deny-open").await;
+    let baseline = s.baseline("aks", aks_spec(&s.label)).await;
+    let ns = s.namespace("team").await;
+    s.wait_all_objects(&ns).await;
+    wait_bindings(&s, &baseline, &["egress", "objects", "pod-security"]).await;
+
+    let api: Api<NetworkPolicy> = Api::namespaced(member().await, &ns);
+    let message = refusal(api.create(&PostParams::default(), &allow_all(&ns)).await);
+    assert!(message.contains("egress rule 0 has no `to`"), "{message}");
+    assert!(
+        message.contains("except: [169.254.169.254/32]"),
+        "says how to fix it: {message}"
+    );
+    assert!(message.contains("system:masters"), "says who may override: {message}");
+
+    // A rule whose ipBlock contains IMDS without excepting it is refused too, on any port.
+    let mut wide = https_except_imds(&ns);
+    wide.spec.as_mut().unwrap().egress.as_mut().unwrap()[0]
+        .to
+        .as_mut()
+        .unwrap()[0]
+        .ip_block
+        .as_mut()
+        .unwrap()
+        .except = None;
+    let message = refusal(api.create(&PostParams::default(), &wide).await);
+    assert!(message.contains("egress rule 0 has an ipBlock"), "{message}");
+
+    api.create(&PostParams::default(), &https_except_imds(&ns))
+        .await
+        .expect("0.0.0.0/0 except IMDS on 443 is admitted");
+    s.wait_status(&baseline, "compliant with the extra policy", |st| {
+        st.namespaces.compliant == 1 && st.namespaces.bypassed == 0
+    })
+    .await;
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn warn_admits_with_a_warning_and_the_bypass_is_reported() {
+    let mut s = Scenario::new("warn-open").await;
+    let spec = SecurityBaselineSpec {
+        admission: Some(AdmissionMode::Warn),
+        ..aks_spec(&s.label)
+    };
+    let baseline = s.baseline("aks", spec).await;
+    let ns = s.namespace("team").await;
+    s.wait_all_objects(&ns).await;
+    wait_bindings(&s, &baseline, &["egress"]).await;
+    let binding: ValidatingAdmissionPolicyBinding = Api::all(s.client.clone())
+        .get(&format!("kube-baseline-{baseline}-egress"))
+        .await
+        .unwrap();
+    assert_eq!(binding.spec.unwrap().validation_actions, Some(vec!["Warn".to_string()]));
+
+    let manifest = serde_json::to_string(&allow_all(&ns)).unwrap();
+    let (ok, _, stderr) = kubectl_as(MEMBER, &[GROUP_DEV], &["create", "-f", "-"], Some(&manifest));
+    assert!(ok, "admitted under Warn: {stderr}");
+    assert!(
+        stderr.contains("Warning") && stderr.contains("egress rule 0 has no `to`"),
+        "the member is warned: {stderr}"
+    );
+    s.wait_status(&baseline, "the namespace is bypassed", |st| st.namespaces.bypassed == 1)
+        .await;
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn with_admission_off_a_bypass_turns_the_namespace_non_compliant_and_back() {
+    let mut s = Scenario::new("off-open").await;
+    let spec = SecurityBaselineSpec {
+        admission: Some(AdmissionMode::Off),
+        ..aks_spec(&s.label)
+    };
+    let baseline = s.baseline("aks", spec).await;
+    let ns = s.namespace("team").await;
+    s.wait_all_objects(&ns).await;
+    s.wait_condition(&baseline, "Ready", "True").await;
+    let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(s.client.clone());
+    assert!(
+        bindings
+            .get_opt(&format!("kube-baseline-{baseline}-egress"))
+            .await
+            .unwrap()
+            .is_none(),
+        "Off binds nothing"
+    );
+
+    let api: Api<NetworkPolicy> = Api::namespaced(member().await, &ns);
+    api.create(&PostParams::default(), &allow_all(&ns))
+        .await
+        .expect("admitted with Off");
+    let status = s
+        .wait_status(&baseline, "Bypassed", |st| {
+            st.namespaces.bypassed == 1 && st.namespaces.compliant == 0
+        })
+        .await;
+    let problem = status
+        .problems
+        .iter()
+        .find(|p| p.reason == "Bypassed")
+        .expect("a Bypassed problem");
+    assert_eq!(
+        (problem.namespace.as_str(), problem.object.as_str()),
+        (ns.as_str(), "NetworkPolicy/allow-all-egress")
+    );
+    assert!(
+        problem.message.contains("every pod") && problem.message.contains("169.254.169.254/32"),
+        "{}",
+        problem.message
+    );
+    let ready = condition(&status, "Ready").unwrap();
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "Bypassed"));
+    s.wait_event(&baseline, "Bypassed", "allow-all-egress").await;
+    let gauge = format!("kube_baseline_namespaces{{baseline=\"{baseline}\",state=\"bypassed\"}}");
+    eventually("bypassed gauge", WAIT, || async {
+        (try_metric(s.metrics_addr(), &gauge).await == Some(1.0)).then_some(())
+    })
+    .await;
+    // The operator never edits or deletes a policy it did not make.
+    let kept = api.get("allow-all-egress").await.unwrap();
+    assert_eq!(
+        kept.spec,
+        allow_all(&ns).spec.map(|mut sp| {
+            sp.egress = Some(vec![Default::default()]);
+            sp
+        })
+    );
+
+    api.delete("allow-all-egress", &DeleteParams::default()).await.unwrap();
+    s.wait_status(&baseline, "compliant again", |st| {
+        st.namespaces.bypassed == 0 && st.namespaces.compliant == 1
+    })
+    .await;
+    s.cleanup().await;
+}
+
+/// A namespace administrator of `ns` (RoleBinding to `admin` made by the test, as the admin).
+async fn namespace_admin(s: &Scenario, ns: &str, user: &str) -> Client {
+    let rb = RoleBinding {
+        metadata: ObjectMeta {
+            name: Some(format!("{user}-admin")),
+            namespace: Some(ns.into()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: "admin".into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "User".into(),
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            name: user.into(),
+            namespace: None,
+        }]),
+    };
+    Api::<RoleBinding>::namespaced(s.client.clone(), ns)
+        .create(&PostParams::default(), &rb)
+        .await
+        .unwrap();
+    client_as_user(user, &[]).await
+}
+
+#[tokio::test]
+async fn managed_objects_cannot_be_deleted_or_changed_but_may_be_annotated() {
+    let mut s = Scenario::new("tamper").await;
+    let baseline = s.baseline("aks", aks_spec(&s.label)).await;
+    let ns = s.namespace("team").await;
+    s.wait_all_objects(&ns).await;
+    wait_bindings(&s, &baseline, &["objects"]).await;
+
+    let policies: Api<NetworkPolicy> = Api::namespaced(member().await, &ns);
+    let message = refusal(policies.delete(POLICY, &DeleteParams::default()).await);
+    assert!(
+        message.contains("is managed by kube-baseline") && message.contains("cannot be deleted"),
+        "{message}"
+    );
+    let open = json!({"spec": {"egress": [{}]}});
+    let message = refusal(
+        policies
+            .patch(POLICY, &PatchParams::default(), &Patch::Merge(&open))
+            .await,
+    );
+    assert!(message.contains("spec cannot be changed"), "{message}");
+    let unlabel = json!({"metadata": {"labels": {"app.kubernetes.io/managed-by": null}}});
+    refusal(
+        policies
+            .patch(POLICY, &PatchParams::default(), &Patch::Merge(&unlabel))
+            .await,
+    );
+    let note = json!({"metadata": {"annotations": {"team.example.com/owner": "a"}, "labels": {"team": "a"}}});
+    policies
+        .patch(POLICY, &PatchParams::default(), &Patch::Merge(&note))
+        .await
+        .expect("other tools may annotate and label");
+
+    // RoleBindings: `edit` cannot touch them at all (RBAC); a namespace admin can, and is refused.
+    let admin = namespace_admin(&s, &ns, "ns-admin@example.com").await;
+    let bindings: Api<RoleBinding> = Api::namespaced(admin, &ns);
+    refusal(bindings.delete("team-dev", &DeleteParams::default()).await);
+    let extra = json!({"subjects": [
+        {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": GROUP_DEV},
+        {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "intruder"}
+    ]});
+    let message = refusal(
+        bindings
+            .patch("team-dev", &PatchParams::default(), &Patch::Merge(&extra))
+            .await,
+    );
+    assert!(message.contains("subjects and roleRef cannot be changed"), "{message}");
+    let rb = s.binding(&ns, "team-dev").await.unwrap();
+    assert_eq!(rb.subjects.unwrap().len(), 1);
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn pod_security_cannot_be_lowered_but_a_stricter_level_set_by_hand_stays() {
+    let mut s = Scenario::new("psa-floor").await;
+    let baseline = s.baseline("aks", aks_spec(&s.label)).await;
+    let ns = s.namespace("team").await;
+    s.wait_all_objects(&ns).await;
+    wait_bindings(&s, &baseline, &["pod-security"]).await;
+
+    // An identity that may edit namespaces (not system:masters).
+    let role = ClusterRole {
+        metadata: ObjectMeta {
+            name: Some(format!("{ns}-ns-editor")),
+            ..Default::default()
+        },
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec!["".into()]),
+            resources: Some(vec!["namespaces".into()]),
+            verbs: vec!["get".into(), "patch".into(), "update".into()],
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    Api::<ClusterRole>::all(s.client.clone())
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    let user = format!("{ns}-owner");
+    kubectl(&[
+        "create",
+        "clusterrolebinding",
+        &format!("{ns}-ns-editor"),
+        &format!("--clusterrole={ns}-ns-editor"),
+        &format!("--user={user}"),
+    ]);
+    let namespaces: Api<Namespace> = Api::all(client_as_user(&user, &[]).await);
+    let label = |level: &str| json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": level}}});
+    let message = refusal(
+        namespaces
+            .patch(&ns, &PatchParams::default(), &Patch::Merge(&label("privileged")))
+            .await,
+    );
+    assert!(message.contains("may not be lower than baseline"), "{message}");
+    let removed = json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": null}}});
+    refusal(
+        namespaces
+            .patch(&ns, &PatchParams::default(), &Patch::Merge(&removed))
+            .await,
+    );
+
+    namespaces
+        .patch(&ns, &PatchParams::default(), &Patch::Merge(&label("restricted")))
+        .await
+        .expect("stricter is allowed");
+    stays(
+        "restricted set by hand stays",
+        std::time::Duration::from_secs(3),
+        || async {
+            s.namespace_labels(&ns)
+                .await
+                .get("pod-security.kubernetes.io/enforce")
+                .map(String::as_str)
+                == Some("restricted")
+        },
+    )
+    .await;
+    s.wait_status(&baseline, "a stricter level is compliant", |st| {
+        st.namespaces.compliant == 1
+    })
+    .await;
+    kubectl(&["delete", "clusterrolebinding,clusterrole", &format!("{ns}-ns-editor")]);
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn deleting_the_namespace_and_the_baseline_still_completes() {
+    let mut s = Scenario::new("guarded-delete").await;
+    let baseline = s.baseline("aks", aks_spec(&s.label)).await;
+    let ns = s.namespace("team").await;
+    let other = s.namespace("team").await;
+    s.wait_all_objects(&ns).await;
+    s.wait_all_objects(&other).await;
+    wait_bindings(&s, &baseline, &["egress", "objects", "pod-security"]).await;
+
+    delete_namespace(&s.client, &ns).await;
+    let namespaces: Api<Namespace> = Api::all(s.client.clone());
+    eventually("namespace deleted", std::time::Duration::from_secs(90), || async {
+        namespaces.get_opt(&ns).await.unwrap().is_none().then_some(())
+    })
+    .await;
+
+    s.baselines().delete(&baseline, &DeleteParams::default()).await.unwrap();
+    eventually("objects collected", std::time::Duration::from_secs(90), || async {
+        (s.policy(&other).await.is_none() && s.binding(&other, "team-dev").await.is_none()).then_some(())
+    })
+    .await;
+    let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(s.client.clone());
+    eventually(
+        "admission bindings collected",
+        std::time::Duration::from_secs(90),
+        || async {
+            let left = bindings
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .filter(|b| b.labels().get("kubebaseline.io/baseline") == Some(&baseline))
+                .count();
+            (left == 0).then_some(())
+        },
+    )
+    .await;
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_exempted_namespace_is_not_guarded_for_the_exempted_control() {
+    let mut s = Scenario::new("exempt-guard").await;
+    let label = s.label.clone();
+    let exempt = s.namespace("legacy").await;
+    let guarded = s.namespace("team").await;
+    let spec = SecurityBaselineSpec {
+        exemptions: vec![Exemption {
+            namespace: exempt.clone(),
+            controls: vec![Control::MetadataEgress],
+            reason: "vendor agent needs IMDS, SEC-1234".into(),
+            expires: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                Timestamp::now().checked_add(SignedDuration::from_hours(1)).unwrap(),
+            ),
+        }],
+        ..aks_spec(&label)
+    };
+    let baseline = s.baseline("aks", spec).await;
+    s.wait_all_objects(&guarded).await;
+    wait_bindings(&s, &baseline, &["egress"]).await;
+
+    let member = member().await;
+    Api::<NetworkPolicy>::namespaced(member.clone(), &exempt)
+        .create(&PostParams::default(), &allow_all(&exempt))
+        .await
+        .expect("the exempted namespace is not guarded for metadataEgress");
+    refusal(
+        Api::<NetworkPolicy>::namespaced(member, &guarded)
+            .create(&PostParams::default(), &allow_all(&guarded))
+            .await,
+    );
+    let status = s
+        .wait_status(&baseline, "exempted, not bypassed", |st| {
+            st.namespaces.exempted == 1 && st.namespaces.compliant == 1
+        })
+        .await;
+    assert_eq!(status.namespaces.bypassed, 0);
+    s.cleanup().await;
+}
