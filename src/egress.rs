@@ -359,7 +359,7 @@ mod tests {
         ));
 
         let web_only = policy("web", &[("app", "web")], &["Egress"], vec![open_rule()]);
-        let bypass = &found(&[web_only.clone()])[0];
+        let bypass = &found(std::slice::from_ref(&web_only))[0];
         assert_eq!(bypass.pod_selector, "app=web");
         let web = BTreeMap::from([("app".to_string(), "web".to_string())]);
         assert!(may_reach(
@@ -410,11 +410,11 @@ mod tests {
             end_port: None,
         }]);
         let p = policy("p", &[], &["Egress"], vec![rule]);
-        let b = &found(&[p.clone()])[0];
+        let b = &found(std::slice::from_ref(&p))[0];
         assert!(!b.anywhere && b.message().contains("except: [169.254.169.254/32]"));
         let none = BTreeMap::new();
-        assert!(may_reach(&[p.clone()], &none, ip(IMDS), 443, "TCP"));
-        assert!(!may_reach(&[p.clone()], &none, ip(IMDS), 80, "TCP"));
+        assert!(may_reach(std::slice::from_ref(&p), &none, ip(IMDS), 443, "TCP"));
+        assert!(!may_reach(std::slice::from_ref(&p), &none, ip(IMDS), 80, "TCP"));
         assert!(!may_reach(&[p], &none, ip(IMDS), 443, "UDP"));
     }
 
@@ -450,7 +450,13 @@ mod tests {
     #[test]
     fn a_pod_no_egress_policy_selects_may_send_anything() {
         let web_deny = policy("deny", &[("app", "web")], &["Egress"], vec![]);
-        assert!(may_reach(&[web_deny.clone()], &BTreeMap::new(), ip(IMDS), 80, "TCP"));
+        assert!(may_reach(
+            std::slice::from_ref(&web_deny),
+            &BTreeMap::new(),
+            ip(IMDS),
+            80,
+            "TCP"
+        ));
         let web = BTreeMap::from([("app".to_string(), "web".to_string())]);
         assert!(!may_reach(&[web_deny], &web, ip("8.8.8.8"), 80, "TCP"));
     }
