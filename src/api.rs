@@ -180,6 +180,26 @@ pub struct MetadataEgress {
             .message("blockedCIDRs must be canonical IPv4 or IPv6 CIDRs with a non-zero prefix, such as 169.254.169.254/32 or fd00:ec2::254/128")
     )]
     pub blocked_cidrs: Vec<String>,
+
+    /// The address families pods keep egress for. IPv4 is always there; IPv6 (an `::/0` peer)
+    /// is there by default so dual-stack clusters keep their IPv6 egress. Set [IPv4] where the
+    /// NetworkPolicy engine rejects IPv6 ipBlocks: Azure Network Policy Manager drops a whole
+    /// policy that has one, which leaves the metadata endpoint reachable (see
+    /// docs/network-policy-engines.md).
+    #[serde(default = "default_ip_families")]
+    #[schemars(length(min = 1, max = 2))]
+    #[x_kube(
+        merge_strategy = ListMerge::Set,
+        validation = Rule::new("'IPv4' in self").message("ipFamilies must contain IPv4: without it pods would lose all IPv4 egress")
+    )]
+    pub ip_families: Vec<IpFamily>,
+}
+
+/// An IP address family.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, schemars::JsonSchema)]
+pub enum IpFamily {
+    IPv4,
+    IPv6,
 }
 
 impl Default for MetadataEgress {
@@ -187,8 +207,13 @@ impl Default for MetadataEgress {
         Self {
             policy_name: default_policy_name(),
             blocked_cidrs: default_blocked_cidrs(),
+            ip_families: default_ip_families(),
         }
     }
+}
+
+fn default_ip_families() -> Vec<IpFamily> {
+    vec![IpFamily::IPv4, IpFamily::IPv6]
 }
 
 fn default_policy_name() -> String {

@@ -11,7 +11,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 
-use crate::api::{ActiveExemption, Control, GroupFormat, Mode, SecurityBaseline};
+use crate::api::{ActiveExemption, Control, GroupFormat, IpFamily, Mode, SecurityBaseline};
 use crate::policy::metadata_egress_spec;
 
 /// Namespaces no baseline ever touches, whatever its selector says.
@@ -192,7 +192,10 @@ pub fn wanted_objects(baseline: &SecurityBaseline, valid: &ValidBaseline) -> Vec
         out.push((
             Control::MetadataEgress,
             ObjectKey::NetworkPolicy(egress.policy_name.clone()),
-            Content::NetworkPolicy(metadata_egress_spec(&valid.blocked)),
+            Content::NetworkPolicy(metadata_egress_spec(
+                &valid.blocked,
+                egress.ip_families.contains(&IpFamily::IPv6),
+            )),
         ));
     }
     for rb in &spec.role_bindings {

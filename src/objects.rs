@@ -267,7 +267,7 @@ mod tests {
     #[test]
     fn ingress_rules_someone_added_are_not_drift_but_policy_types_are() {
         use k8s_openapi::api::networking::v1::NetworkPolicyIngressRule;
-        let spec = crate::policy::metadata_egress_spec(&["169.254.169.254/32".parse().unwrap()]);
+        let spec = crate::policy::metadata_egress_spec(&["169.254.169.254/32".parse().unwrap()], true);
         let desired = network_policy("team-a", "p", &spec, &owner());
         let mut actual = desired.clone();
         actual.spec.as_mut().unwrap().ingress = Some(vec![NetworkPolicyIngressRule::default()]);

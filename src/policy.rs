@@ -7,12 +7,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 /// The spec of the metadata egress policy for `blocked` CIDRs.
 ///
-/// One egress rule with three peers (peers of a rule are OR-ed):
+/// One egress rule with up to three peers (peers of a rule are OR-ed):
 /// - `0.0.0.0/0` except the blocked IPv4 CIDRs;
-/// - `::/0` except the blocked IPv6 CIDRs, so a dual-stack cluster keeps its IPv6 egress;
+/// - with `ipv6`, `::/0` except the blocked IPv6 CIDRs, so a dual-stack cluster keeps its IPv6
+///   egress (without it, every IPv6 destination is blocked, the blocked ones included);
 /// - every pod in every namespace (`namespaceSelector: {}`), because on Cilium an `ipBlock`
 ///   does not match pod IPs and the policy would otherwise cut pods off from each other and DNS.
-pub fn metadata_egress_spec(blocked: &[IpNet]) -> NetworkPolicySpec {
+pub fn metadata_egress_spec(blocked: &[IpNet], ipv6: bool) -> NetworkPolicySpec {
     let except = |v4: bool| {
         let cidrs: Vec<String> = blocked
             .iter()
@@ -35,14 +36,19 @@ pub fn metadata_egress_spec(blocked: &[IpNet]) -> NetworkPolicySpec {
         policy_types: Some(vec!["Egress".to_string()]),
         egress: Some(vec![NetworkPolicyEgressRule {
             ports: None,
-            to: Some(vec![
-                ip_block("0.0.0.0/0", except(true)),
-                ip_block("::/0", except(false)),
-                NetworkPolicyPeer {
-                    namespace_selector: Some(LabelSelector::default()),
-                    ..Default::default()
-                },
-            ]),
+            to: Some(
+                [
+                    Some(ip_block("0.0.0.0/0", except(true))),
+                    ipv6.then(|| ip_block("::/0", except(false))),
+                    Some(NetworkPolicyPeer {
+                        namespace_selector: Some(LabelSelector::default()),
+                        ..Default::default()
+                    }),
+                ]
+                .into_iter()
+                .flatten()
+                .collect(),
+            ),
         }]),
         ingress: None,
     }
@@ -80,7 +86,7 @@ mod tests {
 
     #[test]
     fn default_policy_blocks_only_imds() {
-        let spec = metadata_egress_spec(&[net("169.254.169.254/32")]);
+        let spec = metadata_egress_spec(&[net("169.254.169.254/32")], true);
         assert!(!allows(&spec, "169.254.169.254".parse().unwrap()));
         assert!(allows(&spec, "169.254.169.253".parse().unwrap()));
         assert!(allows(&spec, "10.0.0.10".parse().unwrap()));
@@ -92,7 +98,7 @@ mod tests {
 
     #[test]
     fn policy_is_egress_only_for_every_pod_and_keeps_pod_to_pod_traffic() {
-        let spec = metadata_egress_spec(&[net("169.254.169.254/32")]);
+        let spec = metadata_egress_spec(&[net("169.254.169.254/32")], true);
         assert_eq!(spec.policy_types, Some(vec!["Egress".to_string()]));
         assert_eq!(spec.pod_selector, Some(LabelSelector::default()));
         assert!(spec.ingress.is_none());
@@ -106,7 +112,7 @@ mod tests {
 
     #[test]
     fn ipv6_cidrs_go_into_the_ipv6_block_only() {
-        let spec = metadata_egress_spec(&[net("169.254.169.254/32"), net("fd00:ec2::254/128")]);
+        let spec = metadata_egress_spec(&[net("169.254.169.254/32"), net("fd00:ec2::254/128")], true);
         let peers = spec.egress.as_ref().unwrap()[0].to.as_ref().unwrap();
         let v4 = peers[0].ip_block.as_ref().unwrap();
         let v6 = peers[1].ip_block.as_ref().unwrap();
@@ -121,8 +127,23 @@ mod tests {
     }
 
     #[test]
+    fn ipv4_only_leaves_out_the_ipv6_peer_and_blocks_ipv6() {
+        let spec = metadata_egress_spec(&[net("169.254.169.254/32")], false);
+        let peers = spec.egress.as_ref().unwrap()[0].to.as_ref().unwrap();
+        assert_eq!(peers.len(), 2);
+        assert!(
+            peers
+                .iter()
+                .all(|p| p.ip_block.as_ref().is_none_or(|b| b.cidr == "0.0.0.0/0"))
+        );
+        assert!(!allows(&spec, "2001:db8::1".parse().unwrap()));
+        assert!(!allows(&spec, "169.254.169.254".parse().unwrap()));
+        assert!(allows(&spec, "10.0.0.10".parse().unwrap()));
+    }
+
+    #[test]
     fn no_blocked_family_means_no_except_list() {
-        let spec = metadata_egress_spec(&[net("169.254.169.254/32")]);
+        let spec = metadata_egress_spec(&[net("169.254.169.254/32")], true);
         let peers = spec.egress.as_ref().unwrap()[0].to.as_ref().unwrap();
         assert_eq!(peers[1].ip_block.as_ref().unwrap().except, None);
     }
@@ -145,7 +166,7 @@ mod tests {
         /// Any address inside a blocked CIDR is denied; every other address is allowed.
         #[test]
         fn blocks_exactly_the_blocked_cidrs(blocked in prop::collection::vec(arb_net(), 1..6), probes in prop::collection::vec(arb_ip(), 1..32)) {
-            let spec = metadata_egress_spec(&blocked);
+            let spec = metadata_egress_spec(&blocked, true);
             // Probe the blocked networks' own edges too, where off-by-one errors live.
             let edges = blocked.iter().flat_map(|n| [n.network(), n.broadcast()]);
             for ip in probes.into_iter().chain(edges) {

@@ -319,6 +319,10 @@ impl Operator {
                 "200ms",
                 "--instance",
                 name,
+                // Every operator of the suite runs with the same settings: two that disagree
+                // (on system namespaces, say) would rewrite each other's admission bindings.
+                "--system-namespace",
+                "e2e-platform-system",
             ])
             .args(extra)
             .env("KUBECONFIG", kubeconfig)

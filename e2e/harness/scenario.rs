@@ -38,7 +38,7 @@ pub fn shared_operator() -> std::net::SocketAddr {
                 .unwrap();
             install();
             let kubeconfig = rt.block_on(operator_kubeconfig("operator-suite.kubeconfig"));
-            let op = Operator::start("suite", &kubeconfig, &["--system-namespace", "e2e-platform-system"]);
+            let op = Operator::start("suite", &kubeconfig, &[]);
             rt.block_on(eventually("operator /readyz", WAIT, || async {
                 (op.http_get("/readyz").await?.0 == 200).then_some(())
             }));
