@@ -89,28 +89,17 @@ pub struct SecurityBaselineSpec {
     #[serde(default)]
     pub group_format: GroupFormat,
 
-    /// Prevention inside the API server (ValidatingAdmissionPolicies bound to this baseline):
-    /// Deny refuses, in the namespaces where this baseline enforces a control, NetworkPolicies
-    /// that would open a blocked CIDR, edits and deletes of the objects it manages, and Pod
-    /// Security labels below its levels; Warn admits them with a warning; Off binds nothing.
-    /// Default: Deny for Enforce baselines, Warn for Audit ones (an Audit baseline never denies).
+    /// Prevention inside the API server (the ValidatingAdmissionPolicy of config/admission, which
+    /// takes every baseline as a parameter): Deny refuses, in the namespaces where this baseline
+    /// enforces a control, NetworkPolicies that would open a blocked CIDR, edits and deletes of
+    /// the objects it made, and Pod Security labels below its levels; Warn admits them with a
+    /// warning; Off guards nothing. Default: Deny for Enforce baselines, Warn for Audit ones (an
+    /// Audit baseline never denies).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admission: Option<AdmissionMode>,
 }
 
-impl SecurityBaselineSpec {
-    /// What admission does for this baseline: the declared mode, or the default for its mode;
-    /// an Audit baseline never denies.
-    pub fn effective_admission(&self) -> AdmissionMode {
-        match (self.mode, self.admission) {
-            (Mode::Audit, Some(AdmissionMode::Deny) | None) => AdmissionMode::Warn,
-            (_, Some(declared)) => declared,
-            (Mode::Enforce, None) => AdmissionMode::Deny,
-        }
-    }
-}
-
-/// How a baseline's ValidatingAdmissionPolicy bindings act on a violating request.
+/// What the API server does with a request a baseline's admission rules refuse.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
 pub enum AdmissionMode {
     Deny,

@@ -69,8 +69,6 @@ pub struct Context {
     pub bindings: Arc<NamespacedIndex<RoleBinding>>,
     pub results: Mutex<Results>,
     pub status_changed: tokio::sync::Notify,
-    /// A baseline changed: its admission bindings may have to follow.
-    pub admission_changed: tokio::sync::Notify,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     synced: tokio::sync::OnceCell<()>,
@@ -115,7 +113,6 @@ impl Context {
             bindings: Arc::default(),
             results: Mutex::default(),
             status_changed: tokio::sync::Notify::new(),
-            admission_changed: tokio::sync::Notify::new(),
             metrics,
             synced: tokio::sync::OnceCell::new(),
             baselines_listed: tokio::sync::watch::Sender::new(false),
@@ -804,7 +801,6 @@ fn affected_namespaces(ctx: &Context, baseline: &SecurityBaseline) -> Vec<Object
     debug!(baseline = %name, namespaces = out.len(), "baseline changed");
     // A new spec generation needs a status even when no namespace result changes.
     ctx.status_changed.notify_one();
-    ctx.admission_changed.notify_one();
     out.iter().map(|n| ObjectRef::new(n)).collect()
 }
 

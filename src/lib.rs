@@ -5,8 +5,6 @@
 //! The pure core ([`desired`], [`policy`], [`objects`], [`status`]) decides; the thin I/O layer
 //! ([`controller`], [`status_writer`], [`server`], [`leader`]) talks to the API server.
 
-pub mod admission;
-pub mod admission_writer;
 pub mod api;
 pub mod controller;
 pub mod desired;

@@ -11,7 +11,7 @@ use kube_baseline::controller::{self, Settings};
 use kube_baseline::leader::{Leadership, LeaseSettings};
 use kube_baseline::metrics::Metrics;
 use kube_baseline::telemetry::{self, LogFormat};
-use kube_baseline::{admission_writer, api, server, status_writer};
+use kube_baseline::{api, server, status_writer};
 use tokio::sync::watch;
 use tracing::info;
 
@@ -192,7 +192,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         info!("ready");
     });
     let writer = tokio::spawn(status_writer::run(ctx.clone()));
-    let admission = tokio::spawn(admission_writer::run(ctx.clone()));
     info!("controller started");
     // In-flight reconciles get a grace period after a stop; kube-runtime's runner can wait for a
     // store that will never fill once its watches stop, so the wait is bounded.
@@ -205,7 +204,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         _ = grace => tracing::warn!(grace = ?SHUTDOWN_GRACE, "controller did not stop in time; exiting anyway"),
     }
     writer.abort();
-    admission.abort();
     if leadership.as_ref().is_none_or(|l| *l.is_leader.borrow()) {
         status_writer::flush(&ctx).await;
     }

@@ -38,7 +38,7 @@ fn labels(owner: &Owner) -> BTreeMap<String, String> {
 
 /// Cluster-scoped owners of namespaced dependents are valid: deleting the baseline lets the
 /// garbage collector remove what it made.
-pub fn owner_reference(owner: &Owner) -> OwnerReference {
+fn owner_reference(owner: &Owner) -> OwnerReference {
     OwnerReference {
         api_version: format!("{}/v1alpha1", crate::api::GROUP),
         kind: "SecurityBaseline".into(),
@@ -82,7 +82,7 @@ pub fn role_binding(
 
 /// Whether `actual` carries the labels and owner of `desired`. Other labels, annotations and
 /// owners belong to someone else and are left alone.
-pub fn meta_in_sync(actual: &ObjectMeta, desired: &ObjectMeta) -> bool {
+fn meta_in_sync(actual: &ObjectMeta, desired: &ObjectMeta) -> bool {
     let actual_labels = actual.labels.as_ref();
     let labels_ok = desired
         .labels

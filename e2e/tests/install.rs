@@ -81,7 +81,7 @@ async fn roles_have_no_wildcards_no_secrets_and_bind_only_the_allow_list() {
         if rule.verbs.iter().any(|v| v == "bind" || v == "escalate") {
             assert_eq!(
                 rule.resource_names,
-                Some(vec!["view".into(), "edit".into(), "admin".into()]),
+                Some(vec!["view".into(), "edit".into()]),
                 "{name}: {rule:?}"
             );
         }
@@ -95,9 +95,11 @@ async fn operator_identity_may_grant_allowed_roles_but_not_cluster_admin() {
     let ns = create_namespace(&admin, "install-bind", &[]).await;
     let as_operator = client_as_service_account(OPERATOR_NS, "kube-baseline").await;
     let bindings: Api<RoleBinding> = Api::namespaced(as_operator, &ns);
+    // Labelled like the operator's own bindings: the fence (config/fence) refuses others.
     let binding = |name: &str, role: &str| RoleBinding {
         metadata: ObjectMeta {
             name: Some(name.into()),
+            labels: Some(labels(&[("app.kubernetes.io/managed-by", "kube-baseline")])),
             ..Default::default()
         },
         role_ref: RoleRef {
