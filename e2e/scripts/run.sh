@@ -17,6 +17,8 @@ metrics=${METRICS_ADDR:-127.0.0.1:8080}
 cargo build --bins
 "$kubectl" apply --server-side -k crds
 "$kubectl" wait --for condition=established --timeout 60s crd/securitybaselines.kubebaseline.io
+# Prevention in the API server (README, Protection): the ValidatingAdmissionPolicy and its bindings.
+"$kubectl" apply --server-side -k config/admission
 "$kubectl" apply -f config/samples/demo-namespaces.yaml
 "$kubectl" apply -k config/samples
 cat <<MSG
@@ -28,6 +30,9 @@ kube-baseline runs below (Ctrl-C stops it). In another shell:
   $kubectl get networkpolicy,rolebinding -A -l app.kubernetes.io/managed-by=kube-baseline
   $kubectl get ns --show-labels         # Pod Security labels on team-a, team-b, legacy-batch
   $kubectl delete networkpolicy -n team-a restrict-instance-metadata   # watch it come back
+  # as a team member (not system:masters), re-opening IMDS is refused:
+  $kubectl --as dev@example.com --as-group 3f2504e0-4f89-11d3-9a0c-0305e82c3301 -n team-a create -f - <<< \
+    '{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy","metadata":{"name":"open"},"spec":{"podSelector":{},"policyTypes":["Egress"],"egress":[{}]}}'
   $kubectl events -n default --for securitybaseline/aks-default
 
 MSG

@@ -21,6 +21,31 @@ fn rss_mib(pid: u32) -> f64 {
     kib / 1024.0
 }
 
+/// NetworkPolicies a team wrote, which the operator must watch (bypass detection) but not keep
+/// whole: one ingress-only, one egress to pods only (both dropped from its cache) and one egress
+/// rule to `0.0.0.0/0 except` IMDS on 443 (kept as a one-rule summary).
+fn foreign_policies(ns: &str) -> Vec<k8s_openapi::api::networking::v1::NetworkPolicy> {
+    let specs = [
+        serde_json::json!({"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "lb"}}}], "ports": [{"port": 8080}]}]}),
+        serde_json::json!({"podSelector": {"matchLabels": {"app": "db"}}, "policyTypes": ["Egress"],
+            "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "web"}}}]}]}),
+        serde_json::json!({"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Egress"],
+            "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}}],
+                        "ports": [{"port": 443, "protocol": "TCP"}]}]}),
+    ];
+    specs
+        .into_iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            serde_json::from_value(
+                serde_json::json!({"metadata": {"name": format!("team-{i}"), "namespace": ns}, "spec": spec}),
+            )
+            .unwrap()
+        })
+        .collect()
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -35,9 +60,17 @@ async fn scale_and_repair_latency() {
     install();
     let kubeconfig = operator_kubeconfig("operator-bench.kubeconfig").await;
     let mut s = Scenario::without_shared_operator("bench").await;
+    let foreign: bool = std::env::var("BENCH_FOREIGN_POLICIES").map_or(true, |v| v != "0");
     let mut namespaces = Vec::with_capacity(n);
     for _ in 0..n {
-        namespaces.push(s.namespace("bench").await);
+        let ns = s.namespace("bench").await;
+        if foreign {
+            let api: Api<k8s_openapi::api::networking::v1::NetworkPolicy> = Api::namespaced(s.client.clone(), &ns);
+            for p in foreign_policies(&ns) {
+                api.create(&Default::default(), &p).await.unwrap();
+            }
+        }
+        namespaces.push(ns);
     }
     // Convergence: from the baseline's creation to every namespace compliant.
     let op = Operator::start("bench", &kubeconfig, &[]);
@@ -76,6 +109,38 @@ async fn scale_and_repair_latency() {
     }
     latencies.sort();
 
+    // Bypass detection latency: an allow-all egress policy (created as the admin, whom admission
+    // lets through) until the baseline's status reports the namespace bypassed (status debounce
+    // of 200 ms included), then removed until it is compliant again.
+    let mut detect = Vec::new();
+    for ns in namespaces.iter().take(10) {
+        let api: Api<k8s_openapi::api::networking::v1::NetworkPolicy> = Api::namespaced(s.client.clone(), ns);
+        let open: k8s_openapi::api::networking::v1::NetworkPolicy = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "allow-all-egress"},
+            "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]}
+        }))
+        .unwrap();
+        let t = Instant::now();
+        api.create(&Default::default(), &open).await.unwrap();
+        eventually("bypass reported", WAIT, || async {
+            s.status(&baseline)
+                .await
+                .filter(|st| st.namespaces.bypassed == 1)
+                .map(|_| ())
+        })
+        .await;
+        detect.push(t.elapsed());
+        api.delete("allow-all-egress", &DeleteParams::default()).await.unwrap();
+        eventually("compliant again", WAIT, || async {
+            s.status(&baseline)
+                .await
+                .filter(|st| st.namespaces.bypassed == 0)
+                .map(|_| ())
+        })
+        .await;
+    }
+    detect.sort();
+
     // Restart: time to ready and to the first full pass over a compliant cluster.
     drop(op);
     let start = Instant::now();
@@ -98,7 +163,10 @@ async fn scale_and_repair_latency() {
     let restart_pass = start.elapsed();
     let restart_writes = op.metric("kube_baseline_write_requests_total").await;
 
-    println!("\n| namespaces | {n} |");
+    println!(
+        "\n| namespaces (foreign policies each) | {n} ({}) |",
+        if foreign { 3 } else { 0 }
+    );
     println!(
         "| converge: baseline created → all compliant | {:.1} s |",
         converge.as_secs_f64()
@@ -113,6 +181,11 @@ async fn scale_and_repair_latency() {
         percentile(&latencies, 0.5).as_secs_f64() * 1e3,
         percentile(&latencies, 0.95).as_secs_f64() * 1e3,
         latencies.last().unwrap().as_secs_f64() * 1e3
+    );
+    println!(
+        "| bypass reported in status p50 / max (10 allow-all policies) | {:.0} / {:.0} ms |",
+        percentile(&detect, 0.5).as_secs_f64() * 1e3,
+        detect.last().unwrap().as_secs_f64() * 1e3
     );
     println!("| operator RSS idle-synced / after converging | {rss_before:.1} / {rss_after:.1} MiB |");
     println!(
