@@ -54,6 +54,9 @@ pub struct Results {
     pub seen: HashSet<String>,
     /// Namespace -> consecutive reconciles with failures, for backoff.
     pub failures: HashMap<String, u32>,
+    /// Baseline name -> (its generation, the namespaces that generation may change and that
+    /// have not been reconciled against it yet). Status claims a generation only when empty.
+    pub pending: BTreeMap<String, (Option<i64>, BTreeSet<String>)>,
 }
 
 /// Shared state of the controller.
@@ -72,6 +75,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     synced: tokio::sync::OnceCell<()>,
+    /// When every cache had its first full list.
+    pub synced_at: std::sync::OnceLock<Instant>,
     baselines_listed: tokio::sync::watch::Sender<bool>,
     namespaces_listed: tokio::sync::watch::Sender<bool>,
 }
@@ -115,6 +120,7 @@ impl Context {
             status_changed: tokio::sync::Notify::new(),
             metrics,
             synced: tokio::sync::OnceCell::new(),
+            synced_at: std::sync::OnceLock::new(),
             baselines_listed: tokio::sync::watch::Sender::new(false),
             namespaces_listed: tokio::sync::watch::Sender::new(false),
         }
@@ -141,6 +147,7 @@ impl Context {
                 self.egress.wait_until_ready().await;
                 self.bindings.wait_until_ready().await;
                 self.metrics.ready.set(1);
+                self.synced_at.get_or_init(Instant::now);
                 info!("caches synced");
             })
             .await;
@@ -320,6 +327,21 @@ impl NamespaceWriter<'_> {
             };
             self.count_write("create", "RoleBinding");
             if let Err(e) = api.create(&dry_run, &probe).await {
+                // The new role is refused; the subjects still follow the baseline under the old
+                // role, so a group removed from the baseline does not stay bound.
+                if objects::is_managed(&old.metadata) {
+                    let mut keep_role = desired.clone();
+                    keep_role.role_ref = old.role_ref.clone();
+                    if !objects::binding_in_sync(old, &keep_role) {
+                        self.count_write("apply", "RoleBinding");
+                        match api.patch(name, &Self::params(), &Patch::Apply(&keep_role)).await {
+                            Ok(written) => self.ctx.bindings.apply(&watcher::Event::Apply(written)),
+                            Err(e) => {
+                                warn!(namespace = self.ns, error = %e, "could not update subjects under the old role")
+                            }
+                        }
+                    }
+                }
                 return self.failed("RoleBinding", e);
             }
             // The operator's identity may delete only bindings that carry its labels (the fence
@@ -345,13 +367,24 @@ impl NamespaceWriter<'_> {
                 return self.failed("RoleBinding", e);
             }
         }
-        self.count_write("apply", "RoleBinding");
-        match api.patch(name, &Self::params(), &Patch::Apply(desired)).await {
-            Ok(written) => {
-                self.ctx.bindings.apply(&watcher::Event::Apply(written));
-                ObjectResult::Repaired(verb(cached.is_some(), existing.as_ref().map(|e| &e.metadata)))
+        // After a delete the namespace has no binding until this apply lands: a failure is
+        // retried at once (briefly), not after the reconcile backoff.
+        let mut retries = [100u64, 300, 900].into_iter();
+        loop {
+            self.count_write("apply", "RoleBinding");
+            match api.patch(name, &Self::params(), &Patch::Apply(desired)).await {
+                Ok(written) => {
+                    self.ctx.bindings.apply(&watcher::Event::Apply(written));
+                    return ObjectResult::Repaired(verb(cached.is_some(), existing.as_ref().map(|e| &e.metadata)));
+                }
+                Err(e) => match retries.next() {
+                    Some(ms) if existing.as_ref().is_some_and(|old| old.role_ref != desired.role_ref) => {
+                        warn!(namespace = self.ns, error = %e, "apply after replacing a binding failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                    }
+                    _ => return self.failed("RoleBinding", e),
+                },
             }
-            Err(e) => self.failed("RoleBinding", e),
         }
     }
 
@@ -658,6 +691,12 @@ fn record(
     let mut changed = r.seen.insert(ns.to_string());
     for b in baselines {
         let bname = b.name_any();
+        if let Some((generation, left)) = r.pending.get_mut(&bname)
+            && *generation == b.metadata.generation
+            && left.remove(ns)
+        {
+            changed = true;
+        }
         let outcomes = r.outcomes.entry(bname.clone()).or_default();
         let Some(verdict) = plan.verdicts.get(&bname) else {
             changed |= outcomes.remove(ns).is_some();
@@ -696,6 +735,7 @@ fn record(
         problems.extend(found.iter().flat_map(|f| f.problems.iter().cloned()));
         let mut outcome = NsOutcome::from_problems(problems, verdict.exemption.clone());
         outcome.warnings = found.map(|f| f.warnings.clone()).unwrap_or_default();
+        outcome.generation = b.metadata.generation;
         let previous = outcomes.insert(ns.to_string(), outcome.clone());
         if previous.as_ref() != Some(&outcome) {
             changed = true;
@@ -799,6 +839,11 @@ fn affected_namespaces(ctx: &Context, baseline: &SecurityBaseline) -> Vec<Object
             .flat_map(|o| o.keys().cloned()),
     );
     debug!(baseline = %name, namespaces = out.len(), "baseline changed");
+    ctx.results
+        .lock()
+        .unwrap()
+        .pending
+        .insert(name.clone(), (baseline.metadata.generation, out.clone()));
     // A new spec generation needs a status even when no namespace result changes.
     ctx.status_changed.notify_one();
     out.iter().map(|n| ObjectRef::new(n)).collect()

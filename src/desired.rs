@@ -135,6 +135,10 @@ pub fn validate(baseline: &SecurityBaseline) -> Result<ValidBaseline, InvalidSpe
             blocked.push(net);
         }
     }
+    // Content never depends on the order a list was written in (two baselines listing the same
+    // CIDRs or groups in another order want the same objects).
+    blocked.sort();
+    blocked.dedup();
     let mut names = BTreeSet::new();
     for rb in &spec.role_bindings {
         if !names.insert(rb.name.as_str()) {
@@ -199,13 +203,12 @@ pub fn wanted_objects(baseline: &SecurityBaseline, valid: &ValidBaseline) -> Vec
         ));
     }
     for rb in &spec.role_bindings {
-        let subjects = rb
-            .groups
-            .iter()
-            .map(|g| Subject {
+        let subjects = group_names(rb, spec.group_format)
+            .into_iter()
+            .map(|name| Subject {
                 kind: "Group".into(),
                 api_group: Some("rbac.authorization.k8s.io".into()),
-                name: g.clone(),
+                name,
                 namespace: None,
             })
             .collect();
@@ -237,6 +240,26 @@ pub fn wanted_objects(baseline: &SecurityBaseline, valid: &ValidBaseline) -> Vec
         }
     }
     out
+}
+
+/// The subjects' group names, sorted and without duplicates. Entra ID object IDs are lower-case
+/// and RBAC compares names case-sensitively, so a GUID written in upper case is bound in lower
+/// case (a binding to `3F25…` would grant nothing); other OIDC group names are kept as written.
+fn group_names(rb: &crate::api::BaselineRoleBinding, format: GroupFormat) -> Vec<String> {
+    let mut names: Vec<String> = rb
+        .groups
+        .iter()
+        .map(|g| {
+            if format == GroupFormat::Guid {
+                g.to_ascii_lowercase()
+            } else {
+                g.clone()
+            }
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// The exemption of `baseline` in force in `namespace` at `now`, if any.
@@ -650,6 +673,32 @@ mod tests {
         );
         assert!(!p.verdicts.contains_key("invalid"));
         assert_eq!(p.objects[&ObjectKey::PodSecurityLabels].owner.mode, Mode::Audit);
+    }
+
+    #[test]
+    fn list_order_and_guid_case_do_not_change_what_is_wanted() {
+        let mut a = full_spec();
+        a.role_bindings[0].groups = vec![GROUP_B.to_uppercase(), GROUP_A.into()];
+        a.metadata_egress = Some(MetadataEgress {
+            blocked_cidrs: vec!["169.254.169.254/32".into(), "fd00:ec2::254/128".into()],
+            ..Default::default()
+        });
+        let mut b = a.clone();
+        b.role_bindings[0].groups = vec![GROUP_A.into(), GROUP_B.into(), GROUP_A.into()];
+        b.metadata_egress.as_mut().unwrap().blocked_cidrs.reverse();
+        let (older, younger) = (baseline("older", 10, a), baseline("younger", 20, b));
+        let p = plan_for(&ns("team-a", &[]), &[&older, &younger], 100);
+        assert!(
+            p.verdicts["younger"].conflicts.is_empty(),
+            "{:?}",
+            p.verdicts["younger"]
+        );
+        let Content::RoleBinding { subjects, .. } = &p.objects[&ObjectKey::RoleBinding("team-edit".into())].content
+        else {
+            panic!("a binding")
+        };
+        let names: Vec<&str> = subjects.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, [GROUP_A, GROUP_B]);
     }
 
     #[test]

@@ -36,8 +36,8 @@ struct RunArgs {
     /// and kube-node-lease.
     #[arg(long = "system-namespace", value_name = "NAME")]
     system_namespaces: Vec<String>,
-    /// Namespaces reconciled concurrently.
-    #[arg(long, default_value_t = 8)]
+    /// Namespaces reconciled concurrently (at least 1).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
     /// How long namespace results are gathered before baseline statuses are written.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
@@ -246,5 +246,6 @@ mod tests {
         assert_eq!(args.concurrency, 8);
         assert_eq!(args.lease_duration, Duration::from_secs(15));
         assert!(!args.leader_elect);
+        assert!(Cli::try_parse_from(["kube-baseline", "run", "--concurrency", "0"]).is_err());
     }
 }

@@ -107,10 +107,18 @@ pub fn policy_in_sync(actual: &NetworkPolicy, desired: &NetworkPolicy) -> bool {
     meta_in_sync(&actual.metadata, &desired.metadata) && declared(actual) == declared(desired)
 }
 
+/// Subjects compare as a set: their order grants nothing.
 pub fn binding_in_sync(actual: &RoleBinding, desired: &RoleBinding) -> bool {
+    let set = |rb: &RoleBinding| -> BTreeSet<(String, Option<String>, String, Option<String>)> {
+        rb.subjects
+            .iter()
+            .flatten()
+            .map(|s| (s.kind.clone(), s.api_group.clone(), s.name.clone(), s.namespace.clone()))
+            .collect()
+    };
     meta_in_sync(&actual.metadata, &desired.metadata)
         && actual.role_ref == desired.role_ref
-        && actual.subjects.as_deref().unwrap_or_default() == desired.subjects.as_deref().unwrap_or_default()
+        && set(actual) == set(desired)
 }
 
 /// Whether an object was made (or adopted) for some SecurityBaseline.

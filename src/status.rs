@@ -30,6 +30,8 @@ pub struct NsOutcome {
     pub exemption: Option<ActiveExemption>,
     /// Risks that leave the namespace compliant (HostNetworkAllowed).
     pub warnings: Vec<Problem>,
+    /// The baseline generation this outcome was computed against.
+    pub generation: Option<i64>,
 }
 
 impl NsOutcome {
@@ -54,6 +56,7 @@ impl NsOutcome {
             problems,
             exemption,
             warnings: Vec::new(),
+            generation: None,
         }
     }
 }
@@ -66,6 +69,9 @@ pub struct StatusInput<'a> {
     pub outcomes: Option<&'a BTreeMap<String, NsOutcome>>,
     pub repairs: i64,
     pub last_repair_time: Option<Time>,
+    /// Namespaces the current generation may still change (selected now, or before, and not yet
+    /// reconciled against it). While any is left, the status does not claim that generation.
+    pub unsettled: usize,
 }
 
 /// The status a baseline should have. `previous` keeps `lastTransitionTime` of conditions whose
@@ -99,7 +105,14 @@ pub fn compute(
     warnings.truncate(MAX_PROBLEMS);
     exemptions.sort_by(|a, b| a.namespace.cmp(&b.namespace));
 
-    let generation = input.generation;
+    // observedGeneration advances only once every namespace has been reconciled against the
+    // current spec (GitOps health checks read observedGeneration == generation and Ready).
+    let settled = input.invalid.is_some() || input.unsettled == 0;
+    let generation = if settled {
+        input.generation
+    } else {
+        previous.and_then(|p| p.observed_generation)
+    };
     let cond = |type_: &str, ok: bool, reason: &str, message: String| {
         condition(type_, ok, reason, message, generation, previous, now)
     };
@@ -135,13 +148,27 @@ pub fn compute(
                 (_, Mode::Enforce) if counts.failed + counts.conflicted > 0 => "NotCompliant",
                 _ => "Reconciling",
             };
+            let (ready, ready_reason) = if settled {
+                (unready == 0, ready_reason)
+            } else {
+                (false, "Progressing")
+            };
+            let progress = if settled {
+                String::new()
+            } else {
+                format!(
+                    "generation {} is being applied, {} namespaces left; ",
+                    input.generation.unwrap_or_default(),
+                    input.unsettled
+                )
+            };
             vec![
                 cond(
                     "Ready",
-                    unready == 0,
+                    ready,
                     ready_reason,
                     format!(
-                        "{} of {} selected namespaces compliant, {} exempted, {} bypassed",
+                        "{progress}{} of {} selected namespaces compliant, {} exempted, {} bypassed",
                         counts.compliant, counts.selected, counts.exempted, counts.bypassed
                     ),
                 ),
@@ -226,6 +253,7 @@ mod tests {
             outcomes: Some(outcomes),
             repairs: 0,
             last_repair_time: None,
+            unsettled: 0,
         }
     }
 
@@ -275,6 +303,34 @@ mod tests {
         assert_eq!(get(&s, "Invalid").status, "False");
         assert_eq!(s.problems.len(), 2);
         assert_eq!(s.observed_generation, Some(2));
+    }
+
+    #[test]
+    fn a_generation_still_being_applied_is_not_claimed() {
+        let outcomes: BTreeMap<_, _> = [("a".to_string(), NsOutcome::from_problems(vec![], None))].into();
+        let done = compute(&input(&outcomes), None, Timestamp::UNIX_EPOCH);
+        assert_eq!(
+            (done.observed_generation, get(&done, "Ready").status.as_str()),
+            (Some(2), "True")
+        );
+        let next = StatusInput {
+            generation: Some(3),
+            unsettled: 5,
+            ..input(&outcomes)
+        };
+        let s = compute(&next, Some(&done), Timestamp::UNIX_EPOCH);
+        assert_eq!(s.observed_generation, Some(2), "still generation 2");
+        let ready = get(&s, "Ready");
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "Progressing"));
+        assert!(ready.message.contains("5 namespaces left"), "{}", ready.message);
+        let settled = StatusInput {
+            generation: Some(3),
+            ..input(&outcomes)
+        };
+        assert_eq!(
+            compute(&settled, Some(&s), Timestamp::UNIX_EPOCH).observed_generation,
+            Some(3)
+        );
     }
 
     #[test]

@@ -46,7 +46,15 @@ pub async fn flush(ctx: &Context) {
     }
 }
 
+/// How long after the caches synced the status waits for every namespace to be reconciled once;
+/// past that it is written anyway (one namespace that cannot be reconciled must not freeze every
+/// status), and observedGeneration stays honest through the pending sets.
+const FIRST_PASS_DEADLINE: Duration = Duration::from_secs(30);
+
 fn all_namespaces_seen(ctx: &Context) -> bool {
+    if ctx.synced_at.get().is_some_and(|t| t.elapsed() > FIRST_PASS_DEADLINE) {
+        return true;
+    }
     let r = ctx.results.lock().unwrap();
     ctx.namespaces.state().iter().all(|ns| r.seen.contains(&ns.name_any()))
 }
@@ -66,16 +74,21 @@ async fn write_all(ctx: &Context, written: &mut HashMap<String, SecurityBaseline
             let previous = written.get(&uid).or(baseline.status.as_ref());
             let pending = r.pending_repairs.get(&name).cloned().unwrap_or_default();
             let invalid = desired::validate(baseline).err().map(|e| e.0);
+            let generation = baseline.meta().generation;
+            let outcomes = r.outcomes.get(&name);
+            let unsettled = r.pending.get(&name).map_or(0, |(_, left)| left.len())
+                + outcomes.map_or(0, |o| o.values().filter(|x| x.generation != generation).count());
             let input = StatusInput {
-                generation: baseline.meta().generation,
+                generation,
                 mode: baseline.spec.mode,
                 invalid: invalid.as_deref(),
-                outcomes: r.outcomes.get(&name),
+                outcomes,
                 repairs: previous.map_or(0, |p| p.repairs) + pending.0,
                 last_repair_time: pending
                     .1
                     .clone()
                     .or_else(|| previous.and_then(|p| p.last_repair_time.clone())),
+                unsettled,
             };
             (status::compute(&input, previous, now), pending)
         };
@@ -125,24 +138,43 @@ fn forget_what_is_gone(
     let live_baselines: HashSet<String> = baselines.iter().map(|b| b.name_any()).collect();
     let live_uids: HashSet<String> = baselines.iter().filter_map(|b| b.uid()).collect();
     let mut r = ctx.results.lock().unwrap();
+    let gone: Vec<String> = r
+        .outcomes
+        .keys()
+        .filter(|b| !live_baselines.contains(*b))
+        .cloned()
+        .collect();
+    for baseline in gone {
+        // A deleted baseline's gauges go with it (no series frozen at its last value).
+        for state in STATES {
+            ctx.metrics.namespaces.remove(&StateLabel {
+                baseline: baseline.clone(),
+                state: state.into(),
+            });
+        }
+    }
     r.outcomes.retain(|b, _| live_baselines.contains(b));
     for outcomes in r.outcomes.values_mut() {
         outcomes.retain(|ns, _| live_namespaces.contains(ns));
     }
     r.pending_repairs.retain(|b, _| live_baselines.contains(b));
+    // A namespace deleted before it was reconciled against a new generation never will be.
+    r.pending.retain(|b, _| live_baselines.contains(b));
+    for (_, left) in r.pending.values_mut() {
+        left.retain(|ns| live_namespaces.contains(ns));
+    }
+    r.seen.retain(|ns| live_namespaces.contains(ns));
+    r.failures.retain(|ns, _| live_namespaces.contains(ns));
     written.retain(|uid, _| live_uids.contains(uid));
 }
 
+/// The `state` label values of the per-baseline namespace gauge.
+const STATES: [&str; 6] = ["compliant", "drifted", "bypassed", "exempted", "conflicted", "failed"];
+
 fn update_gauges(ctx: &Context, baseline: &str, status: &SecurityBaselineStatus) {
     let c = &status.namespaces;
-    for (state, n) in [
-        ("compliant", c.compliant),
-        ("drifted", c.drifted),
-        ("bypassed", c.bypassed),
-        ("exempted", c.exempted),
-        ("conflicted", c.conflicted),
-        ("failed", c.failed),
-    ] {
+    let counts = [c.compliant, c.drifted, c.bypassed, c.exempted, c.conflicted, c.failed];
+    for (state, n) in STATES.into_iter().zip(counts) {
         ctx.metrics
             .namespaces
             .get_or_create(&StateLabel {

@@ -5,6 +5,9 @@
 #   cluster.sh down     stop what `up` started (by pid) and remove its state
 #   cluster.sh status   say whether it runs; exit 1 when it does not
 #   cluster.sh bin      print the directory of the cached binaries (builds them if needed)
+#   cluster.sh kill C   SIGKILL one component (etcd, kube-apiserver, kube-controller-manager), for
+#                       fault tests; its state (data, certificates, port) stays
+#   cluster.sh start C  start that component again with the same flags and port, wait until ready
 #
 #   CLUSTER_DIR  state directory (default <repo>/.cluster): kubeconfig, pki/, logs/, pids/, audit.log
 set -euo pipefail
@@ -137,19 +140,31 @@ up() {
   echo "$KUBERNETES_VERSION/$ETCD_VERSION" >"$state/version"
   make_pki
 
-  local etcd_port etcd_peer api_port start=$SECONDS
+  local start=$SECONDS
   etcd_port=$(free_port); taken="$taken$etcd_port "
   etcd_peer=$(free_port); taken="$taken$etcd_peer "
   api_port=$(free_port)
+  # Kept for `start`: a restarted component comes back on the same port.
+  printf 'etcd_port=%s\netcd_peer=%s\napi_port=%s\n' "$etcd_port" "$etcd_peer" "$api_port" >"$state/ports"
 
+  start_etcd
+  start_kube_apiserver
+  write_kubeconfig "$state/controller-manager.kubeconfig" controller-manager "https://127.0.0.1:$api_port"
+  start_kube_controller_manager
+  log "up in $((SECONDS - start))s: KUBECONFIG=$state/kubeconfig ($bin/kubectl)"
+}
+
+start_etcd() {
   "$bin/etcd" --name local --data-dir "$state/etcd" \
     --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
     --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
     --initial-cluster "local=http://127.0.0.1:$etcd_peer" --unsafe-no-fsync=true \
-    >"$logs/etcd.log" 2>&1 8>&- &
+    >>"$logs/etcd.log" 2>&1 8>&- &
   echo $! >"$pids/etcd"
   wait_for etcd curl -fsS "http://127.0.0.1:$etcd_port/health"
+}
 
+start_kube_apiserver() {
   "$bin/kube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" \
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
     --cert-dir "$pki" --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
@@ -158,22 +173,51 @@ up() {
     --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
     --service-cluster-ip-range 10.0.0.0/24 --allow-privileged=true \
     --audit-policy-file "$here/audit-policy.yaml" --audit-log-path "$state/audit.log" \
-    >"$logs/kube-apiserver.log" 2>&1 8>&- &
+    >>"$logs/kube-apiserver.log" 2>&1 8>&- &
   echo $! >"$pids/kube-apiserver"
   write_kubeconfig "$state/kubeconfig" admin "https://127.0.0.1:$api_port"
   wait_for kube-apiserver kc get --raw /readyz
+}
 
-  write_kubeconfig "$state/controller-manager.kubeconfig" controller-manager "https://127.0.0.1:$api_port"
+start_kube_controller_manager() {
   "$bin/kube-controller-manager" --kubeconfig "$state/controller-manager.kubeconfig" \
     --controllers namespace-controller,garbage-collector-controller,serviceaccount-controller,clusterrole-aggregation-controller,root-ca-certificate-publisher-controller \
     --root-ca-file "$pki/ca.crt" --use-service-account-credentials=true --leader-elect=false --bind-address 127.0.0.1 --secure-port 0 \
-    >"$logs/kube-controller-manager.log" 2>&1 8>&- &
+    >>"$logs/kube-controller-manager.log" 2>&1 8>&- &
   echo $! >"$pids/kube-controller-manager"
   # Ready means the controllers work: the ServiceAccount controller has run and the aggregated
   # ClusterRoles carry rules.
   wait_for kube-controller-manager kc -n default get serviceaccount default
   wait_for kube-controller-manager sh -c "'$bin/kubectl' --kubeconfig '$state/kubeconfig' get clusterrole edit -o jsonpath='{.rules[0].verbs}' | grep -q ."
-  log "up in $((SECONDS - start))s: KUBECONFIG=$state/kubeconfig ($bin/kubectl)"
+}
+
+# The component named on the command line, checked.
+component() {
+  case "${1:-}" in
+    etcd|kube-apiserver|kube-controller-manager) echo "$1" ;;
+    *) echo "usage: $0 kill|start etcd|kube-apiserver|kube-controller-manager" >&2; exit 2 ;;
+  esac
+}
+
+kill_one() {
+  local c pid
+  c=$(component "$1")
+  alive "$c" || { log "$c is not running"; return; }
+  pid=$(cat "$pids/$c")
+  kill -9 "$pid"
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  log "killed $c (pid $pid)"
+}
+
+start_one() {
+  local c start=$SECONDS
+  c=$(component "$1")
+  [ -f "$state/ports" ] || { log "no cluster state: run '$0 up' first"; exit 1; }
+  if alive "$c"; then log "$c is already running"; return; fi
+  # shellcheck disable=SC1091
+  source "$state/ports"
+  "start_${c//-/_}"
+  log "started $c in $((SECONDS - start))s"
 }
 
 status() {
@@ -194,9 +238,11 @@ esac
 
 case "${1:-}" in
   up) bin=$("$here/build.sh"); up ;;
+  kill) kill_one "${2:-}" ;;
+  start) bin=$("$here/build.sh" --dir); start_one "${2:-}" ;;
   # The logs stay for a post-mortem (the next `up` starts afresh).
   down) stop_all; find "$state" -mindepth 1 -maxdepth 1 ! -name logs -exec rm -rf {} + 2>/dev/null; log "stopped" ;;
   status) bin=$("$here/build.sh" --dir); status ;;
   bin) "$here/build.sh" ;;
-  *) echo "usage: $0 up|down|status|bin" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|bin|kill C|start C" >&2; exit 2 ;;
 esac
