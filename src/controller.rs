@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, PartialObjectMeta, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::index::NamespacedIndex;
 use crate::metrics::Metrics;
 use crate::objects::{self, BASELINE_LABEL, FIELD_MANAGER};
+use crate::retry::WatchBackoff;
 use crate::status::NsOutcome;
 
 /// Operator settings that shape reconciliation.
@@ -72,7 +73,7 @@ pub struct Context {
     pub bindings: Arc<NamespacedIndex<RoleBinding>>,
     pub results: Mutex<Results>,
     pub status_changed: tokio::sync::Notify,
-    pub recorder: Recorder,
+    pub events: Arc<crate::events::Events>,
     pub metrics: Arc<Metrics>,
     synced: tokio::sync::OnceCell<()>,
     /// When every cache had its first full list.
@@ -108,7 +109,7 @@ impl Context {
             instance: Some(settings.instance.clone()),
         };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: crate::events::Events::new(Recorder::new(client.clone(), reporter), baselines.clone()),
             client,
             settings,
             baselines,
@@ -160,19 +161,7 @@ impl Context {
     }
 
     async fn publish(&self, baseline: &str, type_: EventType, reason: &str, note: String) {
-        let Some(b) = self.baselines.get(&ObjectRef::new(baseline)) else {
-            return;
-        };
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, &b.object_ref(&())).await {
-            warn!(error = %e, "could not publish event");
-        }
+        self.events.publish(baseline, type_, reason, note).await;
     }
 }
 
@@ -849,6 +838,20 @@ fn affected_namespaces(ctx: &Context, baseline: &SecurityBaseline) -> Vec<Object
     out.iter().map(|n| ObjectRef::new(n)).collect()
 }
 
+/// Watch errors are handled (logged, backed off) by each watch; the controller sees only objects.
+fn no_errors<T, E>(item: &Result<T, E>) -> futures::future::Ready<bool> {
+    futures::future::ready(item.is_ok())
+}
+
+/// Signals every completed (re)list of a watch.
+fn on_relist<K>(tx: futures::channel::mpsc::UnboundedSender<()>) -> impl FnMut(&watcher::Event<K>) {
+    move |event| {
+        if matches!(event, watcher::Event::InitDone) {
+            let _ = tx.unbounded_send(());
+        }
+    }
+}
+
 /// Raises a readiness flag when a stream has delivered its first full list.
 fn on_listed<K>(
     ctx: Arc<Context>,
@@ -869,6 +872,12 @@ fn keep_own_managed_fields<K: Resource>(obj: &mut K) {
     }
 }
 
+/// Watches end on the server within 25 s and restart (cheaply, from their resource version), so
+/// a connection that died silently is noticed within the client's 30 s read timeout.
+fn watch_config() -> watcher::Config {
+    watcher::Config::default().timeout(25)
+}
+
 /// Builds the controller and its watches; the returned future runs until `shutdown` resolves
 /// and in-flight reconciles have finished.
 pub fn controller(
@@ -877,7 +886,7 @@ pub fn controller(
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> (Arc<Context>, impl std::future::Future<Output = ()>) {
-    let managed = watcher::Config::default().labels(&objects::managed_selector());
+    let managed = watch_config().labels(&objects::managed_selector());
     let (baseline_reader, baseline_writer) = reflector::store();
     let (ns_reader, ns_writer) = reflector::store();
     let ctx = Arc::new(Context::new(
@@ -888,27 +897,30 @@ pub fn controller(
         metrics,
     ));
 
-    let namespaces = watcher(
-        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .modify(keep_own_managed_fields)
-    .reflect(ns_writer)
-    .inspect_ok(on_listed(ctx.clone(), |c| &c.namespaces_listed))
-    .applied_objects();
+    let namespaces = watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watch_config())
+        .backoff(WatchBackoff::default())
+        .modify(keep_own_managed_fields)
+        .reflect(ns_writer)
+        .inspect_ok(on_listed(ctx.clone(), |c| &c.namespaces_listed))
+        .applied_objects()
+        .filter(no_errors);
+    // After any re-list (a 410 after an API server restart, a dropped watch), every namespace is
+    // reconciled again: objects deleted during the gap left no event to map from.
+    let (relisted_tx, relisted) = futures::channel::mpsc::unbounded::<()>();
     let baselines = spec_changes(
-        watcher(Api::<SecurityBaseline>::all(client.clone()), watcher::Config::default())
-            .default_backoff()
+        watcher(Api::<SecurityBaseline>::all(client.clone()), watch_config())
+            .backoff(WatchBackoff::default())
             .reflect(baseline_writer)
-            .inspect_ok(on_listed(ctx.clone(), |c| &c.baselines_listed)),
-    );
+            .inspect_ok(on_listed(ctx.clone(), |c| &c.baselines_listed))
+            .inspect_ok(on_relist(relisted_tx.clone())),
+    )
+    .filter(no_errors);
     // Every NetworkPolicy, for the bypass check; only managed ones are kept whole, and of the
     // rest only the summary of those that can open an external address.
     let policies = {
         let (managed_index, egress_index) = (ctx.policies.clone(), ctx.egress.clone());
-        watcher(Api::<NetworkPolicy>::all(client.clone()), watcher::Config::default())
-            .default_backoff()
+        watcher(Api::<NetworkPolicy>::all(client.clone()), watch_config())
+            .backoff(WatchBackoff::default())
             .modify(|o| o.managed_fields_mut().clear())
             .inspect_ok(move |e| {
                 managed_index.apply_with(e, |p: &NetworkPolicy| {
@@ -916,23 +928,32 @@ pub fn controller(
                 });
                 egress_index.apply_with(e, EgressSummary::of);
             })
+            .inspect_ok(on_relist(relisted_tx.clone()))
             .touched_objects()
+            .filter(no_errors)
     };
     let bindings = {
         let index = ctx.bindings.clone();
         watcher(Api::<RoleBinding>::all(client), managed)
-            .default_backoff()
+            .backoff(WatchBackoff::default())
             .modify(|o| o.managed_fields_mut().clear())
             .inspect_ok(move |e| index.apply(e))
+            .inspect_ok(on_relist(relisted_tx))
             .touched_objects()
+            .filter(no_errors)
     };
 
     let mapper_ctx = ctx.clone();
     let run = Controller::for_stream(namespaces, ns_reader)
         .with_config(kube::runtime::controller::Config::default().concurrency(settings.concurrency))
+        // Watch errors never reach the controller (each watch backs off on its own): kube-runtime's
+        // controller backs off all its triggers on any error, which after an API server restart
+        // (several watches answered 410 in turn) kept it deaf for tens of seconds.
+        .trigger_backoff(WatchBackoff::default())
         .watches_stream(baselines, move |b| affected_namespaces(&mapper_ctx, &b))
         .watches_stream(policies, |p: NetworkPolicy| p.namespace().map(|ns| ObjectRef::new(&ns)))
         .watches_stream(bindings, |b: RoleBinding| b.namespace().map(|ns| ObjectRef::new(&ns)))
+        .reconcile_all_on(relisted)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| {

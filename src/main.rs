@@ -110,9 +110,15 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     telemetry::init(args.log_format, &args.log_filter);
-    let client = kube::Client::try_default()
+    let mut config = kube::Config::infer()
         .await
-        .context("connecting to the Kubernetes API")?;
+        .context("reading the Kubernetes client configuration (in-cluster or KUBECONFIG)")?;
+    // Every request has a deadline: a dead connection fails in seconds instead of hanging a
+    // reconcile (watches end within their own, shorter server-side timeout, see controller).
+    config.connect_timeout = Some(Duration::from_secs(5));
+    config.read_timeout = Some(Duration::from_secs(30));
+    config.write_timeout = Some(Duration::from_secs(10));
+    let client = kube::Client::try_from(config).context("connecting to the Kubernetes API")?;
     let instance = args.instance.clone().unwrap_or_else(|| {
         std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
@@ -192,6 +198,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         info!("ready");
     });
     let writer = tokio::spawn(status_writer::run(ctx.clone()));
+    let events = tokio::spawn(ctx.events.clone().run());
     info!("controller started");
     // In-flight reconciles get a grace period after a stop; kube-runtime's runner can wait for a
     // store that will never fill once its watches stop, so the wait is bounded.
@@ -204,8 +211,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         _ = grace => tracing::warn!(grace = ?SHUTDOWN_GRACE, "controller did not stop in time; exiting anyway"),
     }
     writer.abort();
+    events.abort();
     if leadership.as_ref().is_none_or(|l| *l.is_leader.borrow()) {
         status_writer::flush(&ctx).await;
+        ctx.events.flush().await;
     }
     if let Some(l) = leadership {
         metrics.leader.set(0);
