@@ -7,7 +7,6 @@
 mod harness;
 
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use harness::scenario::*;
@@ -16,7 +15,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams};
 
 /// One fault at a time: they take down what every test uses.
-static FAULT: Mutex<()> = Mutex::new(());
+static FAULT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// How long after the API answers again the operator may take to handle what changed. Generous:
 /// the point is seconds, not the two minutes of silence the issue reported.
@@ -56,7 +55,7 @@ async fn operator(name: &str) -> Operator {
 /// After `component` was down for `down`, a namespace created and a policy deleted right after
 /// it is back are both handled within [`RECOVERY`]; returns how long that took.
 async fn survives(component: &str, down: Duration) -> Duration {
-    let _one = FAULT.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = FAULT.lock().await;
     let op = operator(&format!("fault-{component}")).await;
     let mut s = Scenario::without_shared_operator(&format!("fault-{component}")).await;
     let before = s.namespace("before").await;
