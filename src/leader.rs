@@ -1,13 +1,15 @@
 //! Leader election on a `coordination.k8s.io` Lease: only the leader runs the controller (and so
 //! writes); a standby takes over when the leader's lease expires.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube_lease_manager::{LeaseCreateMode, LeaseManagerBuilder};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::error::{Error, Result};
 
@@ -35,7 +37,8 @@ impl Leadership {
             .with_identity(&s.identity)
             .with_create_mode(LeaseCreateMode::AutoCreate)
             .with_duration(secs)
-            .with_grace((secs / 3).max(1))
+            // Renew at half the duration: the fence (below) gives up at four fifths.
+            .with_grace((secs / 2).max(1))
             .with_field_manager("kube-baseline-leader")
             .build()
             .await
@@ -66,6 +69,42 @@ impl Leadership {
             Ok(Ok(_)) => info!("lease released"),
             Ok(Err(e)) => tracing::warn!(error = %e, "could not release the lease"),
             Err(e) => tracing::warn!(error = %e, "lease task failed"),
+        }
+    }
+}
+
+/// Watches this process's own hold on the lease, on its own clock, independently of the lease
+/// manager (which keeps reporting leadership while its renewals fail). Resolves when the lease
+/// can no longer be confirmed: another holder, a renewal older than the lease duration minus a
+/// margin, or no successful read for that long (a dead or black-holed connection). The caller
+/// must then stop writing at once: a standby may take over when the lease expires.
+pub async fn fence(client: Client, s: LeaseSettings) -> String {
+    let api: kube::Api<Lease> = kube::Api::namespaced(client, &s.namespace);
+    // Stop a fifth of the duration before the lease could expire on the API server.
+    let budget = s.duration.mul_f64(0.8);
+    let period = (s.duration / 5).max(Duration::from_millis(200));
+    let mut confirmed = Instant::now();
+    loop {
+        tokio::time::sleep(period).await;
+        match tokio::time::timeout(period, api.get(&s.name)).await {
+            Ok(Ok(lease)) => {
+                let spec = lease.spec.unwrap_or_default();
+                if spec.holder_identity.as_deref() != Some(s.identity.as_str()) {
+                    return format!("the lease is held by {:?}", spec.holder_identity);
+                }
+                let renewed = spec.renew_time.map(|t| t.0);
+                let age = renewed.map(|t| Timestamp::now().duration_since(t).unsigned_abs());
+                match age {
+                    Some(age) if age < budget => confirmed = Instant::now() - age,
+                    Some(age) => return format!("the lease was last renewed {age:?} ago"),
+                    None => return "the lease has no renew time".into(),
+                }
+            }
+            Ok(Err(e)) => warn!(error = %e, "could not read the lease"),
+            Err(_) => warn!("reading the lease timed out"),
+        }
+        if confirmed.elapsed() >= budget {
+            return format!("the lease could not be confirmed for {:?}", confirmed.elapsed());
         }
     }
 }

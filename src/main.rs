@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use kube_baseline::controller::{self, Settings};
-use kube_baseline::leader::{Leadership, LeaseSettings};
+use kube_baseline::leader::{self, Leadership, LeaseSettings};
 use kube_baseline::metrics::Metrics;
 use kube_baseline::telemetry::{self, LogFormat};
 use kube_baseline::{api, server, status_writer};
@@ -118,12 +118,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     config.connect_timeout = Some(Duration::from_secs(5));
     config.read_timeout = Some(Duration::from_secs(30));
     config.write_timeout = Some(Duration::from_secs(10));
-    let client = kube::Client::try_from(config).context("connecting to the Kubernetes API")?;
     let instance = args.instance.clone().unwrap_or_else(|| {
         std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "kube-baseline".into())
     });
+    // The replica's name in every request, so the API server's audit log tells replicas apart.
+    let agent = format!("kube-baseline/{} ({instance})", env!("CARGO_PKG_VERSION"));
+    if let Ok(value) = agent.parse() {
+        config.headers.push((http::header::USER_AGENT, value));
+    }
+    let client = kube::Client::try_from(config).context("connecting to the Kubernetes API")?;
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
 
@@ -166,6 +171,21 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         metrics.leader.set(1);
         ready_tx.send_replace(false);
+        // A leader that cannot confirm its lease stops writing at once: the process exits
+        // non-zero (no grace, no final status, no release) and comes back as a standby.
+        let held = l.is_leader.clone();
+        let fence = leader::fence(client.clone(), lease);
+        let stop = stopped(stop_rx.clone());
+        tokio::spawn(async move {
+            let why = tokio::select! {
+                // A stop releases the lease (every receiver must be gone for that).
+                _ = stop => return,
+                _ = Leadership::lost(held) => "another replica holds the lease".to_string(),
+                why = fence => why,
+            };
+            tracing::error!(%why, "leadership lost: exiting now so that nothing more is written");
+            std::process::exit(1);
+        });
         leadership = Some(l);
     }
 
@@ -175,18 +195,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         status_debounce: args.status_debounce,
         instance,
     };
-    // The controller stops on a signal or when leadership is lost (then the process exits and
-    // its supervisor restarts it as a standby).
-    let lost = leadership.as_ref().map(|l| Leadership::lost(l.is_leader.clone()));
+    // The controller stops on a signal (leadership lost ends the process, above).
     let stop = stopped(stop_rx.clone());
     let (halting_tx, halting_rx) = watch::channel(false);
     let shutdown = async move {
-        match lost {
-            Some(lost) => {
-                tokio::select! { _ = lost => tracing::warn!("leadership lost"), _ = stop => {} }
-            }
-            None => stop.await,
-        }
+        stop.await;
         halting_tx.send_replace(true);
     };
     let (ctx, controller) = controller::controller(client, settings, metrics.clone(), shutdown);

@@ -21,6 +21,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+pub mod proxy;
 pub mod scenario;
 
 pub const FIELD_MANAGER: &str = "e2e";
@@ -233,14 +234,24 @@ pub async fn service_account_token(client: &Client, namespace: &str, name: &str)
     response.status.expect("token status").token
 }
 
-/// Writes a kubeconfig that authenticates with `token` against the local control plane.
-pub fn token_kubeconfig(token: &str, file_name: &str) -> PathBuf {
+/// The API server's address (from the admin kubeconfig).
+pub fn api_server() -> SocketAddr {
     let admin = std::fs::read_to_string(kubeconfig_path()).unwrap();
     let server = admin
         .lines()
-        .find_map(|l| l.trim().strip_prefix("server: "))
-        .expect("server in kubeconfig")
-        .to_string();
+        .find_map(|l| l.trim().strip_prefix("server: https://"))
+        .expect("server in kubeconfig");
+    server.parse().expect("host:port")
+}
+
+/// Writes a kubeconfig that authenticates with `token` against the local control plane.
+pub fn token_kubeconfig(token: &str, file_name: &str) -> PathBuf {
+    token_kubeconfig_via(token, file_name, api_server())
+}
+
+/// Like [`token_kubeconfig`], reaching the API server at `addr` (a proxy in front of it).
+pub fn token_kubeconfig_via(token: &str, file_name: &str, addr: SocketAddr) -> PathBuf {
+    let server = format!("https://{addr}");
     let ca = cluster_dir().join("pki/ca.crt");
     let path = cluster_dir().join(file_name);
     let mut f = std::fs::File::create(&path).unwrap();
@@ -369,6 +380,11 @@ impl Operator {
             std::thread::sleep(Duration::from_millis(50));
         }
         false
+    }
+
+    /// The exit code once the process has ended (None while it runs or when a signal ended it).
+    pub fn exit_code(&mut self) -> Option<i32> {
+        self.child.try_wait().ok().flatten().and_then(|s| s.code())
     }
 
     pub fn is_running(&mut self) -> bool {

@@ -96,3 +96,92 @@ async fn an_api_server_restart_costs_seconds() {
 async fn an_etcd_restart_costs_seconds() {
     survives("etcd", Duration::from_secs(6)).await;
 }
+
+/// Audit log lines (from byte `offset`) of writes sent by the replica named `instance`.
+fn writes_by(instance: &str, offset: u64) -> Vec<String> {
+    let text = std::fs::read(cluster_dir().join("audit.log")).unwrap_or_default();
+    String::from_utf8_lossy(&text[offset as usize..])
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| {
+            e["userAgent"]
+                .as_str()
+                .is_some_and(|ua| ua.contains(&format!("({instance})")))
+        })
+        .filter(|e| matches!(e["verb"].as_str(), Some("create" | "update" | "patch" | "delete")))
+        .map(|e| format!("{} {}", e["verb"], e["requestURI"]))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_black_holed_leader_stops_and_the_standby_takes_over() {
+    let _one = FAULT.lock().await;
+    install();
+    let mut s = Scenario::without_shared_operator("fault-leader").await;
+    let ns = s.namespace("team").await;
+    let client = client().await;
+    let token = service_account_token(&client, "kube-baseline-system", "kube-baseline").await;
+    let proxy = harness::proxy::Proxy::start(api_server());
+    let via_proxy = token_kubeconfig_via(&token, "operator-fault-leader-a.kubeconfig", proxy.addr);
+    let direct = token_kubeconfig(&token, "operator-fault-leader-b.kubeconfig");
+    let lease = unique("fault-lease");
+    let flags = [
+        "--leader-elect",
+        "--lease-duration",
+        "4s",
+        "--lease-name",
+        lease.as_str(),
+        "--lease-namespace",
+        "kube-baseline-system",
+    ];
+    let a_name = unique("fault-leader-a");
+    let mut a = Operator::start(&a_name, &via_proxy, &flags);
+    eventually("a leads", WAIT, || async {
+        (a.try_metric("kube_baseline_leader").await == Some(1.0)).then_some(())
+    })
+    .await;
+    let b_name = unique("fault-leader-b");
+    let b = Operator::start(&b_name, &direct, &flags);
+    let baseline = s.baseline("aks", aks_spec(&s.label)).await;
+    s.wait_all_objects(&ns).await;
+    assert!(
+        !writes_by(&a_name, 0).is_empty(),
+        "the audit log tells the leader's writes apart"
+    );
+
+    // The leader's connection goes silent: no reset, no error.
+    let offset = std::fs::metadata(cluster_dir().join("audit.log")).unwrap().len();
+    let cut = Instant::now();
+    proxy.black_hole(true);
+    let code = eventually("the black-holed leader exits", Duration::from_secs(15), || {
+        let code = a.exit_code();
+        async move { code }
+    })
+    .await;
+    let stopped_after = cut.elapsed();
+    assert_ne!(code, 0, "a leader that lost its lease exits non-zero");
+    eventually("b leads", WAIT, || async {
+        (b.try_metric("kube_baseline_leader").await == Some(1.0)).then_some(())
+    })
+    .await;
+    let took_over = cut.elapsed();
+    assert!(
+        stopped_after < took_over,
+        "the old leader stopped ({stopped_after:?}) before the standby led ({took_over:?})"
+    );
+    Api::<NetworkPolicy>::namespaced(s.client.clone(), &ns)
+        .delete(POLICY, &DeleteParams::default())
+        .await
+        .unwrap();
+    s.wait_policy(&ns).await;
+
+    // The partition heals: nothing the old leader had in flight lands afterwards.
+    proxy.black_hole(false);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(writes_by(&a_name, offset), Vec::<String>::new());
+    assert!(!writes_by(&b_name, offset).is_empty(), "the standby repaired the drift");
+    println!("leader black-holed: it exited after {stopped_after:?}, the standby led after {took_over:?}");
+    drop(b);
+    s.cleanup().await;
+    let _ = baseline;
+}
