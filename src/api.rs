@@ -97,6 +97,22 @@ pub struct SecurityBaselineSpec {
     /// Audit baseline never denies).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admission: Option<AdmissionMode>,
+
+    /// What happens to the objects this baseline made when it is deleted: Delete (default)
+    /// removes them; Orphan releases them (labels and ownerReference removed, content kept, Pod
+    /// Security labels left in place). Objects it adopted are always released, never deleted.
+    /// While anything is to be released the baseline carries the finalizer
+    /// kubebaseline.io/release (see README, Uninstall).
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// What deleting a baseline does to what it made.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub enum DeletionPolicy {
+    #[default]
+    Delete,
+    Orphan,
 }
 
 /// What the API server does with a request a baseline's admission rules refuse.

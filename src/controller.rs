@@ -20,8 +20,8 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, instrument, warn};
 
-use crate::api::{Mode, Problem, SecurityBaseline};
-use crate::desired::{self, Content, DesiredObject, NamespaceFacts, ObjectKey, PSA_PREFIX, Plan};
+use crate::api::{DeletionPolicy, Mode, Problem, SecurityBaseline};
+use crate::desired::{self, Content, DesiredObject, NamespaceFacts, ObjectKey, Owner, PSA_PREFIX, Plan};
 use crate::egress::{self, EgressSummary};
 use crate::error::{Error, Result};
 use crate::index::NamespacedIndex;
@@ -29,6 +29,9 @@ use crate::metrics::Metrics;
 use crate::objects::{self, BASELINE_LABEL, FIELD_MANAGER};
 use crate::retry::WatchBackoff;
 use crate::status::NsOutcome;
+
+/// The field manager that keeps Pod Security labels a deleted Orphan baseline leaves behind.
+const RELEASED_MANAGER: &str = "kube-baseline-released";
 
 /// Operator settings that shape reconciliation.
 #[derive(Clone, Debug)]
@@ -76,6 +79,8 @@ pub struct Context {
     pub events: Arc<crate::events::Events>,
     pub metrics: Arc<Metrics>,
     synced: tokio::sync::OnceCell<()>,
+    /// Baselines this process gave the release finalizer (the cache may not show it yet).
+    pub finalized: Mutex<HashSet<String>>,
     /// When every cache had its first full list.
     pub synced_at: std::sync::OnceLock<Instant>,
     baselines_listed: tokio::sync::watch::Sender<bool>,
@@ -122,6 +127,7 @@ impl Context {
             metrics,
             synced: tokio::sync::OnceCell::new(),
             synced_at: std::sync::OnceLock::new(),
+            finalized: Mutex::default(),
             baselines_listed: tokio::sync::watch::Sender::new(false),
             namespaces_listed: tokio::sync::watch::Sender::new(false),
         }
@@ -218,26 +224,32 @@ impl NamespaceWriter<'_> {
     async fn ensure(&self, ns_meta: &kube::api::ObjectMeta, key: &ObjectKey, want: &DesiredObject) -> ObjectResult {
         let (kind, result) = match (key, &want.content) {
             (ObjectKey::NetworkPolicy(name), Content::NetworkPolicy(spec)) => {
-                let desired = objects::network_policy(self.ns, name, spec, &want.owner);
+                let mut desired = objects::network_policy(self.ns, name, spec, &want.owner);
                 let cached = self.ctx.policies.get(self.ns, name);
+                if cached.as_ref().is_some_and(|c| objects::is_adopted(&c.metadata)) {
+                    objects::mark_adopted(&mut desired.metadata);
+                }
                 if cached.as_ref().is_some_and(|a| objects::policy_in_sync(a, &desired)) {
                     return ObjectResult::InSync;
                 }
                 let result = match self.drift("NetworkPolicy", want) {
                     Some(drift) => drift,
-                    None => self.apply_policy(name, &desired, cached.is_some()).await,
+                    None => self.apply_policy(name, &desired, cached.is_some(), &want.owner).await,
                 };
                 ("NetworkPolicy", result)
             }
             (ObjectKey::RoleBinding(name), Content::RoleBinding { role_ref, subjects }) => {
-                let desired = objects::role_binding(self.ns, name, role_ref, subjects, &want.owner);
+                let mut desired = objects::role_binding(self.ns, name, role_ref, subjects, &want.owner);
                 let cached = self.ctx.bindings.get(self.ns, name);
+                if cached.as_ref().is_some_and(|c| objects::is_adopted(&c.metadata)) {
+                    objects::mark_adopted(&mut desired.metadata);
+                }
                 if cached.as_ref().is_some_and(|a| objects::binding_in_sync(a, &desired)) {
                     return ObjectResult::InSync;
                 }
                 let result = match self.drift("RoleBinding", want) {
                     Some(drift) => drift,
-                    None => self.apply_binding(name, &desired, cached).await,
+                    None => self.apply_binding(name, &desired, cached, &want.owner).await,
                 };
                 ("RoleBinding", result)
             }
@@ -268,7 +280,7 @@ impl NamespaceWriter<'_> {
 
     /// Applies a policy. One missing from the cache is looked up first: a same-named object no
     /// baseline owns is then adopted, one whose labels were stripped merely repaired.
-    async fn apply_policy(&self, name: &str, desired: &NetworkPolicy, cached: bool) -> ObjectResult {
+    async fn apply_policy(&self, name: &str, desired: &NetworkPolicy, cached: bool, owner: &Owner) -> ObjectResult {
         let api: Api<NetworkPolicy> = Api::namespaced(self.ctx.client.clone(), self.ns);
         let existing = if cached {
             None
@@ -278,8 +290,15 @@ impl NamespaceWriter<'_> {
                 Err(e) => return self.failed("NetworkPolicy", e),
             }
         };
+        let mut desired = desired.clone();
+        if let Err(e) = self
+            .prepare(&mut desired.metadata, existing.as_ref().map(|e| &e.metadata), owner)
+            .await
+        {
+            return self.failed("NetworkPolicy", e);
+        }
         self.count_write("apply", "NetworkPolicy");
-        match api.patch(name, &Self::params(), &Patch::Apply(desired)).await {
+        match api.patch(name, &Self::params(), &Patch::Apply(&desired)).await {
             Ok(written) => {
                 // The cache learns of our own write now, not when the watch catches up, so a
                 // reconcile in between does not write the same object again.
@@ -291,7 +310,13 @@ impl NamespaceWriter<'_> {
     }
 
     /// Applies a binding (adopting or replacing what exists, see [`Self::apply_policy`]).
-    async fn apply_binding(&self, name: &str, desired: &RoleBinding, cached: Option<Arc<RoleBinding>>) -> ObjectResult {
+    async fn apply_binding(
+        &self,
+        name: &str,
+        desired: &RoleBinding,
+        cached: Option<Arc<RoleBinding>>,
+        owner: &Owner,
+    ) -> ObjectResult {
         let api: Api<RoleBinding> = Api::namespaced(self.ctx.client.clone(), self.ns);
         let existing = match cached.clone() {
             Some(c) => Some((*c).clone()),
@@ -300,6 +325,14 @@ impl NamespaceWriter<'_> {
                 Err(e) => return self.failed("RoleBinding", e),
             },
         };
+        let mut desired = desired.clone();
+        if let Err(e) = self
+            .prepare(&mut desired.metadata, existing.as_ref().map(|e| &e.metadata), owner)
+            .await
+        {
+            return self.failed("RoleBinding", e);
+        }
+        let desired = &desired;
         // roleRef is immutable: a binding to another role is replaced, not patched. The API
         // server must first accept the new binding (a dry run under a scratch name: the
         // escalation check and validation run, nothing is stored), so a refused role never
@@ -377,6 +410,89 @@ impl NamespaceWriter<'_> {
         }
     }
 
+    /// Before a write: an object that exists but no baseline made is adopted (marked, so it is
+    /// released rather than deleted later), and a baseline that will have something to release
+    /// (an adopted object, or deletionPolicy Orphan) gets its finalizer first, so deleting it
+    /// cannot let the garbage collector delete what it must release.
+    async fn prepare(
+        &self,
+        desired: &mut kube::api::ObjectMeta,
+        existing: Option<&kube::api::ObjectMeta>,
+        owner: &Owner,
+    ) -> kube::Result<()> {
+        let adopting = existing.is_some_and(|e| !objects::has_baseline_owner(e));
+        if adopting {
+            objects::mark_adopted(desired);
+        }
+        let orphan = self
+            .ctx
+            .baselines
+            .get(&ObjectRef::new(&owner.name))
+            .is_some_and(|b| b.spec.deletion_policy == DeletionPolicy::Orphan);
+        if adopting || objects::is_adopted(desired) || orphan {
+            crate::finalizer::ensure(self.ctx, &owner.name).await?;
+        }
+        Ok(())
+    }
+
+    /// Releases an object: the operator's labels, mark and ownerReference go, the content stays.
+    /// `forget` takes it out of the managed cache at once (it is no longer ours).
+    async fn release<K>(&self, obj: &K, forget: impl FnOnce()) -> ObjectResult
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api: Api<K> = Api::namespaced(self.ctx.client.clone(), self.ns);
+        let kind = K::kind(&()).to_string();
+        self.count_write("patch", &kind);
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        let patch = objects::release_patch(obj.meta());
+        match api.patch(&obj.name_any(), &params, &Patch::Merge(&patch)).await {
+            Ok(_) => {
+                forget();
+                ObjectResult::Repaired("Released")
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => ObjectResult::InSync,
+            Err(e) => self.failed(&kind, e),
+        }
+    }
+
+    async fn release_policy(&self, obj: &NetworkPolicy) -> ObjectResult {
+        self.release(obj, || self.ctx.policies.apply(&watcher::Event::Delete(obj.clone())))
+            .await
+    }
+
+    async fn release_binding(&self, obj: &RoleBinding) -> ObjectResult {
+        self.release(obj, || self.ctx.bindings.apply(&watcher::Event::Delete(obj.clone())))
+            .await
+    }
+
+    /// Hands the Pod Security labels this operator set over to another field manager: they stay
+    /// on the namespace as they are, no longer owned (deletionPolicy Orphan).
+    async fn release_labels(&self, ns_meta: &kube::api::ObjectMeta) -> ObjectResult {
+        let owned = objects::owned_labels(ns_meta);
+        let labels: BTreeMap<String, String> = ns_meta
+            .labels
+            .iter()
+            .flatten()
+            .filter(|(k, _)| k.starts_with(PSA_PREFIX) && owned.contains(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let api: Api<Namespace> = Api::all(self.ctx.client.clone());
+        let patch = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.ns, "labels": labels}});
+        self.count_write("apply", "Namespace");
+        let keeper = PatchParams::apply(RELEASED_MANAGER).force();
+        if let Err(e) = api.patch(self.ns, &keeper, &Patch::Apply(&patch)).await {
+            return self.failed("Namespace", e);
+        }
+        self.apply_labels(&BTreeMap::new()).await
+    }
+
     /// Applies exactly `labels` as this manager's Pod Security labels: labels it set before and
     /// no longer wants are released (removed); other labels are never touched.
     async fn apply_labels(&self, labels: &BTreeMap<String, String>) -> ObjectResult {
@@ -438,24 +554,63 @@ impl NamespaceWriter<'_> {
                 .any(|o| o.uid == uid)
                 .then(|| baseline.clone())
         };
+        // A baseline being deleted that holds the release finalizer: what it adopted (and, with
+        // deletionPolicy Orphan, everything it made) is released before the finalizer goes.
+        let releasing = |meta: &kube::api::ObjectMeta| {
+            let baseline = meta.labels.as_ref()?.get(BASELINE_LABEL)?;
+            let b = known.get(baseline).filter(|b| crate::finalizer::releasing(b))?;
+            let uid = b.uid()?;
+            let owned = meta.owner_references.iter().flatten().any(|o| o.uid == uid);
+            (owned && (b.spec.deletion_policy == DeletionPolicy::Orphan || objects::is_adopted(meta)))
+                .then(|| baseline.clone())
+        };
         let mut out = Vec::new();
         for (name, obj) in self.ctx.policies.in_namespace(self.ns) {
             let key = ObjectKey::NetworkPolicy(name);
-            if let (false, Some(owner)) = (plan.objects.contains_key(&key), prunable(&obj.metadata)) {
-                out.push((Some(owner), key, self.delete(obj.as_ref()).await));
+            if let Some(owner) = releasing(&obj.metadata) {
+                out.push((Some(owner), key, self.release_policy(&obj).await));
+            } else if let (false, Some(owner)) = (plan.objects.contains_key(&key), prunable(&obj.metadata)) {
+                let result = if objects::is_adopted(&obj.metadata) {
+                    self.release_policy(&obj).await
+                } else {
+                    self.delete(obj.as_ref()).await
+                };
+                out.push((Some(owner), key, result));
             }
         }
         for (name, obj) in self.ctx.bindings.in_namespace(self.ns) {
             let key = ObjectKey::RoleBinding(name);
-            if let (false, Some(owner)) = (plan.objects.contains_key(&key), prunable(&obj.metadata)) {
-                out.push((Some(owner), key, self.delete(obj.as_ref()).await));
+            if let Some(owner) = releasing(&obj.metadata) {
+                out.push((Some(owner), key, self.release_binding(&obj).await));
+            } else if let (false, Some(owner)) = (plan.objects.contains_key(&key), prunable(&obj.metadata)) {
+                let result = if objects::is_adopted(&obj.metadata) {
+                    self.release_binding(&obj).await
+                } else {
+                    self.delete(obj.as_ref()).await
+                };
+                out.push((Some(owner), key, result));
             }
         }
         // Pod Security labels have no owner label; release them unless a baseline that keeps
         // its hands off (Audit or invalid) may be the one that set them.
         let owns_psa = objects::owned_labels(ns_meta).iter().any(|k| k.starts_with(PSA_PREFIX));
         if owns_psa && !plan.objects.contains_key(&ObjectKey::PodSecurityLabels) && !plan.keep_pod_security_labels {
-            let released = self.apply_labels(&BTreeMap::new()).await;
+            let facts = NamespaceFacts {
+                name: self.ns.to_string(),
+                labels: objects::selectable_labels(ns_meta),
+                terminating: false,
+            };
+            let orphaned_here = known.values().any(|b| {
+                crate::finalizer::releasing(b)
+                    && b.spec.deletion_policy == DeletionPolicy::Orphan
+                    && b.spec.pod_security.is_some()
+                    && desired::validate(b).is_ok_and(|v| desired::selects(b, &v, &facts))
+            });
+            let released = if orphaned_here {
+                self.release_labels(ns_meta).await
+            } else {
+                self.apply_labels(&BTreeMap::new()).await
+            };
             if let ObjectResult::Repaired(_) = released {
                 self.ctx
                     .metrics

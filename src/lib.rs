@@ -11,6 +11,7 @@ pub mod desired;
 pub mod egress;
 pub mod error;
 pub mod events;
+pub mod finalizer;
 pub mod index;
 pub mod leader;
 pub mod metrics;

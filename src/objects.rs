@@ -14,6 +14,10 @@ pub const FIELD_MANAGER: &str = "kube-baseline";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "kube-baseline";
 pub const BASELINE_LABEL: &str = "kubebaseline.io/baseline";
+/// Marks an object that existed before a baseline took it over: it is released, never deleted.
+pub const ADOPTED_ANNOTATION: &str = "kubebaseline.io/adopted";
+/// Keeps a baseline until what it must release (Orphan policy, adopted objects) is released.
+pub const RELEASE_FINALIZER: &str = "kubebaseline.io/release";
 
 /// Whether an object carries the managed-by label (made, adopted, or copied from one that was).
 pub fn is_managed(meta: &ObjectMeta) -> bool {
@@ -119,6 +123,36 @@ pub fn binding_in_sync(actual: &RoleBinding, desired: &RoleBinding) -> bool {
     meta_in_sync(&actual.metadata, &desired.metadata)
         && actual.role_ref == desired.role_ref
         && set(actual) == set(desired)
+}
+
+/// Whether an object was adopted (it existed before a baseline took it over).
+pub fn is_adopted(meta: &ObjectMeta) -> bool {
+    meta.annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(ADOPTED_ANNOTATION))
+}
+
+/// Adds the adoption mark to an object about to be written.
+pub fn mark_adopted(meta: &mut ObjectMeta) {
+    meta.annotations
+        .get_or_insert_with(Default::default)
+        .insert(ADOPTED_ANNOTATION.into(), "true".into());
+}
+
+/// A JSON merge patch that releases an object: the operator's labels, the adoption mark and the
+/// SecurityBaseline ownerReferences go; the content and everything else stay.
+pub fn release_patch(meta: &ObjectMeta) -> serde_json::Value {
+    let owners: Vec<&OwnerReference> = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .filter(|o| o.kind != "SecurityBaseline")
+        .collect();
+    serde_json::json!({"metadata": {
+        "labels": {MANAGED_BY_LABEL: null, BASELINE_LABEL: null},
+        "annotations": {ADOPTED_ANNOTATION: null},
+        "ownerReferences": owners,
+    }})
 }
 
 /// Whether an object was made (or adopted) for some SecurityBaseline.
@@ -270,6 +304,28 @@ mod tests {
         let mut orphan = actual;
         orphan.metadata.owner_references = None;
         assert!(!binding_in_sync(&orphan, &desired));
+    }
+
+    #[test]
+    fn releasing_removes_only_the_operators_marks() {
+        let mut rb = binding();
+        mark_adopted(&mut rb.metadata);
+        rb.metadata.labels.as_mut().unwrap().insert("team".into(), "a".into());
+        rb.metadata.owner_references.as_mut().unwrap().push(OwnerReference {
+            kind: "Application".into(),
+            name: "argo".into(),
+            ..Default::default()
+        });
+        assert!(is_adopted(&rb.metadata));
+        let patch = release_patch(&rb.metadata);
+        assert_eq!(patch["metadata"]["labels"][MANAGED_BY_LABEL], serde_json::Value::Null);
+        assert!(
+            patch["metadata"]["labels"].get("team").is_none(),
+            "other labels untouched"
+        );
+        let owners = patch["metadata"]["ownerReferences"].as_array().unwrap();
+        assert_eq!(owners.len(), 1);
+        assert_eq!(owners[0]["kind"], "Application");
     }
 
     #[test]

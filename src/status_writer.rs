@@ -31,7 +31,8 @@ pub async fn run(ctx: Arc<Context>) {
             // The remaining reconciles will notify again.
             continue;
         }
-        if !write_all(&ctx, &mut written).await {
+        let settled = crate::finalizer::settle(&ctx).await;
+        if !write_all(&ctx, &mut written).await || !settled {
             tokio::time::sleep(Duration::from_secs(2)).await;
             ctx.status_changed.notify_one();
         }
