@@ -44,6 +44,8 @@ pub struct Settings {
     pub status_debounce: Duration,
     /// This process's name in Events (the pod name in a cluster).
     pub instance: String,
+    /// Reconciles in flight, for `/healthz`.
+    pub progress: Arc<crate::progress::Progress>,
 }
 
 /// What reconciles have found, for the status writer.
@@ -647,6 +649,7 @@ pub async fn reconcile(ns: Arc<PartialObjectMeta<Namespace>>, ctx: Arc<Context>)
     }
     let started = Instant::now();
     let name = ns.name_any();
+    let _in_flight = crate::progress::InFlight::new(&ctx.settings.progress, &name);
     let facts = NamespaceFacts {
         name: name.clone(),
         labels: objects::selectable_labels(&ns.metadata),

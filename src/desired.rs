@@ -89,7 +89,7 @@ pub struct Verdict {
 }
 
 /// Everything a namespace should look like.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Plan {
     pub objects: BTreeMap<ObjectKey, DesiredObject>,
     /// Verdicts of the baselines that select the namespace, by baseline name.
@@ -361,6 +361,9 @@ pub fn plan(
                 }),
             }
         }
+        // Independent of the order the baseline lists its objects in.
+        verdict.wanted.sort();
+        verdict.conflicts.sort_by(|a, b| a.key.cmp(&b.key));
         plan.verdicts.insert(name, verdict);
     }
     plan
@@ -724,5 +727,122 @@ mod tests {
             ..Default::default()
         });
         assert!(validate(&baseline("x", 0, spec)).unwrap_err().0.contains("not a CIDR"));
+    }
+
+    mod properties {
+        use super::*;
+        use crate::api::{Exemption, PodSecurityLevel};
+        use proptest::prelude::*;
+
+        const GROUPS: [&str; 3] = [GROUP_A, GROUP_B, "0f0e0d0c-0b0a-0908-0706-050403020100"];
+        const CIDRS: [&str; 4] = ["169.254.169.254/32", "169.254.0.0/16", "fd00:ec2::254/128", "10.0.0.0/8"];
+        const NAMESPACES: [&str; 4] = ["team-a", "team-b", "legacy", "kube-system"];
+
+        fn level() -> impl Strategy<Value = Option<PodSecurityLevel>> {
+            prop_oneof![
+                Just(None),
+                Just(Some(PodSecurityLevel::Privileged)),
+                Just(Some(PodSecurityLevel::Baseline)),
+                Just(Some(PodSecurityLevel::Restricted)),
+            ]
+        }
+
+        prop_compose! {
+            fn arb_spec()(
+                audit in any::<bool>(),
+                tier in prop::option::of(prop_oneof![Just("apps"), Just("db")]),
+                excluded in prop::sample::subsequence(NAMESPACES.to_vec(), 0..3),
+                egress in prop::option::of(prop::sample::subsequence(CIDRS.to_vec(), 1..4)),
+                bindings in prop::collection::vec((0usize..3, prop::sample::subsequence(GROUPS.to_vec(), 1..4), any::<bool>()), 0..3),
+                psa in (level(), level()),
+                exempt in prop::option::of((prop::sample::select(NAMESPACES.to_vec()), 0i64..200)),
+            ) -> SecurityBaselineSpec {
+                SecurityBaselineSpec {
+                    mode: if audit { Mode::Audit } else { Mode::Enforce },
+                    namespace_selector: tier.map(|t| LabelSelector {
+                        match_labels: Some([("tier".to_string(), t.to_string())].into()),
+                        ..Default::default()
+                    }),
+                    excluded_namespaces: excluded.into_iter().map(String::from).collect(),
+                    metadata_egress: egress.map(|c| MetadataEgress {
+                        blocked_cidrs: c.into_iter().map(String::from).collect(),
+                        ..Default::default()
+                    }),
+                    role_bindings: bindings
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, (role, groups, upper))| BaselineRoleBinding {
+                            name: format!("rb-{i}"),
+                            cluster_role: ["view", "edit", "admin"][role].into(),
+                            groups: groups
+                                .into_iter()
+                                .map(|g| if upper { g.to_uppercase() } else { g.to_string() })
+                                .collect(),
+                        })
+                        .collect(),
+                    pod_security: (psa.0.is_some() || psa.1.is_some()).then(|| PodSecurity {
+                        enforce: psa.0,
+                        warn: psa.1,
+                        ..Default::default()
+                    }),
+                    exemptions: exempt
+                        .map(|(ns, at)| Exemption {
+                            namespace: ns.into(),
+                            controls: vec![Control::MetadataEgress],
+                            reason: "r".into(),
+                            expires: Time(Timestamp::from_second(at).unwrap()),
+                        })
+                        .into_iter()
+                        .collect(),
+                    ..Default::default()
+                }
+            }
+        }
+
+        fn baselines() -> impl Strategy<Value = Vec<SecurityBaseline>> {
+            prop::collection::vec((arb_spec(), 0i64..3), 0..4).prop_map(|specs| {
+                specs
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (spec, created))| baseline(&format!("b{i}"), created, spec))
+                    .collect()
+            })
+        }
+
+        /// The same baseline with every list written in another order.
+        fn reordered(b: &SecurityBaseline) -> SecurityBaseline {
+            let mut b = b.clone();
+            b.spec.excluded_namespaces.reverse();
+            if let Some(e) = b.spec.metadata_egress.as_mut() {
+                e.blocked_cidrs.reverse();
+            }
+            for rb in &mut b.spec.role_bindings {
+                rb.groups.reverse();
+            }
+            b.spec.role_bindings.reverse();
+            b
+        }
+
+        proptest! {
+            /// For any baselines and namespace: no panic, the same answer twice, and the same
+            /// answer whatever the order of the baselines or of the entries of their lists.
+            #[test]
+            fn plan_is_total_deterministic_and_order_free(
+                bs in baselines(),
+                ns_name in prop::sample::select(NAMESPACES.to_vec()),
+                tier in prop_oneof![Just("apps"), Just("db"), Just("none")],
+                now in 0i64..250,
+            ) {
+                let ns = ns(ns_name, &[("tier", tier)]);
+                let refs: Vec<&SecurityBaseline> = bs.iter().collect();
+                let first = plan_for(&ns, &refs, now);
+                prop_assert_eq!(&first, &plan_for(&ns, &refs, now));
+                let backwards: Vec<&SecurityBaseline> = bs.iter().rev().collect();
+                prop_assert_eq!(&first, &plan_for(&ns, &backwards, now));
+                let shuffled: Vec<SecurityBaseline> = bs.iter().map(reordered).collect();
+                let shuffled_refs: Vec<&SecurityBaseline> = shuffled.iter().collect();
+                prop_assert_eq!(&first, &plan_for(&ns, &shuffled_refs, now));
+            }
+        }
     }
 }

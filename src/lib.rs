@@ -17,6 +17,7 @@ pub mod leader;
 pub mod metrics;
 pub mod objects;
 pub mod policy;
+pub mod progress;
 pub mod retry;
 pub mod server;
 pub mod status;

@@ -144,9 +144,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
 
     let (ready_tx, ready_rx) = watch::channel(false);
+    let progress = Arc::new(kube_baseline::progress::Progress::default());
     let health = server::Health {
         registry: Arc::new(registry),
         ready: ready_rx,
+        progress: progress.clone(),
     };
     let listener = server::bind(args.metrics_addr)
         .await
@@ -194,6 +196,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         status_debounce: args.status_debounce,
         instance,
+        progress,
     };
     // The controller stops on a signal (leadership lost ends the process, above).
     let stop = stopped(stop_rx.clone());

@@ -1,5 +1,5 @@
-//! The HTTP endpoints: Prometheus `/metrics`, `/healthz` (the process serves) and `/readyz`
-//! (every cache has synced).
+//! The HTTP endpoints: Prometheus `/metrics`, `/healthz` (the process serves and no reconcile is
+//! wedged) and `/readyz` (every cache has synced).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +19,14 @@ pub struct Health {
     pub registry: Arc<Registry>,
     /// True once the caches have synced.
     pub ready: watch::Receiver<bool>,
+    pub progress: Arc<crate::progress::Progress>,
+}
+
+async fn healthz(State(h): State<Health>) -> (StatusCode, String) {
+    match h.progress.stalled(crate::progress::STALL) {
+        None => (StatusCode::OK, "ok".into()),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("stalled: {why}")),
+    }
 }
 
 async fn metrics(State(h): State<Health>) -> impl IntoResponse {
@@ -61,7 +69,7 @@ pub async fn serve(
 ) -> Result<()> {
     let app = axum::Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(health);
     tracing::info!(addr = ?listener.local_addr().ok(), "serving /metrics, /healthz and /readyz");
