@@ -304,7 +304,7 @@ impl NamespaceWriter<'_> {
             Ok(written) => {
                 // The cache learns of our own write now, not when the watch catches up, so a
                 // reconcile in between does not write the same object again.
-                self.ctx.policies.apply(&watcher::Event::Apply(written));
+                self.ctx.policies.apply_own(written);
                 ObjectResult::Repaired(verb(cached, existing.as_ref().map(|e| &e.metadata)))
             }
             Err(e) => self.failed("NetworkPolicy", e),
@@ -359,7 +359,7 @@ impl NamespaceWriter<'_> {
                     if !objects::binding_in_sync(old, &keep_role) {
                         self.count_write("apply", "RoleBinding");
                         match api.patch(name, &Self::params(), &Patch::Apply(&keep_role)).await {
-                            Ok(written) => self.ctx.bindings.apply(&watcher::Event::Apply(written)),
+                            Ok(written) => self.ctx.bindings.apply_own(written),
                             Err(e) => {
                                 warn!(namespace = self.ns, error = %e, "could not update subjects under the old role")
                             }
@@ -398,7 +398,7 @@ impl NamespaceWriter<'_> {
             self.count_write("apply", "RoleBinding");
             match api.patch(name, &Self::params(), &Patch::Apply(desired)).await {
                 Ok(written) => {
-                    self.ctx.bindings.apply(&watcher::Event::Apply(written));
+                    self.ctx.bindings.apply_own(written);
                     return ObjectResult::Repaired(verb(cached.is_some(), existing.as_ref().map(|e| &e.metadata)));
                 }
                 Err(e) => match retries.next() {
@@ -1055,16 +1055,19 @@ pub fn controller(
         metrics,
     ));
 
+    // After any re-list (a 410 after an API server restart, a dropped watch), every namespace is
+    // reconciled again: objects deleted during the gap left no event to map from, and a namespace
+    // created during the gap arrives before the re-listed store holds it (kube-runtime's runner
+    // skips an object its store does not have yet), so it is reconciled once the store swaps.
+    let (relisted_tx, relisted) = futures::channel::mpsc::unbounded::<()>();
     let namespaces = watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watch_config())
         .backoff(WatchBackoff::default())
         .modify(keep_own_managed_fields)
         .reflect(ns_writer)
         .inspect_ok(on_listed(ctx.clone(), |c| &c.namespaces_listed))
+        .inspect_ok(on_relist(relisted_tx.clone()))
         .applied_objects()
         .filter(no_errors);
-    // After any re-list (a 410 after an API server restart, a dropped watch), every namespace is
-    // reconciled again: objects deleted during the gap left no event to map from.
-    let (relisted_tx, relisted) = futures::channel::mpsc::unbounded::<()>();
     let baselines = spec_changes(
         watcher(Api::<SecurityBaseline>::all(client.clone()), watch_config())
             .backoff(WatchBackoff::default())

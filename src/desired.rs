@@ -735,7 +735,12 @@ mod tests {
         use proptest::prelude::*;
 
         const GROUPS: [&str; 3] = [GROUP_A, GROUP_B, "0f0e0d0c-0b0a-0908-0706-050403020100"];
-        const CIDRS: [&str; 4] = ["169.254.169.254/32", "169.254.0.0/16", "fd00:ec2::254/128", "10.0.0.0/8"];
+        const CIDRS: [&str; 4] = [
+            "169.254.169.254/32",
+            "169.254.0.0/16",
+            "fd00:ec2::254/128",
+            "10.0.0.0/8",
+        ];
         const NAMESPACES: [&str; 4] = ["team-a", "team-b", "legacy", "kube-system"];
 
         fn level() -> impl Strategy<Value = Option<PodSecurityLevel>> {

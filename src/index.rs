@@ -3,7 +3,8 @@
 //! chosen by the caller: the whole object, a summary, or nothing at all.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -11,11 +12,21 @@ use tokio::sync::watch;
 
 type ByNamespace<V> = HashMap<String, BTreeMap<String, Arc<V>>>;
 
+/// How long a deletion is remembered against a late write of the operator's own (the response
+/// to a write can arrive after the watch already reported the object deleted).
+const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
+
+fn revision(rv: Option<&String>) -> Option<u64> {
+    rv?.parse().ok()
+}
+
 /// Values kept for objects, by namespace and name.
 pub struct NamespacedIndex<V> {
     objects: RwLock<ByNamespace<V>>,
     /// The list being received during a (re)list; swapped in at `InitDone`.
     relist: RwLock<Option<ByNamespace<V>>>,
+    /// (namespace, name) -> resourceVersion of its deletion, and when it was seen.
+    tombstones: Mutex<HashMap<(String, String), (u64, Instant)>>,
     ready: watch::Sender<bool>,
 }
 
@@ -24,6 +35,7 @@ impl<V> Default for NamespacedIndex<V> {
         Self {
             objects: RwLock::default(),
             relist: RwLock::default(),
+            tombstones: Mutex::default(),
             ready: watch::Sender::new(false),
         }
     }
@@ -55,6 +67,32 @@ impl<V: Resource + Clone> NamespacedIndex<V> {
     pub fn apply(&self, event: &watcher::Event<V>) {
         self.apply_with(event, |o: &V| Some(o.clone()));
     }
+
+    /// Records the operator's own write (the API server's response) before the watch reports
+    /// it, so a reconcile in between does not write the same object again. Only a newer
+    /// revision than anything seen for that object counts: the response can arrive after the
+    /// watch reported a later edit or the deletion, and a stale entry would hide that drift.
+    pub fn apply_own(&self, obj: V) {
+        let Some(written) = revision(obj.resource_version().as_ref()) else {
+            return;
+        };
+        let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+        let mut objects = self.objects.write().unwrap();
+        let cached = objects
+            .get(&ns)
+            .and_then(|names| names.get(&name))
+            .and_then(|o| revision(o.resource_version().as_ref()));
+        let deleted = self
+            .tombstones
+            .lock()
+            .unwrap()
+            .get(&(ns.clone(), name.clone()))
+            .map(|t| t.0);
+        if cached.max(deleted).is_some_and(|seen| seen >= written) {
+            return;
+        }
+        objects.entry(ns).or_default().insert(name, Arc::new(obj));
+    }
 }
 
 impl<V> NamespacedIndex<V> {
@@ -62,11 +100,15 @@ impl<V> NamespacedIndex<V> {
     pub fn apply_with<K: Resource>(&self, event: &watcher::Event<K>, keep: impl Fn(&K) -> Option<V>) {
         match event {
             watcher::Event::Apply(obj) => upsert(&mut self.objects.write().unwrap(), obj, keep),
-            watcher::Event::Delete(obj) => remove(
-                &mut self.objects.write().unwrap(),
-                &obj.namespace().unwrap_or_default(),
-                &obj.name_any(),
-            ),
+            watcher::Event::Delete(obj) => {
+                let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+                if let Some(rv) = revision(obj.resource_version().as_ref()) {
+                    let mut tombstones = self.tombstones.lock().unwrap();
+                    tombstones.retain(|_, (_, seen)| seen.elapsed() < TOMBSTONE_TTL);
+                    tombstones.insert((ns.clone(), name.clone()), (rv, Instant::now()));
+                }
+                remove(&mut self.objects.write().unwrap(), &ns, &name);
+            }
             watcher::Event::Init => *self.relist.write().unwrap() = Some(HashMap::new()),
             watcher::Event::InitApply(obj) => {
                 if let Some(list) = self.relist.write().unwrap().as_mut() {
@@ -144,6 +186,29 @@ mod tests {
         index.apply(&watcher::Event::InitDone);
         assert!(index.in_namespace("a").is_empty());
         assert_eq!(index.in_namespace("b").len(), 1);
+    }
+
+    #[test]
+    fn a_late_response_to_an_own_write_never_hides_a_newer_change() {
+        let at = |rv: &str| {
+            let mut p = np("a", "p1");
+            p.metadata.resource_version = Some(rv.into());
+            p
+        };
+        let index = NamespacedIndex::default();
+        index.apply(&watcher::Event::Apply(at("10")));
+        // The watch already reported the deletion (rv 12) when the response of a write (rv 11)
+        // comes back: the object stays gone.
+        index.apply(&watcher::Event::Delete(at("12")));
+        index.apply_own(at("11"));
+        assert!(index.get("a", "p1").is_none());
+        // A newer own write counts.
+        index.apply_own(at("13"));
+        assert_eq!(index.get("a", "p1").unwrap().resource_version().as_deref(), Some("13"));
+        // An edit seen by the watch (rv 15) is not overwritten by an older response (rv 14).
+        index.apply(&watcher::Event::Apply(at("15")));
+        index.apply_own(at("14"));
+        assert_eq!(index.get("a", "p1").unwrap().resource_version().as_deref(), Some("15"));
     }
 
     #[test]

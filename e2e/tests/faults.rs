@@ -185,3 +185,143 @@ async fn a_black_holed_leader_stops_and_the_standby_takes_over() {
     s.cleanup().await;
     let _ = baseline;
 }
+
+#[tokio::test]
+async fn namespaces_created_while_the_operator_was_cut_off_are_handled_after_a_relist() {
+    let _one = FAULT.lock().await;
+    install();
+    let mut s = Scenario::without_shared_operator("fault-relist").await;
+    let before = s.namespace("before").await;
+    let client = client().await;
+    let token = service_account_token(&client, "kube-baseline-system", "kube-baseline").await;
+    let proxy = harness::proxy::Proxy::start(api_server());
+    let kubeconfig = token_kubeconfig_via(&token, "operator-fault-relist.kubeconfig", proxy.addr);
+    let op = Operator::start("fault-relist", &kubeconfig, &[]);
+    let baseline = s.baseline("aks", aks_spec(&s.label)).await;
+    s.wait_all_objects(&before).await;
+
+    // Cut the operator off, then restart the API server: its watch cache starts afresh, so the
+    // operator's watches can only resume with a full re-list (410 Gone).
+    proxy.black_hole(true);
+    tokio::task::spawn_blocking(|| outage("kube-apiserver", Duration::from_secs(1)))
+        .await
+        .unwrap();
+    s.client = client_with_retry().await;
+    let mut gap = Vec::new();
+    for _ in 0..3 {
+        gap.push(s.namespace("gap").await);
+    }
+    Api::<NetworkPolicy>::namespaced(s.client.clone(), &before)
+        .delete(POLICY, &DeleteParams::default())
+        .await
+        .unwrap();
+    let healed = Instant::now();
+    proxy.black_hole(false);
+    for ns in gap.iter().chain([&before]) {
+        eventually(&format!("{ns} protected after the re-list"), RECOVERY, || s.policy(ns)).await;
+    }
+    s.wait_status(&baseline, "all compliant", |st| st.namespaces.compliant == 4)
+        .await;
+    println!(
+        "re-list after a cut: all handled {:?} after the connection healed",
+        healed.elapsed()
+    );
+    drop(op);
+    s.cleanup().await;
+}
+
+/// A client for right after an API server restart (the first requests may still be refused).
+async fn client_with_retry() -> kube::Client {
+    let c = client().await;
+    eventually("API answers", WAIT, || async {
+        c.apiserver_version().await.ok().map(|_| ())
+    })
+    .await;
+    c
+}
+
+#[tokio::test]
+async fn an_operator_killed_while_converging_finishes_after_restart_without_duplicates_or_garbage() {
+    let _one = FAULT.lock().await;
+    install();
+    let kubeconfig = operator_kubeconfig("operator-fault-sigkill.kubeconfig").await;
+    let mut s = Scenario::without_shared_operator("fault-sigkill").await;
+    let n = 500;
+    let mut namespaces = Vec::new();
+    for _ in 0..n {
+        namespaces.push(s.namespace("conv").await);
+    }
+    let mut op = Operator::start("fault-sigkill", &kubeconfig, &[]);
+    let baseline = s.baseline("aks", aks_spec(&s.label)).await;
+    // Kill it part-way: some namespaces done, some half-done, some untouched.
+    eventually("part converged", Duration::from_secs(120), || async {
+        (op.try_metric("kube_baseline_write_requests_total").await? >= 300.0).then_some(())
+    })
+    .await;
+    op.kill();
+    let second = Operator::start("fault-sigkill-again", &kubeconfig, &[]);
+    s.wait_status(&baseline, "all compliant", |st| st.namespaces.compliant == n as i64)
+        .await;
+    // Exactly the baseline's objects, once each, nothing else with its labels.
+    let labelled = format!("kubebaseline.io/baseline={baseline}");
+    let policies = kubectl(&["get", "networkpolicies", "-A", "-l", &labelled, "-o", "name"]);
+    let bindings = kubectl(&["get", "rolebindings", "-A", "-l", &labelled, "-o", "name"]);
+    assert_eq!(policies.lines().count(), n, "one policy per namespace");
+    assert_eq!(bindings.lines().count(), 2 * n, "two bindings per namespace");
+    let probes = kubectl(&["get", "rolebindings", "-A", "-o", "name"]);
+    assert!(!probes.contains("kube-baseline-probe"), "no probe left behind");
+    drop(second);
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_hostile_writer_is_outlasted_with_writes_proportional_to_the_drift() {
+    let _one = FAULT.lock().await;
+    let mut op = operator("fault-hostile").await;
+    let mut s = Scenario::without_shared_operator("fault-hostile").await;
+    let ns = s.namespace("team").await;
+    let other = s.namespace("quiet").await;
+    let baseline = s.baseline("aks", aks_spec(&s.label)).await;
+    s.wait_all_objects(&ns).await;
+    s.wait_all_objects(&other).await;
+    let writes_before = op.metric("kube_baseline_write_requests_total").await;
+
+    // 30 s of deleting and editing the managed policy as fast as the API allows (as the admin,
+    // whom admission lets through).
+    let api: Api<NetworkPolicy> = Api::namespaced(s.client.clone(), &ns);
+    let until = Instant::now() + Duration::from_secs(30);
+    let mut attacks = 0u32;
+    while Instant::now() < until {
+        let result = if attacks % 2 == 0 {
+            api.delete(POLICY, &DeleteParams::default()).await.map(drop)
+        } else {
+            let open = serde_json::json!({"spec": {"egress": [{}]}});
+            api.patch(
+                POLICY,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&open),
+            )
+            .await
+            .map(drop)
+        };
+        if result.is_ok() {
+            attacks += 1;
+        }
+    }
+    eventually("policy restored to the baseline's content", WAIT, || async {
+        let np = s.policy(&ns).await?;
+        np.spec?.egress?.first()?.to.as_ref().map(|_| ())
+    })
+    .await;
+    s.wait_status(&baseline, "both compliant", |st| st.namespaces.compliant == 2)
+        .await;
+    let writes = op.metric("kube_baseline_write_requests_total").await - writes_before;
+    println!("hostile writer: {attacks} successful attacks in 30 s, {writes} operator writes");
+    assert!(
+        writes <= f64::from(attacks) + 5.0,
+        "writes ({writes}) proportional to the drift ({attacks})"
+    );
+    assert!(op.is_running());
+    drop(op);
+    s.cleanup().await;
+}
