@@ -292,7 +292,7 @@ async fn a_hostile_writer_is_outlasted_with_writes_proportional_to_the_drift() {
     let until = Instant::now() + Duration::from_secs(30);
     let mut attacks = 0u32;
     while Instant::now() < until {
-        let result = if attacks % 2 == 0 {
+        let result = if attacks.is_multiple_of(2) {
             api.delete(POLICY, &DeleteParams::default()).await.map(drop)
         } else {
             let open = serde_json::json!({"spec": {"egress": [{}]}});
