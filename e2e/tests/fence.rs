@@ -221,13 +221,15 @@ async fn a_labelled_edit_binding_in_a_user_namespace_is_allowed_and_an_unlabelle
         .patch("team-dev", &apply_as_operator(), &Patch::Apply(&repaired))
         .await
         .expect("updating it too");
-    // Stripping its label is not something the operator does.
+    // Stripping its label while changing what it grants is not something the operator does;
+    // stripping it alone is releasing (content kept), which it does.
     assert_fenced(
         bindings
             .patch(
                 "team-dev",
                 &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"labels": {MANAGED_BY: null}}})),
+                &Patch::Merge(json!({"metadata": {"labels": {MANAGED_BY: null}},
+                    "subjects": [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "3f2504e0-4f89-11d3-9a0c-0305e82c3301"}]})),
             )
             .await,
         "would not be",
@@ -236,6 +238,22 @@ async fn a_labelled_edit_binding_in_a_user_namespace_is_allowed_and_an_unlabelle
         .delete("team-dev", &DeleteParams::default())
         .await
         .expect("pruning it too");
+    bindings
+        .patch("team-dev", &apply_as_operator(), &Patch::Apply(&desired))
+        .await
+        .expect("made again");
+    bindings
+        .patch(
+            "team-dev",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {MANAGED_BY: null}}})),
+        )
+        .await
+        .expect("releasing it (content kept) is the operator's job too");
+    assert_fenced(
+        bindings.delete("team-dev", &DeleteParams::default()).await,
+        "is not",
+    );
     delete_namespace(&admin, &ns).await;
 }
 

@@ -936,3 +936,77 @@ async fn objects_the_operator_never_made_are_never_pruned() {
     .await;
     s.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_refused_role_change_still_applies_the_new_subjects_under_the_old_role() {
+    let mut s = Scenario::new("roleref-subjects").await;
+    let ns = s.namespace("team").await;
+    let spec = aks_spec(&s.label);
+    let baseline = s.baseline("aks", spec.clone()).await;
+    s.wait_all_objects(&ns).await;
+    // One change: a role the operator may not grant, and the group replaced by another.
+    let mut changed = spec;
+    changed.role_bindings[0].cluster_role = "cluster-admin".into();
+    changed.role_bindings[0].groups = vec![GROUP_READ.into()];
+    s.apply_baseline(&baseline, changed).await;
+    s.wait_condition(&baseline, "Degraded", "True").await;
+    let rb = eventually("subjects follow the baseline", WAIT, || async {
+        s.binding(&ns, "team-dev")
+            .await
+            .filter(|rb| subjects(rb) == vec![("Group".to_string(), GROUP_READ.to_string())])
+    })
+    .await;
+    assert_eq!(rb.role_ref.name, "edit", "the refused role is not granted");
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn upper_case_group_ids_are_bound_lower_case_and_order_makes_no_conflict() {
+    let mut s = Scenario::new("group-case").await;
+    let ns = s.namespace("team").await;
+    let mut first = aks_spec(&s.label);
+    first.role_bindings[0].groups = vec![GROUP_DEV.to_uppercase(), GROUP_READ.into()];
+    let older = s.baseline("older", first.clone()).await;
+    s.wait_all_objects(&ns).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // creation timestamps have 1 s resolution
+    let mut second = first;
+    second.role_bindings[0].groups = vec![GROUP_READ.into(), GROUP_DEV.into()];
+    let younger = s.baseline("younger", second).await;
+    let status = s
+        .wait_status(&younger, "compliant, no conflict", |st| st.namespaces.compliant == 1)
+        .await;
+    assert_eq!(status.namespaces.conflicted, 0);
+    let rb = s.binding(&ns, "team-dev").await.unwrap();
+    let mut names: Vec<String> = subjects(&rb).into_iter().map(|(_, n)| n).collect();
+    names.sort();
+    let mut want = vec![GROUP_DEV.to_string(), GROUP_READ.to_string()];
+    want.sort();
+    assert_eq!(names, want, "GUIDs bound in lower case");
+    let _ = older;
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn converging_many_namespaces_writes_a_bounded_number_of_events() {
+    let mut s = Scenario::new("few-events").await;
+    let mut namespaces = Vec::new();
+    for _ in 0..40 {
+        namespaces.push(s.namespace("team").await);
+    }
+    let baseline = s.baseline("aks", aks_spec(&s.label)).await;
+    s.wait_status(&baseline, "all compliant", |st| st.namespaces.compliant == 40)
+        .await;
+    // Past the aggregation window, so the summaries are out too.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let events = s.events(&baseline).await;
+    // 160 objects written: per reason (Created, Updated) one Event when a window opens and one
+    // summary when it closes; converging may straddle one window boundary.
+    assert!(events.len() <= 8, "{} events: {:?}", events.len(), events.iter().map(|e| &e.note).collect::<Vec<_>>());
+    let created = events.iter().filter(|e| e.reason.as_deref() == Some("Created")).count();
+    assert!(created >= 1, "repairs stay visible");
+    assert!(
+        events.iter().any(|e| e.note.as_deref().is_some_and(|n| n.contains("more Created"))),
+        "a summary counts the rest"
+    );
+    s.cleanup().await;
+}
