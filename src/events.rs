@@ -7,12 +7,19 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use tracing::warn;
 
 use crate::api::SecurityBaseline;
+
+/// The reporting controller's name in every Event.
+const CONTROLLER: &str = "kube-baseline";
+/// Events about cluster-scoped baselines live here (where the Recorder puts them too).
+const EVENTS_NAMESPACE: &str = "default";
 
 /// How long repeats of one baseline's reason are gathered into one summary Event.
 pub const WINDOW: Duration = Duration::from_secs(10);
@@ -86,14 +93,22 @@ impl Aggregator {
 pub struct Events {
     aggregator: Aggregator,
     recorder: Recorder,
+    client: kube::Client,
+    instance: String,
     baselines: Store<SecurityBaseline>,
 }
 
 impl Events {
-    pub fn new(recorder: Recorder, baselines: Store<SecurityBaseline>) -> Arc<Self> {
+    pub fn new(client: kube::Client, instance: String, baselines: Store<SecurityBaseline>) -> Arc<Self> {
+        let reporter = Reporter {
+            controller: CONTROLLER.into(),
+            instance: Some(instance.clone()),
+        };
         Arc::new(Self {
             aggregator: Aggregator::default(),
-            recorder,
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            instance,
             baselines,
         })
     }
@@ -139,10 +154,43 @@ impl Events {
         }
     }
 
-    /// Publishes what is gathered now (every window, and at shutdown).
+    /// Publishes what is gathered now (every window, and at shutdown). Each summary is an Event
+    /// of its own: the Recorder would fold it into the window's first Event as a series (same
+    /// reason and object), keeping that one's note and losing the counts and examples.
     pub async fn flush(&self) {
         for ((baseline, kind, reason), note) in self.aggregator.close() {
-            self.send(&baseline, kind, &reason, note).await;
+            let Some(b) = self.baselines.get(&ObjectRef::new(&baseline)) else {
+                continue;
+            };
+            let event = k8s_openapi::api::events::v1::Event {
+                metadata: kube::api::ObjectMeta {
+                    // Named like the Recorder names its Events: the object, then a unique suffix.
+                    name: Some(format!(
+                        "{}.{:x}",
+                        baseline.chars().take(230).collect::<String>(),
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap_or_default()
+                            .as_nanos()
+                    )),
+                    namespace: Some(EVENTS_NAMESPACE.into()),
+                    ..Default::default()
+                },
+                event_time: Some(MicroTime(Timestamp::now())),
+                type_: Some(if kind == Kind::Warning { "Warning" } else { "Normal" }.into()),
+                reason: Some(reason),
+                action: Some("Reconcile".into()),
+                note: Some(note.chars().take(1000).collect()),
+                regarding: Some(b.object_ref(&())),
+                reporting_controller: Some(CONTROLLER.into()),
+                reporting_instance: Some(self.instance.clone()),
+                ..Default::default()
+            };
+            let api: kube::Api<k8s_openapi::api::events::v1::Event> =
+                kube::Api::namespaced(self.client.clone(), EVENTS_NAMESPACE);
+            if let Err(e) = api.create(&Default::default(), &event).await {
+                warn!(error = %e, "could not publish event summary");
+            }
         }
     }
 }

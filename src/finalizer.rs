@@ -11,7 +11,7 @@ use serde_json::json;
 use tracing::info;
 
 use crate::api::{DeletionPolicy, SecurityBaseline};
-use crate::controller::Context;
+use crate::context::Context;
 use crate::objects::{self, BASELINE_LABEL, RELEASE_FINALIZER};
 
 const MANAGER: &str = "kube-baseline-finalizer";

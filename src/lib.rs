@@ -6,6 +6,7 @@
 //! ([`controller`], [`status_writer`], [`server`], [`leader`]) talks to the API server.
 
 pub mod api;
+pub mod context;
 pub mod controller;
 pub mod desired;
 pub mod egress;
@@ -18,10 +19,12 @@ pub mod metrics;
 pub mod objects;
 pub mod policy;
 pub mod progress;
+pub mod reconcile;
 pub mod retry;
 pub mod server;
 pub mod status;
 pub mod status_writer;
 pub mod telemetry;
+pub mod writer;
 
 pub use error::{Error, Result};

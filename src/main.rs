@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use kube_baseline::controller::{self, Settings};
+use kube_baseline::context::Settings;
+use kube_baseline::controller;
 use kube_baseline::leader::{self, Leadership, LeaseSettings};
 use kube_baseline::metrics::Metrics;
 use kube_baseline::telemetry::{self, LogFormat};

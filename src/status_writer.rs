@@ -12,7 +12,7 @@ use serde_json::json;
 use tracing::{debug, warn};
 
 use crate::api::{SecurityBaseline, SecurityBaselineStatus};
-use crate::controller::Context;
+use crate::context::Context;
 use crate::desired;
 use crate::metrics::{ErrorLabel, StateLabel};
 use crate::objects::FIELD_MANAGER;

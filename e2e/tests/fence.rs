@@ -250,10 +250,7 @@ async fn a_labelled_edit_binding_in_a_user_namespace_is_allowed_and_an_unlabelle
         )
         .await
         .expect("releasing it (content kept) is the operator's job too");
-    assert_fenced(
-        bindings.delete("team-dev", &DeleteParams::default()).await,
-        "is not",
-    );
+    assert_fenced(bindings.delete("team-dev", &DeleteParams::default()).await, "is not");
     delete_namespace(&admin, &ns).await;
 }
 

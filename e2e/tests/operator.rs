@@ -1001,12 +1001,23 @@ async fn converging_many_namespaces_writes_a_bounded_number_of_events() {
     let events = s.events(&baseline).await;
     // 160 objects written: per reason (Created, Updated) one Event when a window opens and one
     // summary when it closes; converging may straddle one window boundary.
-    assert!(events.len() <= 8, "{} events: {:?}", events.len(), events.iter().map(|e| &e.note).collect::<Vec<_>>());
+    assert!(
+        events.len() <= 8,
+        "{} events: {:?}",
+        events.len(),
+        events.iter().map(|e| &e.note).collect::<Vec<_>>()
+    );
     let created = events.iter().filter(|e| e.reason.as_deref() == Some("Created")).count();
     assert!(created >= 1, "repairs stay visible");
     assert!(
-        events.iter().any(|e| e.note.as_deref().is_some_and(|n| n.contains("more Created"))),
-        "a summary counts the rest"
+        events
+            .iter()
+            .any(|e| e.note.as_deref().is_some_and(|n| n.contains("more Created"))),
+        "a summary counts the rest: {:?}",
+        events
+            .iter()
+            .map(|e| (&e.reason, &e.note, &e.series))
+            .collect::<Vec<_>>()
     );
     s.cleanup().await;
 }

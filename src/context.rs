@@ -1,0 +1,164 @@
+//! The controller's shared state: settings, the caches the reconciler reads, the results the
+//! status writer aggregates, and the outcome of making one object match.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::PartialObjectMeta;
+use kube::runtime::events::{EventType, Reporter};
+use kube::runtime::reflector::Store;
+use kube::{Client, ResourceExt};
+use tracing::info;
+
+use crate::api::SecurityBaseline;
+use crate::desired::{self};
+use crate::egress::EgressSummary;
+use crate::error::Result;
+use crate::index::NamespacedIndex;
+use crate::metrics::Metrics;
+use crate::status::NsOutcome;
+
+/// Operator settings that shape reconciliation.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Namespaces never touched, on top of kube-system, kube-public and kube-node-lease.
+    pub system_namespaces: BTreeSet<String>,
+    /// How many namespaces are reconciled at once.
+    pub concurrency: u16,
+    /// How long status changes are gathered before baseline statuses are written.
+    pub status_debounce: Duration,
+    /// This process's name in Events (the pod name in a cluster).
+    pub instance: String,
+    /// Reconciles in flight, for `/healthz`.
+    pub progress: Arc<crate::progress::Progress>,
+}
+
+/// What reconciles have found, for the status writer.
+#[derive(Default)]
+pub struct Results {
+    /// Baseline name -> namespace -> outcome.
+    pub outcomes: BTreeMap<String, BTreeMap<String, NsOutcome>>,
+    /// Baseline name -> repairs made and not yet written to its status, and the last one's time.
+    pub pending_repairs: BTreeMap<String, (i64, Option<Time>)>,
+    /// Namespaces reconciled at least once since start: status waits for all of them, so a
+    /// restart never writes a half-counted status.
+    pub seen: HashSet<String>,
+    /// Namespace -> consecutive reconciles with failures, for backoff.
+    pub failures: HashMap<String, u32>,
+    /// Baseline name -> (its generation, the namespaces that generation may change and that
+    /// have not been reconciled against it yet). Status claims a generation only when empty.
+    pub pending: BTreeMap<String, (Option<i64>, BTreeSet<String>)>,
+}
+
+/// Shared state of the controller.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub baselines: Store<SecurityBaseline>,
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// Managed NetworkPolicies, whole.
+    pub policies: Arc<NamespacedIndex<NetworkPolicy>>,
+    /// Every NetworkPolicy that can open an external address, summarised for the bypass check.
+    pub egress: Arc<NamespacedIndex<EgressSummary>>,
+    pub bindings: Arc<NamespacedIndex<RoleBinding>>,
+    pub results: Mutex<Results>,
+    pub status_changed: tokio::sync::Notify,
+    pub events: Arc<crate::events::Events>,
+    pub metrics: Arc<Metrics>,
+    synced: tokio::sync::OnceCell<()>,
+    /// Baselines this process gave the release finalizer (the cache may not show it yet).
+    pub finalized: Mutex<HashSet<String>>,
+    /// When every cache had its first full list.
+    pub synced_at: std::sync::OnceLock<Instant>,
+    pub(crate) baselines_listed: tokio::sync::watch::Sender<bool>,
+    pub(crate) namespaces_listed: tokio::sync::watch::Sender<bool>,
+}
+
+/// The result of making one object match.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ObjectResult {
+    InSync,
+    /// Created, Updated, Adopted or Pruned.
+    Repaired(&'static str),
+    /// Differs, but the owning baseline is in Audit mode.
+    Drift,
+    Failed {
+        reason: String,
+        message: String,
+    },
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        baselines: Store<SecurityBaseline>,
+        namespaces: Store<PartialObjectMeta<Namespace>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let _reporter = Reporter {
+            controller: "kube-baseline".into(),
+            instance: Some(settings.instance.clone()),
+        };
+        Self {
+            events: crate::events::Events::new(client.clone(), settings.instance.clone(), baselines.clone()),
+            client,
+            settings,
+            baselines,
+            namespaces,
+            policies: Arc::default(),
+            egress: Arc::default(),
+            bindings: Arc::default(),
+            results: Mutex::default(),
+            status_changed: tokio::sync::Notify::new(),
+            metrics,
+            synced: tokio::sync::OnceCell::new(),
+            synced_at: std::sync::OnceLock::new(),
+            finalized: Mutex::default(),
+            baselines_listed: tokio::sync::watch::Sender::new(false),
+            namespaces_listed: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
+    /// Whether every cache has its first full list.
+    pub fn is_synced(&self) -> bool {
+        self.synced.initialized()
+    }
+
+    /// Waits for every cache: reconciling against a partial view would prune or rewrite
+    /// objects that merely have not been listed yet.
+    ///
+    /// kube-runtime's `Store::wait_until_ready` wakes only the last task that polled it (and the
+    /// controller's own runner polls the namespace store's), so readiness is tracked here with
+    /// watch channels set from the streams' `InitDone` events instead.
+    pub async fn wait_until_synced(&self) {
+        self.synced
+            .get_or_init(|| async {
+                for flag in [&self.baselines_listed, &self.namespaces_listed] {
+                    let _ = flag.subscribe().wait_for(|listed| *listed).await;
+                }
+                self.policies.wait_until_ready().await;
+                self.egress.wait_until_ready().await;
+                self.bindings.wait_until_ready().await;
+                self.metrics.ready.set(1);
+                self.synced_at.get_or_init(Instant::now);
+                info!("caches synced");
+            })
+            .await;
+    }
+
+    pub(crate) fn validated(
+        baselines: &[Arc<SecurityBaseline>],
+    ) -> BTreeMap<String, Result<desired::ValidBaseline, desired::InvalidSpec>> {
+        baselines.iter().map(|b| (b.name_any(), desired::validate(b))).collect()
+    }
+
+    pub(crate) async fn publish(&self, baseline: &str, type_: EventType, reason: &str, note: String) {
+        self.events.publish(baseline, type_, reason, note).await;
+    }
+}

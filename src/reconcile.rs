@@ -1,0 +1,333 @@
+//! The per-namespace reconcile (DESIGN.md D4): read the caches, compute the desired state with
+//! the pure core, let the writer make it true, record the outcome for the status writer.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::PartialObjectMeta;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use tracing::{info, instrument, warn};
+
+use crate::api::{Mode, Problem, SecurityBaseline};
+use crate::context::{Context, ObjectResult};
+use crate::desired::{self, Content, NamespaceFacts, ObjectKey, PSA_PREFIX, Plan};
+use crate::egress::{self, EgressSummary};
+use crate::error::{Error, Result};
+use crate::objects::{self};
+use crate::status::NsOutcome;
+use crate::writer::NamespaceWriter;
+
+/// Reconciles one namespace against every baseline.
+#[instrument(skip_all, fields(namespace = %ns.name_any()))]
+pub async fn reconcile(ns: Arc<PartialObjectMeta<Namespace>>, ctx: Arc<Context>) -> Result<Action> {
+    // Bounded: a shutdown stops the streams that would finish the sync, and the controller waits
+    // for in-flight reconciles, so an unbounded wait here could hold the process forever.
+    if tokio::time::timeout(Duration::from_secs(2), ctx.wait_until_synced())
+        .await
+        .is_err()
+    {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let started = Instant::now();
+    let name = ns.name_any();
+    let _in_flight = crate::progress::InFlight::new(&ctx.settings.progress, &name);
+    let facts = NamespaceFacts {
+        name: name.clone(),
+        labels: objects::selectable_labels(&ns.metadata),
+        terminating: ns.metadata.deletion_timestamp.is_some(),
+    };
+    let baselines = ctx.baselines.state();
+    let refs: Vec<&SecurityBaseline> = baselines.iter().map(AsRef::as_ref).collect();
+    let now = Timestamp::now();
+    let plan = desired::plan(
+        &facts,
+        &refs,
+        &Context::validated(&baselines),
+        &ctx.settings.system_namespaces,
+        now,
+    );
+    let known: BTreeMap<String, Arc<SecurityBaseline>> = baselines.iter().map(|b| (b.name_any(), b.clone())).collect();
+
+    let mut results: BTreeMap<ObjectKey, ObjectResult> = BTreeMap::new();
+    let mut repairs: Vec<(String, ObjectKey, &'static str)> = Vec::new();
+    let mut failures = Vec::new();
+    if !facts.terminating && !desired::is_system_namespace(&name, &ctx.settings.system_namespaces) {
+        let writer = NamespaceWriter { ctx: &ctx, ns: &name };
+        for (key, want) in &plan.objects {
+            let result = writer.ensure(&ns.metadata, key, want).await;
+            if let ObjectResult::Repaired(how) = result {
+                repairs.push((want.owner.name.clone(), key.clone(), how));
+            }
+            results.insert(key.clone(), result);
+        }
+        // Released Pod Security labels belong to no baseline: logged and counted, not attributed.
+        for (owner, key, result) in writer.prune(&ns.metadata, &plan, &known).await {
+            match (owner, result) {
+                (Some(owner), ObjectResult::Repaired(how)) => repairs.push((owner, key, how)),
+                (Some(owner), ObjectResult::Failed { reason, message }) => failures.push((owner, key, reason, message)),
+                (None, ObjectResult::Repaired(how)) => info!(object = %key, how, "repaired"),
+                _ => {}
+            }
+        }
+    }
+
+    let findings = protection_findings(&ctx, &name, &ns.metadata, &plan);
+    let new_problems = record(&ctx, &name, &plan, &results, &findings, &repairs, &baselines);
+    for (baseline, key, how) in &repairs {
+        info!(baseline, object = %key, how, "repaired");
+        ctx.publish(
+            baseline,
+            EventType::Normal,
+            how,
+            format!("{how} {key} in namespace {name}"),
+        )
+        .await;
+    }
+    for (baseline, problem) in new_problems {
+        ctx.publish(
+            &baseline,
+            EventType::Warning,
+            &problem.reason,
+            format!("{}/{}: {}", problem.namespace, problem.object, problem.message),
+        )
+        .await;
+    }
+    for (baseline, key, reason, message) in &failures {
+        ctx.publish(
+            baseline,
+            EventType::Warning,
+            reason,
+            format!("could not prune {key} in namespace {name}: {message}"),
+        )
+        .await;
+    }
+
+    ctx.metrics.reconciles.inc();
+    ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
+    let any_failed = !failures.is_empty() || results.values().any(|r| matches!(r, ObjectResult::Failed { .. }));
+    let attempts = {
+        let mut r = ctx.results.lock().unwrap();
+        if any_failed {
+            let n = r.failures.entry(name.clone()).or_default();
+            *n += 1;
+            *n
+        } else {
+            r.failures.remove(&name);
+            0
+        }
+    };
+    Ok(next_action(attempts, plan.next_expiry, now))
+}
+
+/// When to look at a namespace again: failures back off exponentially up to five minutes
+/// (never a hot loop); an exemption is re-evaluated the moment it expires; otherwise a slow
+/// resync guards against missed events.
+fn next_action(failed_attempts: u32, next_expiry: Option<Timestamp>, now: Timestamp) -> Action {
+    let resync = Duration::from_secs(3600);
+    let expiry = next_expiry.map(|t| {
+        let secs = t.duration_since(now).as_secs_f64().max(0.0);
+        Duration::from_secs_f64(secs) + Duration::from_millis(500)
+    });
+    let backoff = (failed_attempts > 0)
+        .then(|| Duration::from_secs(5 * 2u64.pow(failed_attempts.min(7) - 1)).min(Duration::from_secs(300)));
+    let after = [Some(resync), expiry, backoff]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(resync);
+    Action::requeue(after)
+}
+
+/// What each selecting baseline finds beyond its own objects: problems (a NetworkPolicy that
+/// lets pods reach its blocked CIDRs) and warnings (a Pod Security level admitting hostNetwork
+/// pods, which no NetworkPolicy restricts).
+#[derive(Default)]
+struct Findings {
+    problems: Vec<Problem>,
+    warnings: Vec<Problem>,
+}
+
+fn protection_findings(
+    ctx: &Context,
+    ns: &str,
+    ns_meta: &kube::api::ObjectMeta,
+    plan: &Plan,
+) -> BTreeMap<String, Findings> {
+    let summaries = ctx.egress.in_namespace(ns);
+    // The policies the baselines manage here are compared as objects (Drift), not as bypasses.
+    let others: Vec<&EgressSummary> = summaries
+        .values()
+        .filter(|s| !plan.objects.contains_key(&ObjectKey::NetworkPolicy(s.name.clone())))
+        .map(AsRef::as_ref)
+        .collect();
+    let enforce = effective_enforce_level(ns_meta, plan);
+    let mut out = BTreeMap::new();
+    for (baseline, verdict) in plan.verdicts.iter().filter(|(_, v)| !v.blocked.is_empty()) {
+        let f: &mut Findings = out.entry(baseline.clone()).or_default();
+        for bypass in egress::bypasses(others.iter().copied(), &verdict.blocked) {
+            f.problems.push(Problem {
+                namespace: ns.into(),
+                object: format!("NetworkPolicy/{}", bypass.policy),
+                reason: "Bypassed".into(),
+                message: bypass.message(),
+            });
+        }
+        if enforce.as_deref().and_then(objects::pod_security_rank).unwrap_or(0) == 0 {
+            f.warnings.push(Problem {
+                namespace: ns.into(),
+                object: "Namespace/pod-security-labels".into(),
+                reason: "HostNetworkAllowed".into(),
+                message: format!(
+                    "Pod Security enforce level is {}: hostNetwork pods are admitted, and no NetworkPolicy restricts them; set podSecurity.enforce to baseline or restricted",
+                    enforce.as_deref().unwrap_or("unset (privileged)")
+                ),
+            });
+        }
+    }
+    out
+}
+
+/// The Pod Security `enforce` level the namespace has once this reconcile's writes land: what an
+/// enforcing baseline sets (a stricter level set by hand stays), else the label as it is.
+fn effective_enforce_level(ns_meta: &kube::api::ObjectMeta, plan: &Plan) -> Option<String> {
+    let key = format!("{PSA_PREFIX}enforce");
+    let actual = ns_meta.labels.as_ref().and_then(|l| l.get(&key)).cloned();
+    let written = plan
+        .objects
+        .get(&ObjectKey::PodSecurityLabels)
+        .and_then(|want| match &want.content {
+            Content::PodSecurityLabels(labels) if want.owner.mode == Mode::Enforce => {
+                objects::pod_security_floor(ns_meta, labels).get(&key).cloned()
+            }
+            _ => None,
+        });
+    written.or(actual)
+}
+
+/// Stores this namespace's outcome for every baseline and returns the problems that are new.
+fn record(
+    ctx: &Context,
+    ns: &str,
+    plan: &Plan,
+    results: &BTreeMap<ObjectKey, ObjectResult>,
+    findings: &BTreeMap<String, Findings>,
+    repairs: &[(String, ObjectKey, &'static str)],
+    baselines: &[Arc<SecurityBaseline>],
+) -> Vec<(String, Problem)> {
+    let mut new_problems = Vec::new();
+    let mut r = ctx.results.lock().unwrap();
+    let mut changed = r.seen.insert(ns.to_string());
+    for b in baselines {
+        let bname = b.name_any();
+        if let Some((generation, left)) = r.pending.get_mut(&bname)
+            && *generation == b.metadata.generation
+            && left.remove(ns)
+        {
+            changed = true;
+        }
+        let outcomes = r.outcomes.entry(bname.clone()).or_default();
+        let Some(verdict) = plan.verdicts.get(&bname) else {
+            changed |= outcomes.remove(ns).is_some();
+            continue;
+        };
+        let mut problems: Vec<Problem> = verdict
+            .conflicts
+            .iter()
+            .map(|c| Problem {
+                namespace: ns.into(),
+                object: c.key.to_string(),
+                reason: "Conflict".into(),
+                message: format!(
+                    "the older baseline {} wants this object with different content",
+                    c.winner
+                ),
+            })
+            .collect();
+        for key in &verdict.wanted {
+            let problem = |reason: &str, message: String| Problem {
+                namespace: ns.into(),
+                object: key.to_string(),
+                reason: reason.into(),
+                message,
+            };
+            match results.get(key) {
+                Some(ObjectResult::Drift) => problems.push(problem(
+                    "Drift",
+                    "differs from the baseline (Audit mode: not repaired)".into(),
+                )),
+                Some(ObjectResult::Failed { reason, message }) => problems.push(problem(reason, message.clone())),
+                _ => {}
+            }
+        }
+        let found = findings.get(&bname);
+        problems.extend(found.iter().flat_map(|f| f.problems.iter().cloned()));
+        let mut outcome = NsOutcome::from_problems(problems, verdict.exemption.clone());
+        outcome.warnings = found.map(|f| f.warnings.clone()).unwrap_or_default();
+        outcome.generation = b.metadata.generation;
+        let previous = outcomes.insert(ns.to_string(), outcome.clone());
+        if previous.as_ref() != Some(&outcome) {
+            changed = true;
+            let old = previous.map(|p| p.problems).unwrap_or_default();
+            new_problems.extend(
+                outcome
+                    .problems
+                    .iter()
+                    .filter(|p| !old.contains(p))
+                    .map(|p| (bname.clone(), p.clone())),
+            );
+        }
+    }
+    let now = Time(Timestamp::now());
+    for (baseline, _, _) in repairs {
+        let pending = r.pending_repairs.entry(baseline.clone()).or_default();
+        pending.0 += 1;
+        pending.1 = Some(now.clone());
+        changed = true;
+    }
+    drop(r);
+    if changed {
+        ctx.status_changed.notify_one();
+    }
+    new_problems
+}
+
+pub fn error_policy(_ns: Arc<PartialObjectMeta<Namespace>>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .errors
+        .get_or_create(&crate::metrics::ErrorLabel {
+            error: error.metric_label().into(),
+        })
+        .inc();
+    warn!(%error, "reconcile failed");
+    Action::requeue(Duration::from_secs(10))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_back_off_up_to_five_minutes() {
+        let now = Timestamp::UNIX_EPOCH;
+        assert_eq!(next_action(1, None, now), Action::requeue(Duration::from_secs(5)));
+        assert_eq!(next_action(3, None, now), Action::requeue(Duration::from_secs(20)));
+        assert_eq!(next_action(30, None, now), Action::requeue(Duration::from_secs(300)));
+        assert_eq!(next_action(0, None, now), Action::requeue(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn an_exemption_expiry_schedules_the_next_reconcile() {
+        let now = Timestamp::from_second(1000).unwrap();
+        let expiry = Timestamp::from_second(1060).unwrap();
+        assert_eq!(
+            next_action(0, Some(expiry), now),
+            Action::requeue(Duration::from_millis(60_500))
+        );
+    }
+}
