@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use kube_baseline::context::Settings;
-use kube_baseline::controller;
-use kube_baseline::leader::{self, Leadership, LeaseSettings};
-use kube_baseline::metrics::Metrics;
-use kube_baseline::telemetry::{self, LogFormat};
-use kube_baseline::{api, server, status_writer};
+use kube_baseline::api;
+use kube_baseline::runtime::context::Settings;
+use kube_baseline::runtime::controller;
+use kube_baseline::runtime::leader::{self, Leadership, LeaseSettings};
+use kube_baseline::runtime::metrics::Metrics;
+use kube_baseline::runtime::telemetry::{self, LogFormat};
+use kube_baseline::runtime::{server, status_writer};
 use tokio::sync::watch;
 use tracing::info;
 
@@ -145,7 +146,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
 
     let (ready_tx, ready_rx) = watch::channel(false);
-    let progress = Arc::new(kube_baseline::progress::Progress::default());
+    let progress = Arc::new(kube_baseline::runtime::progress::Progress::default());
     let health = server::Health {
         registry: Arc::new(registry),
         ready: ready_rx,

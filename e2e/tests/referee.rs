@@ -1,4 +1,4 @@
-//! `kube_baseline::egress::may_reach` against a referee nobody here wrote: cyclonus's
+//! `kube_baseline::core::egress::may_reach` against a referee nobody here wrote: cyclonus's
 //! NetworkPolicy matcher (e2e/referee/), on thousands of seeded random policy sets, all sent to
 //! one referee process. Needs Go (the first run builds the referee into the cache), not the local
 //! control plane. A disagreement is shrunk to a minimal case and printed as the referee's JSON.
@@ -18,7 +18,7 @@ use k8s_openapi::api::networking::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube_baseline::egress::may_reach;
+use kube_baseline::core::egress::may_reach;
 use serde_json::{Value, json};
 
 const NAMESPACE: &str = "team-a";

@@ -16,12 +16,12 @@ use kube::{Client, ResourceExt};
 use tracing::info;
 
 use crate::api::SecurityBaseline;
-use crate::desired::{self};
-use crate::egress::EgressSummary;
+use crate::core::desired::{self};
+use crate::core::egress::EgressSummary;
+use crate::core::status::NsOutcome;
 use crate::error::Result;
-use crate::index::NamespacedIndex;
-use crate::metrics::Metrics;
-use crate::status::NsOutcome;
+use crate::runtime::index::NamespacedIndex;
+use crate::runtime::metrics::Metrics;
 
 /// Operator settings that shape reconciliation.
 #[derive(Clone, Debug)]
@@ -35,7 +35,7 @@ pub struct Settings {
     /// This process's name in Events (the pod name in a cluster).
     pub instance: String,
     /// Reconciles in flight, for `/healthz`.
-    pub progress: Arc<crate::progress::Progress>,
+    pub progress: Arc<crate::runtime::progress::Progress>,
 }
 
 /// What reconciles have found, for the status writer.
@@ -68,7 +68,7 @@ pub struct Context {
     pub bindings: Arc<NamespacedIndex<RoleBinding>>,
     pub results: Mutex<Results>,
     pub status_changed: tokio::sync::Notify,
-    pub events: Arc<crate::events::Events>,
+    pub events: Arc<crate::runtime::events::Events>,
     pub metrics: Arc<Metrics>,
     synced: tokio::sync::OnceCell<()>,
     /// Baselines this process gave the release finalizer (the cache may not show it yet).
@@ -106,7 +106,7 @@ impl Context {
             instance: Some(settings.instance.clone()),
         };
         Self {
-            events: crate::events::Events::new(client.clone(), settings.instance.clone(), baselines.clone()),
+            events: crate::runtime::events::Events::new(client.clone(), settings.instance.clone(), baselines.clone()),
             client,
             settings,
             baselines,

@@ -11,8 +11,8 @@ use serde_json::json;
 use tracing::info;
 
 use crate::api::{DeletionPolicy, SecurityBaseline};
-use crate::context::Context;
-use crate::objects::{self, BASELINE_LABEL, RELEASE_FINALIZER};
+use crate::core::objects::{self, BASELINE_LABEL, RELEASE_FINALIZER};
+use crate::runtime::context::Context;
 
 const MANAGER: &str = "kube-baseline-finalizer";
 

@@ -19,11 +19,11 @@ pub struct Health {
     pub registry: Arc<Registry>,
     /// True once the caches have synced.
     pub ready: watch::Receiver<bool>,
-    pub progress: Arc<crate::progress::Progress>,
+    pub progress: Arc<crate::runtime::progress::Progress>,
 }
 
 async fn healthz(State(h): State<Health>) -> (StatusCode, String) {
-    match h.progress.stalled(crate::progress::STALL) {
+    match h.progress.stalled(crate::runtime::progress::STALL) {
         None => (StatusCode::OK, "ok".into()),
         Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("stalled: {why}")),
     }

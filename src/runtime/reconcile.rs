@@ -15,13 +15,13 @@ use kube::runtime::events::EventType;
 use tracing::{info, instrument, warn};
 
 use crate::api::{Mode, Problem, SecurityBaseline};
-use crate::context::{Context, ObjectResult};
-use crate::desired::{self, Content, NamespaceFacts, ObjectKey, PSA_PREFIX, Plan};
-use crate::egress::{self, EgressSummary};
+use crate::core::desired::{self, Content, NamespaceFacts, ObjectKey, PSA_PREFIX, Plan};
+use crate::core::egress::{self, EgressSummary};
+use crate::core::objects::{self};
+use crate::core::status::NsOutcome;
 use crate::error::{Error, Result};
-use crate::objects::{self};
-use crate::status::NsOutcome;
-use crate::writer::NamespaceWriter;
+use crate::runtime::context::{Context, ObjectResult};
+use crate::runtime::writer::NamespaceWriter;
 
 /// Reconciles one namespace against every baseline.
 #[instrument(skip_all, fields(namespace = %ns.name_any()))]
@@ -36,7 +36,7 @@ pub async fn reconcile(ns: Arc<PartialObjectMeta<Namespace>>, ctx: Arc<Context>)
     }
     let started = Instant::now();
     let name = ns.name_any();
-    let _in_flight = crate::progress::InFlight::new(&ctx.settings.progress, &name);
+    let _in_flight = crate::runtime::progress::InFlight::new(&ctx.settings.progress, &name);
     let facts = NamespaceFacts {
         name: name.clone(),
         labels: objects::selectable_labels(&ns.metadata),
@@ -300,7 +300,7 @@ fn record(
 pub fn error_policy(_ns: Arc<PartialObjectMeta<Namespace>>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
         .errors
-        .get_or_create(&crate::metrics::ErrorLabel {
+        .get_or_create(&crate::runtime::metrics::ErrorLabel {
             error: error.metric_label().into(),
         })
         .inc();

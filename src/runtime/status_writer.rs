@@ -12,11 +12,11 @@ use serde_json::json;
 use tracing::{debug, warn};
 
 use crate::api::{SecurityBaseline, SecurityBaselineStatus};
-use crate::context::Context;
-use crate::desired;
-use crate::metrics::{ErrorLabel, StateLabel};
-use crate::objects::FIELD_MANAGER;
-use crate::status::{self, StatusInput};
+use crate::core::desired;
+use crate::core::objects::FIELD_MANAGER;
+use crate::core::status::{self, StatusInput};
+use crate::runtime::context::Context;
+use crate::runtime::metrics::{ErrorLabel, StateLabel};
 
 /// Runs until the process stops.
 pub async fn run(ctx: Arc<Context>) {
@@ -31,7 +31,7 @@ pub async fn run(ctx: Arc<Context>) {
             // The remaining reconciles will notify again.
             continue;
         }
-        let settled = crate::finalizer::settle(&ctx).await;
+        let settled = crate::runtime::finalizer::settle(&ctx).await;
         if !write_all(&ctx, &mut written).await || !settled {
             tokio::time::sleep(Duration::from_secs(2)).await;
             ctx.status_changed.notify_one();

@@ -321,7 +321,10 @@ mod tests {
 
     fn baseline_policy() -> NetworkPolicy {
         let mut p = NetworkPolicy {
-            spec: Some(crate::policy::metadata_egress_spec(&[net("169.254.169.254/32")], true)),
+            spec: Some(crate::core::policy::metadata_egress_spec(
+                &[net("169.254.169.254/32")],
+                true,
+            )),
             ..Default::default()
         };
         p.metadata.name = Some("restrict-instance-metadata".into());

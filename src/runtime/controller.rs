@@ -16,14 +16,14 @@ use kube::{Client, Resource, ResourceExt};
 use tracing::debug;
 
 use crate::api::SecurityBaseline;
-use crate::context::{Context, Settings};
-use crate::desired::{self, NamespaceFacts, PSA_PREFIX};
-use crate::egress::EgressSummary;
+use crate::core::desired::{self, NamespaceFacts, PSA_PREFIX};
+use crate::core::egress::EgressSummary;
+use crate::core::objects::{self, BASELINE_LABEL, FIELD_MANAGER};
 use crate::error::Result;
-use crate::metrics::Metrics;
-use crate::objects::{self, BASELINE_LABEL, FIELD_MANAGER};
-use crate::reconcile::{error_policy, reconcile};
-use crate::retry::WatchBackoff;
+use crate::runtime::context::{Context, Settings};
+use crate::runtime::metrics::Metrics;
+use crate::runtime::reconcile::{error_policy, reconcile};
+use crate::runtime::retry::WatchBackoff;
 
 /// Baseline events that can change what a namespace should look like: spec changes
 /// (generation), deletion, and every object at (re)start. Status-only updates are dropped, so

@@ -16,10 +16,10 @@ use serde_json::json;
 use tracing::warn;
 
 use crate::api::{DeletionPolicy, Mode, SecurityBaseline};
-use crate::context::{Context, ObjectResult};
-use crate::desired::{self, Content, DesiredObject, NamespaceFacts, ObjectKey, Owner, PSA_PREFIX, Plan};
-use crate::metrics::Metrics;
-use crate::objects::{self, BASELINE_LABEL, FIELD_MANAGER};
+use crate::core::desired::{self, Content, DesiredObject, NamespaceFacts, ObjectKey, Owner, PSA_PREFIX, Plan};
+use crate::core::objects::{self, BASELINE_LABEL, FIELD_MANAGER};
+use crate::runtime::context::{Context, ObjectResult};
+use crate::runtime::metrics::Metrics;
 
 /// The field manager that keeps Pod Security labels a deleted Orphan baseline leaves behind.
 const RELEASED_MANAGER: &str = "kube-baseline-released";
@@ -54,7 +54,7 @@ impl NamespaceWriter<'_> {
         self.ctx
             .metrics
             .errors
-            .get_or_create(&crate::metrics::ErrorLabel { error: label.into() })
+            .get_or_create(&crate::runtime::metrics::ErrorLabel { error: label.into() })
             .inc();
         let (reason, message) = classify(&e);
         warn!(namespace = self.ns, kind, %reason, %message, "write failed");
@@ -65,7 +65,7 @@ impl NamespaceWriter<'_> {
         self.ctx
             .metrics
             .writes
-            .get_or_create(&crate::metrics::VerbLabel {
+            .get_or_create(&crate::runtime::metrics::VerbLabel {
                 verb: verb.into(),
                 kind: kind.into(),
             })
@@ -288,7 +288,7 @@ impl NamespaceWriter<'_> {
             .get(&ObjectRef::new(&owner.name))
             .is_some_and(|b| b.spec.deletion_policy == DeletionPolicy::Orphan);
         if adopting || objects::is_adopted(desired) || orphan {
-            crate::finalizer::ensure(self.ctx, &owner.name).await?;
+            crate::runtime::finalizer::ensure(self.ctx, &owner.name).await?;
         }
         Ok(())
     }
@@ -416,7 +416,9 @@ impl NamespaceWriter<'_> {
         // deletionPolicy Orphan, everything it made) is released before the finalizer goes.
         let releasing = |meta: &kube::api::ObjectMeta| {
             let baseline = meta.labels.as_ref()?.get(BASELINE_LABEL)?;
-            let b = known.get(baseline).filter(|b| crate::finalizer::releasing(b))?;
+            let b = known
+                .get(baseline)
+                .filter(|b| crate::runtime::finalizer::releasing(b))?;
             let uid = b.uid()?;
             let owned = meta.owner_references.iter().flatten().any(|o| o.uid == uid);
             (owned && (b.spec.deletion_policy == DeletionPolicy::Orphan || objects::is_adopted(meta)))
@@ -459,7 +461,7 @@ impl NamespaceWriter<'_> {
                 terminating: false,
             };
             let orphaned_here = known.values().any(|b| {
-                crate::finalizer::releasing(b)
+                crate::runtime::finalizer::releasing(b)
                     && b.spec.deletion_policy == DeletionPolicy::Orphan
                     && b.spec.pod_security.is_some()
                     && desired::validate(b).is_ok_and(|v| desired::selects(b, &v, &facts))

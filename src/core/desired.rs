@@ -12,7 +12,7 @@ use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 
 use crate::api::{ActiveExemption, Control, GroupFormat, IpFamily, Mode, SecurityBaseline};
-use crate::policy::metadata_egress_spec;
+use crate::core::policy::metadata_egress_spec;
 
 /// Namespaces no baseline ever touches, whatever its selector says.
 pub const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];

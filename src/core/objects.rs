@@ -7,7 +7,7 @@ use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
 use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-use crate::desired::{Owner, PSA_PREFIX};
+use crate::core::desired::{Owner, PSA_PREFIX};
 
 /// The one field manager every write uses (server-side apply).
 pub const FIELD_MANAGER: &str = "kube-baseline";
@@ -331,7 +331,7 @@ mod tests {
     #[test]
     fn ingress_rules_someone_added_are_not_drift_but_policy_types_are() {
         use k8s_openapi::api::networking::v1::NetworkPolicyIngressRule;
-        let spec = crate::policy::metadata_egress_spec(&["169.254.169.254/32".parse().unwrap()], true);
+        let spec = crate::core::policy::metadata_egress_spec(&["169.254.169.254/32".parse().unwrap()], true);
         let desired = network_policy("team-a", "p", &spec, &owner());
         let mut actual = desired.clone();
         actual.spec.as_mut().unwrap().ingress = Some(vec![NetworkPolicyIngressRule::default()]);

@@ -1,0 +1,9 @@
+//! The pure core: what every namespace should look like, who wins, whether a namespace's
+//! NetworkPolicies let pods reach a blocked address, and what the status says. No I/O: plain
+//! values in, plain values out, most of the unit tests.
+
+pub mod desired;
+pub mod egress;
+pub mod objects;
+pub mod policy;
+pub mod status;

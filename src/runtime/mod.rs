@@ -1,0 +1,17 @@
+//! The I/O layer: watches and caches, the per-namespace reconcile and the object writer, the
+//! status, event and finalizer writers, leader election, and the HTTP endpoints.
+
+pub mod context;
+pub mod controller;
+pub mod events;
+pub mod finalizer;
+pub mod index;
+pub mod leader;
+pub mod metrics;
+pub mod progress;
+pub mod reconcile;
+pub mod retry;
+pub mod server;
+pub mod status_writer;
+pub mod telemetry;
+pub mod writer;
