@@ -58,7 +58,10 @@ fn spec_changes(
 /// and those whose Pod Security labels this operator set.
 fn affected_namespaces(ctx: &Context, baseline: &SecurityBaseline) -> Vec<ObjectRef<PartialObjectMeta<Namespace>>> {
     let name = baseline.name_any();
+    // `out`: the namespaces this baseline's change can touch (enqueued); of those, the ones it
+    // selects, made objects in or reported on are what its status waits for.
     let mut out = BTreeSet::new();
+    let mut psa_elsewhere = BTreeSet::new();
     let valid = desired::validate(baseline).ok();
     for ns in ctx.namespaces.state() {
         let facts = NamespaceFacts {
@@ -67,12 +70,14 @@ fn affected_namespaces(ctx: &Context, baseline: &SecurityBaseline) -> Vec<Object
             terminating: false,
         };
         let selected = valid.as_ref().is_some_and(|v| desired::selects(baseline, v, &facts));
-        if selected
-            || objects::owned_labels(&ns.metadata)
-                .iter()
-                .any(|k| k.starts_with(PSA_PREFIX))
-        {
+        if selected {
             out.insert(facts.name);
+        } else if objects::owned_labels(&ns.metadata)
+            .iter()
+            .any(|k| k.starts_with(PSA_PREFIX))
+        {
+            // Pod Security labels carry no baseline name: the one that set them may be this one.
+            psa_elsewhere.insert(facts.name);
         }
     }
     let made_by = |labels: &BTreeMap<String, String>| labels.get(BASELINE_LABEL) == Some(&name);
@@ -97,7 +102,7 @@ fn affected_namespaces(ctx: &Context, baseline: &SecurityBaseline) -> Vec<Object
         .insert(name.clone(), (baseline.metadata.generation, out.clone()));
     // A new spec generation needs a status even when no namespace result changes.
     ctx.status_changed.notify_one();
-    out.iter().map(|n| ObjectRef::new(n)).collect()
+    out.iter().chain(&psa_elsewhere).map(|n| ObjectRef::new(n)).collect()
 }
 
 /// Watch errors are handled (logged, backed off) by each watch; the controller sees only objects.
