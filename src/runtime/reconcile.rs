@@ -273,7 +273,16 @@ fn record(
         let previous = outcomes.insert(ns.to_string(), outcome.clone());
         if previous.as_ref() != Some(&outcome) {
             changed = true;
-            let old = previous.map(|p| p.problems).unwrap_or_default();
+            // After a restart nothing is remembered yet: what the stored status already lists
+            // was announced before and is not announced again (a restart writes nothing).
+            let old = previous.map(|p| p.problems).unwrap_or_else(|| {
+                b.status
+                    .iter()
+                    .flat_map(|st| st.problems.iter())
+                    .filter(|p| p.namespace == ns)
+                    .cloned()
+                    .collect()
+            });
             new_problems.extend(
                 outcome
                     .problems

@@ -424,13 +424,19 @@ impl NamespaceWriter<'_> {
             (owned && (b.spec.deletion_policy == DeletionPolicy::Orphan || objects::is_adopted(meta)))
                 .then(|| baseline.clone())
         };
+        // What goes, and how: (the baseline it belonged to, released rather than deleted).
+        let disposal = |key: &ObjectKey, meta: &kube::api::ObjectMeta| {
+            if let Some(owner) = releasing(meta) {
+                return Some((owner, true));
+            }
+            let owner = prunable(meta).filter(|_| !plan.objects.contains_key(key))?;
+            Some((owner, objects::is_adopted(meta)))
+        };
         let mut out = Vec::new();
         for (name, obj) in self.ctx.policies.in_namespace(self.ns) {
             let key = ObjectKey::NetworkPolicy(name);
-            if let Some(owner) = releasing(&obj.metadata) {
-                out.push((Some(owner), key, self.release_policy(&obj).await));
-            } else if let (false, Some(owner)) = (plan.objects.contains_key(&key), prunable(&obj.metadata)) {
-                let result = if objects::is_adopted(&obj.metadata) {
+            if let Some((owner, release)) = disposal(&key, &obj.metadata) {
+                let result = if release {
                     self.release_policy(&obj).await
                 } else {
                     self.delete(obj.as_ref()).await
@@ -440,10 +446,8 @@ impl NamespaceWriter<'_> {
         }
         for (name, obj) in self.ctx.bindings.in_namespace(self.ns) {
             let key = ObjectKey::RoleBinding(name);
-            if let Some(owner) = releasing(&obj.metadata) {
-                out.push((Some(owner), key, self.release_binding(&obj).await));
-            } else if let (false, Some(owner)) = (plan.objects.contains_key(&key), prunable(&obj.metadata)) {
-                let result = if objects::is_adopted(&obj.metadata) {
+            if let Some((owner, release)) = disposal(&key, &obj.metadata) {
+                let result = if release {
                     self.release_binding(&obj).await
                 } else {
                     self.delete(obj.as_ref()).await
