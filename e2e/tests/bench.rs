@@ -92,6 +92,16 @@ async fn scale_and_repair_latency() {
     let converge = start.elapsed();
     let writes = op.metric("kube_baseline_write_requests_total").await;
     let status_writes = op.metric("kube_baseline_status_writes_total").await;
+    // Writes by verb and kind: every object should be written once.
+    let by_kind: Vec<String> = op
+        .http_get("/metrics")
+        .await
+        .map(|(_, body)| body)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("kube_baseline_write_requests_total{"))
+        .map(|l| l.trim_start_matches("kube_baseline_write_requests_total").to_string())
+        .collect();
     let rss_after = rss_mib(op.pid());
 
     // Drift repair latency: delete one policy, time until it is back (seen by this client).
@@ -176,6 +186,7 @@ async fn scale_and_repair_latency() {
         writes / n as f64
     );
     println!("| status writes while converging | {status_writes} |");
+    println!("| write requests by verb and kind | {} |", by_kind.join(", "));
     println!(
         "| drift repair latency p50 / p95 / max (30 deletes) | {:.0} / {:.0} / {:.0} ms |",
         percentile(&latencies, 0.5).as_secs_f64() * 1e3,

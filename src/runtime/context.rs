@@ -73,6 +73,10 @@ pub struct Context {
     synced: tokio::sync::OnceCell<()>,
     /// Baselines this process gave the release finalizer (the cache may not show it yet).
     pub finalized: Mutex<HashSet<String>>,
+    /// Namespace -> (resourceVersion, Pod Security labels) of this process's last label write,
+    /// until the namespace cache shows that version: a reconcile in between (triggered by the
+    /// watch events of the namespace's other objects) must not write the same labels again.
+    pub labels_written: Mutex<HashMap<String, (u64, BTreeMap<String, String>)>>,
     /// When every cache had its first full list.
     pub synced_at: std::sync::OnceLock<Instant>,
     pub(crate) baselines_listed: tokio::sync::watch::Sender<bool>,
@@ -120,6 +124,7 @@ impl Context {
             synced: tokio::sync::OnceCell::new(),
             synced_at: std::sync::OnceLock::new(),
             finalized: Mutex::default(),
+            labels_written: Mutex::default(),
             baselines_listed: tokio::sync::watch::Sender::new(false),
             namespaces_listed: tokio::sync::watch::Sender::new(false),
         }

@@ -166,6 +166,11 @@ fn forget_what_is_gone(
     }
     r.seen.retain(|ns| live_namespaces.contains(ns));
     r.failures.retain(|ns, _| live_namespaces.contains(ns));
+    drop(r);
+    ctx.labels_written
+        .lock()
+        .unwrap()
+        .retain(|ns, _| live_namespaces.contains(ns));
     written.retain(|uid, _| live_uids.contains(uid));
 }
 

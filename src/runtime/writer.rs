@@ -113,7 +113,7 @@ impl NamespaceWriter<'_> {
             }
             (ObjectKey::PodSecurityLabels, Content::PodSecurityLabels(labels)) => {
                 let labels = objects::pod_security_floor(ns_meta, labels);
-                if objects::pod_security_in_sync(ns_meta, &labels) {
+                if objects::pod_security_in_sync(ns_meta, &labels) || self.just_wrote(ns_meta, &labels) {
                     return ObjectResult::InSync;
                 }
                 let result = match self.drift("Namespace", want) {
@@ -358,9 +358,30 @@ impl NamespaceWriter<'_> {
         let patch = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.ns, "labels": labels}});
         self.count_write("apply", "Namespace");
         match api.patch(self.ns, &Self::params(), &Patch::Apply(&patch)).await {
-            Ok(_) => ObjectResult::Repaired(if labels.is_empty() { "Pruned" } else { "Updated" }),
+            Ok(written) => {
+                if let Some(rv) = written.resource_version().and_then(|rv| rv.parse().ok()) {
+                    let mut map = self.ctx.labels_written.lock().unwrap();
+                    map.insert(self.ns.to_string(), (rv, labels.clone()));
+                }
+                ObjectResult::Repaired(if labels.is_empty() { "Pruned" } else { "Updated" })
+            }
             Err(e) => self.failed("Namespace", e),
         }
+    }
+
+    /// Whether this process wrote exactly `labels` to the namespace in a version the namespace
+    /// cache has not caught up with yet (then there is nothing to write).
+    fn just_wrote(&self, ns_meta: &kube::api::ObjectMeta, labels: &BTreeMap<String, String>) -> bool {
+        let mut map = self.ctx.labels_written.lock().unwrap();
+        let Some((written, wrote)) = map.get(self.ns) else {
+            return false;
+        };
+        let seen: Option<u64> = ns_meta.resource_version.as_ref().and_then(|rv| rv.parse().ok());
+        if seen.is_none_or(|seen| seen >= *written) {
+            map.remove(self.ns);
+            return false;
+        }
+        wrote == labels
     }
 
     async fn delete<K>(&self, obj: &K) -> ObjectResult
