@@ -23,6 +23,9 @@ use crate::error::Result;
 use crate::runtime::index::NamespacedIndex;
 use crate::runtime::metrics::Metrics;
 
+/// The resourceVersion a label write produced, and the Pod Security labels it wrote.
+pub type LabelsWritten = (u64, BTreeMap<String, String>);
+
 /// Operator settings that shape reconciliation.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -76,7 +79,7 @@ pub struct Context {
     /// Namespace -> (resourceVersion, Pod Security labels) of this process's last label write,
     /// until the namespace cache shows that version: a reconcile in between (triggered by the
     /// watch events of the namespace's other objects) must not write the same labels again.
-    pub labels_written: Mutex<HashMap<String, (u64, BTreeMap<String, String>)>>,
+    pub labels_written: Mutex<HashMap<String, LabelsWritten>>,
     /// When every cache had its first full list.
     pub synced_at: std::sync::OnceLock<Instant>,
     pub(crate) baselines_listed: tokio::sync::watch::Sender<bool>,
