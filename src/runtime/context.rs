@@ -69,6 +69,11 @@ pub struct Context {
     /// Every NetworkPolicy that can open an external address, summarised for the bypass check.
     pub egress: Arc<NamespacedIndex<EgressSummary>>,
     pub bindings: Arc<NamespacedIndex<RoleBinding>>,
+    /// The names of every NetworkPolicy and RoleBinding, managed or not: an object not named
+    /// here does not exist, so creating it needs no read first (one that exists unlabelled is
+    /// looked up, to be adopted).
+    pub policy_names: Arc<NamespacedIndex<()>>,
+    pub binding_names: Arc<NamespacedIndex<()>>,
     pub results: Mutex<Results>,
     pub status_changed: tokio::sync::Notify,
     pub events: Arc<crate::runtime::events::Events>,
@@ -121,6 +126,8 @@ impl Context {
             policies: Arc::default(),
             egress: Arc::default(),
             bindings: Arc::default(),
+            policy_names: Arc::default(),
+            binding_names: Arc::default(),
             results: Mutex::default(),
             status_changed: tokio::sync::Notify::new(),
             metrics,
@@ -153,6 +160,8 @@ impl Context {
                 self.policies.wait_until_ready().await;
                 self.egress.wait_until_ready().await;
                 self.bindings.wait_until_ready().await;
+                self.policy_names.wait_until_ready().await;
+                self.binding_names.wait_until_ready().await;
                 self.metrics.ready.set(1);
                 self.synced_at.get_or_init(Instant::now);
                 info!("caches synced");

@@ -153,7 +153,6 @@ pub fn controller(
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> (Arc<Context>, impl std::future::Future<Output = ()>) {
-    let managed = watch_config().labels(&objects::managed_selector());
     let (baseline_reader, baseline_writer) = reflector::store();
     let (ns_reader, ns_writer) = reflector::store();
     let ctx = Arc::new(Context::new(
@@ -188,7 +187,7 @@ pub fn controller(
     // Every NetworkPolicy, for the bypass check; only managed ones are kept whole, and of the
     // rest only the summary of those that can open an external address.
     let policies = {
-        let (managed_index, egress_index) = (ctx.policies.clone(), ctx.egress.clone());
+        let (managed_index, egress_index, names) = (ctx.policies.clone(), ctx.egress.clone(), ctx.policy_names.clone());
         watcher(Api::<NetworkPolicy>::all(client.clone()), watch_config())
             .backoff(WatchBackoff::default())
             .modify(|o| o.managed_fields_mut().clear())
@@ -197,17 +196,24 @@ pub fn controller(
                     objects::is_managed(&p.metadata).then(|| p.clone())
                 });
                 egress_index.apply_with(e, EgressSummary::of);
+                names.apply_with(e, |_| Some(()));
             })
             .inspect_ok(on_relist(relisted_tx.clone()))
             .touched_objects()
             .filter(no_errors)
     };
+    // Every RoleBinding: managed ones kept whole, the others by name only (see Context).
     let bindings = {
-        let index = ctx.bindings.clone();
-        watcher(Api::<RoleBinding>::all(client), managed)
+        let (index, names) = (ctx.bindings.clone(), ctx.binding_names.clone());
+        watcher(Api::<RoleBinding>::all(client), watch_config())
             .backoff(WatchBackoff::default())
             .modify(|o| o.managed_fields_mut().clear())
-            .inspect_ok(move |e| index.apply(e))
+            .inspect_ok(move |e| {
+                index.apply_with(e, |rb: &RoleBinding| {
+                    objects::is_managed(&rb.metadata).then(|| rb.clone())
+                });
+                names.apply_with(e, |_| Some(()));
+            })
             .inspect_ok(on_relist(relisted_tx))
             .touched_objects()
             .filter(no_errors)

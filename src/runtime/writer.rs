@@ -140,7 +140,7 @@ impl NamespaceWriter<'_> {
     /// baseline owns is then adopted, one whose labels were stripped merely repaired.
     async fn apply_policy(&self, name: &str, desired: &NetworkPolicy, cached: bool, owner: &Owner) -> ObjectResult {
         let api: Api<NetworkPolicy> = Api::namespaced(self.ctx.client.clone(), self.ns);
-        let existing = if cached {
+        let existing = if cached || self.ctx.policy_names.get(self.ns, name).is_none() {
             None
         } else {
             match api.get_opt(name).await {
@@ -178,6 +178,7 @@ impl NamespaceWriter<'_> {
         let api: Api<RoleBinding> = Api::namespaced(self.ctx.client.clone(), self.ns);
         let existing = match cached.clone() {
             Some(c) => Some((*c).clone()),
+            None if self.ctx.binding_names.get(self.ns, name).is_none() => None,
             None => match api.get_opt(name).await {
                 Ok(e) => e,
                 Err(e) => return self.failed("RoleBinding", e),
