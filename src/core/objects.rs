@@ -28,11 +28,6 @@ pub fn is_managed(meta: &ObjectMeta) -> bool {
         == Some(MANAGED_BY_VALUE)
 }
 
-/// The label selector of every watch on managed objects.
-pub fn managed_selector() -> String {
-    format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")
-}
-
 fn labels(owner: &Owner) -> BTreeMap<String, String> {
     BTreeMap::from([
         (MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string()),

@@ -1,5 +1,8 @@
-//! The object writer: makes one namespace's objects match (apply, adopt, replace, prune,
-//! release), writing only where the cache differs. Its callers decide what; it decides how.
+//! The object writer: makes one namespace's objects match (apply, adopt, replace), writing only
+//! where the cache differs. Its callers decide what; it decides how. Removing what is no longer
+//! wanted (delete or release) is in [`prune`].
+
+mod prune;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,19 +13,16 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::warn;
 
-use crate::api::{DeletionPolicy, Mode, SecurityBaseline};
-use crate::core::desired::{self, Content, DesiredObject, NamespaceFacts, ObjectKey, Owner, PSA_PREFIX, Plan};
-use crate::core::objects::{self, BASELINE_LABEL, FIELD_MANAGER};
+use crate::api::{DeletionPolicy, Mode};
+use crate::core::desired::{Content, DesiredObject, ObjectKey, Owner};
+use crate::core::objects::{self, FIELD_MANAGER};
 use crate::runtime::context::{Context, ObjectResult};
+use crate::runtime::index::NamespacedIndex;
 use crate::runtime::metrics::Metrics;
-
-/// The field manager that keeps Pod Security labels a deleted Orphan baseline leaves behind.
-const RELEASED_MANAGER: &str = "kube-baseline-released";
 
 fn classify(e: &kube::Error) -> (String, String) {
     match e {
@@ -92,7 +92,7 @@ impl NamespaceWriter<'_> {
                 }
                 let result = match self.drift("NetworkPolicy", want) {
                     Some(drift) => drift,
-                    None => self.apply_policy(name, &desired, cached.is_some(), &want.owner).await,
+                    None => self.apply_policy(name, &desired, cached, &want.owner).await,
                 };
                 ("NetworkPolicy", result)
             }
@@ -138,30 +138,27 @@ impl NamespaceWriter<'_> {
 
     /// Applies a policy. One missing from the cache is looked up first: a same-named object no
     /// baseline owns is then adopted, one whose labels were stripped merely repaired.
-    async fn apply_policy(&self, name: &str, desired: &NetworkPolicy, cached: bool, owner: &Owner) -> ObjectResult {
+    async fn apply_policy(
+        &self,
+        name: &str,
+        desired: &NetworkPolicy,
+        cached: Option<Arc<NetworkPolicy>>,
+        owner: &Owner,
+    ) -> ObjectResult {
         let api: Api<NetworkPolicy> = Api::namespaced(self.ctx.client.clone(), self.ns);
-        let existing = if cached || self.ctx.policy_names.get(self.ns, name).is_none() {
-            None
-        } else {
-            match api.get_opt(name).await {
-                Ok(e) => e,
-                Err(e) => return self.failed("NetworkPolicy", e),
-            }
+        let was_cached = cached.is_some();
+        let names = &self.ctx.policy_names;
+        let (desired, existing) = match self.before_write(name, desired, cached, names, owner).await {
+            Ok(both) => both,
+            Err(e) => return self.failed("NetworkPolicy", e),
         };
-        let mut desired = desired.clone();
-        if let Err(e) = self
-            .prepare(&mut desired.metadata, existing.as_ref().map(|e| &e.metadata), owner)
-            .await
-        {
-            return self.failed("NetworkPolicy", e);
-        }
         self.count_write("apply", "NetworkPolicy");
         match api.patch(name, &Self::params(), &Patch::Apply(&desired)).await {
             Ok(written) => {
                 // The cache learns of our own write now, not when the watch catches up, so a
                 // reconcile in between does not write the same object again.
                 self.ctx.policies.apply_own(written);
-                ObjectResult::Repaired(verb(cached, existing.as_ref().map(|e| &e.metadata)))
+                ObjectResult::Repaired(verb(was_cached, existing.as_ref().map(|e| &e.metadata)))
             }
             Err(e) => self.failed("NetworkPolicy", e),
         }
@@ -176,21 +173,12 @@ impl NamespaceWriter<'_> {
         owner: &Owner,
     ) -> ObjectResult {
         let api: Api<RoleBinding> = Api::namespaced(self.ctx.client.clone(), self.ns);
-        let existing = match cached.clone() {
-            Some(c) => Some((*c).clone()),
-            None if self.ctx.binding_names.get(self.ns, name).is_none() => None,
-            None => match api.get_opt(name).await {
-                Ok(e) => e,
-                Err(e) => return self.failed("RoleBinding", e),
-            },
+        let was_cached = cached.is_some();
+        let names = &self.ctx.binding_names;
+        let (desired, existing) = match self.before_write(name, desired, cached, names, owner).await {
+            Ok(both) => both,
+            Err(e) => return self.failed("RoleBinding", e),
         };
-        let mut desired = desired.clone();
-        if let Err(e) = self
-            .prepare(&mut desired.metadata, existing.as_ref().map(|e| &e.metadata), owner)
-            .await
-        {
-            return self.failed("RoleBinding", e);
-        }
         let desired = &desired;
         // roleRef is immutable: a binding to another role is replaced, not patched. The API
         // server must first accept the new binding (a dry run under a scratch name: the
@@ -256,7 +244,7 @@ impl NamespaceWriter<'_> {
             match api.patch(name, &Self::params(), &Patch::Apply(desired)).await {
                 Ok(written) => {
                     self.ctx.bindings.apply_own(written);
-                    return ObjectResult::Repaired(verb(cached.is_some(), existing.as_ref().map(|e| &e.metadata)));
+                    return ObjectResult::Repaired(verb(was_cached, existing.as_ref().map(|e| &e.metadata)));
                 }
                 Err(e) => match retries.next() {
                     Some(ms) if existing.as_ref().is_some_and(|old| old.role_ref != desired.role_ref) => {
@@ -269,87 +257,51 @@ impl NamespaceWriter<'_> {
         }
     }
 
-    /// Before a write: an object that exists but no baseline made is adopted (marked, so it is
-    /// released rather than deleted later), and a baseline that will have something to release
-    /// (an adopted object, or deletionPolicy Orphan) gets its finalizer first, so deleting it
-    /// cannot let the garbage collector delete what it must release.
-    async fn prepare(
+    /// Before a write: what exists under `name` (the cached object; else read, but only when
+    /// an object by that name exists at all, which the name index knows), and the object to
+    /// write. One that exists but no baseline made is adopted (marked, so it is released rather
+    /// than deleted later); a baseline that will have something to release (an adopted object,
+    /// or deletionPolicy Orphan) gets its finalizer first, so deleting it cannot let the garbage
+    /// collector delete what it must release.
+    async fn before_write<K>(
         &self,
-        desired: &mut kube::api::ObjectMeta,
-        existing: Option<&kube::api::ObjectMeta>,
+        name: &str,
+        desired: &K,
+        cached: Option<Arc<K>>,
+        names: &NamespacedIndex<()>,
         owner: &Owner,
-    ) -> kube::Result<()> {
-        let adopting = existing.is_some_and(|e| !objects::has_baseline_owner(e));
-        if adopting {
-            objects::mark_adopted(desired);
-        }
-        let orphan = self
-            .ctx
-            .baselines
-            .get(&ObjectRef::new(&owner.name))
-            .is_some_and(|b| b.spec.deletion_policy == DeletionPolicy::Orphan);
-        if adopting || objects::is_adopted(desired) || orphan {
-            crate::runtime::finalizer::ensure(self.ctx, &owner.name).await?;
-        }
-        Ok(())
-    }
-
-    /// Releases an object: the operator's labels, mark and ownerReference go, the content stays.
-    /// `forget` takes it out of the managed cache at once (it is no longer ours).
-    async fn release<K>(&self, obj: &K, forget: impl FnOnce()) -> ObjectResult
+    ) -> kube::Result<(K, Option<K>)>
     where
         K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
             + Clone
             + serde::de::DeserializeOwned
             + std::fmt::Debug,
     {
-        let api: Api<K> = Api::namespaced(self.ctx.client.clone(), self.ns);
-        let kind = K::kind(&()).to_string();
-        self.count_write("patch", &kind);
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..Default::default()
-        };
-        let patch = objects::release_patch(obj.meta());
-        match api.patch(&obj.name_any(), &params, &Patch::Merge(&patch)).await {
-            Ok(_) => {
-                forget();
-                ObjectResult::Repaired("Released")
+        let existing = match cached {
+            Some(c) => Some((*c).clone()),
+            None if names.get(self.ns, name).is_none() => None,
+            None => {
+                Api::<K>::namespaced(self.ctx.client.clone(), self.ns)
+                    .get_opt(name)
+                    .await?
             }
-            Err(kube::Error::Api(s)) if s.code == 404 => ObjectResult::InSync,
-            Err(e) => self.failed(&kind, e),
+        };
+        let mut desired = desired.clone();
+        let adopting = existing
+            .as_ref()
+            .is_some_and(|e| !objects::has_baseline_owner(e.meta()));
+        if adopting {
+            objects::mark_adopted(desired.meta_mut());
         }
-    }
-
-    async fn release_policy(&self, obj: &NetworkPolicy) -> ObjectResult {
-        self.release(obj, || self.ctx.policies.apply(&watcher::Event::Delete(obj.clone())))
-            .await
-    }
-
-    async fn release_binding(&self, obj: &RoleBinding) -> ObjectResult {
-        self.release(obj, || self.ctx.bindings.apply(&watcher::Event::Delete(obj.clone())))
-            .await
-    }
-
-    /// Hands the Pod Security labels this operator set over to another field manager: they stay
-    /// on the namespace as they are, no longer owned (deletionPolicy Orphan).
-    async fn release_labels(&self, ns_meta: &kube::api::ObjectMeta) -> ObjectResult {
-        let owned = objects::owned_labels(ns_meta);
-        let labels: BTreeMap<String, String> = ns_meta
-            .labels
-            .iter()
-            .flatten()
-            .filter(|(k, _)| k.starts_with(PSA_PREFIX) && owned.contains(*k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let api: Api<Namespace> = Api::all(self.ctx.client.clone());
-        let patch = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.ns, "labels": labels}});
-        self.count_write("apply", "Namespace");
-        let keeper = PatchParams::apply(RELEASED_MANAGER).force();
-        if let Err(e) = api.patch(self.ns, &keeper, &Patch::Apply(&patch)).await {
-            return self.failed("Namespace", e);
+        let orphan = self
+            .ctx
+            .baselines
+            .get(&ObjectRef::new(&owner.name))
+            .is_some_and(|b| b.spec.deletion_policy == DeletionPolicy::Orphan);
+        if objects::is_adopted(desired.meta()) || orphan {
+            crate::runtime::finalizer::ensure(self.ctx, &owner.name).await?;
         }
-        self.apply_labels(&BTreeMap::new()).await
+        Ok((desired, existing))
     }
 
     /// Applies exactly `labels` as this manager's Pod Security labels: labels it set before and
@@ -383,130 +335,6 @@ impl NamespaceWriter<'_> {
             return false;
         }
         wrote == labels
-    }
-
-    async fn delete<K>(&self, obj: &K) -> ObjectResult
-    where
-        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
-    {
-        let api: Api<K> = Api::namespaced(self.ctx.client.clone(), self.ns);
-        let kind = K::kind(&()).to_string();
-        self.count_write("delete", &kind);
-        // The precondition makes sure the object deleted is the one seen in the cache.
-        let dp = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: obj.uid(),
-                resource_version: None,
-            }),
-            ..Default::default()
-        };
-        match api.delete(&obj.name_any(), &dp).await {
-            Ok(_) => {
-                self.ctx.metrics.repairs.get_or_create(&Metrics::kind(&kind)).inc();
-                ObjectResult::Repaired("Pruned")
-            }
-            Err(kube::Error::Api(s)) if s.code == 404 => ObjectResult::InSync,
-            Err(e) => self.failed(&kind, e),
-        }
-    }
-
-    /// Removes what a known, writing baseline made here and no baseline wants any more.
-    pub(crate) async fn prune(
-        &self,
-        ns_meta: &kube::api::ObjectMeta,
-        plan: &Plan,
-        known: &BTreeMap<String, Arc<SecurityBaseline>>,
-    ) -> Vec<(Option<String>, ObjectKey, ObjectResult)> {
-        // Ours to prune: labelled for a known, writing baseline *and* owned by it (a copy of our
-        // object made by someone else keeps the labels but not the ownerReference).
-        let prunable = |meta: &kube::api::ObjectMeta| {
-            let baseline = meta.labels.as_ref()?.get(BASELINE_LABEL)?;
-            let b = known
-                .get(baseline)
-                .filter(|b| b.spec.mode == Mode::Enforce && !plan.hands_off.contains(baseline))?;
-            let uid = b.uid()?;
-            meta.owner_references
-                .iter()
-                .flatten()
-                .any(|o| o.uid == uid)
-                .then(|| baseline.clone())
-        };
-        // A baseline being deleted that holds the release finalizer: what it adopted (and, with
-        // deletionPolicy Orphan, everything it made) is released before the finalizer goes.
-        let releasing = |meta: &kube::api::ObjectMeta| {
-            let baseline = meta.labels.as_ref()?.get(BASELINE_LABEL)?;
-            let b = known
-                .get(baseline)
-                .filter(|b| crate::runtime::finalizer::releasing(b))?;
-            let uid = b.uid()?;
-            let owned = meta.owner_references.iter().flatten().any(|o| o.uid == uid);
-            (owned && (b.spec.deletion_policy == DeletionPolicy::Orphan || objects::is_adopted(meta)))
-                .then(|| baseline.clone())
-        };
-        // What goes, and how: (the baseline it belonged to, released rather than deleted).
-        let disposal = |key: &ObjectKey, meta: &kube::api::ObjectMeta| {
-            if let Some(owner) = releasing(meta) {
-                return Some((owner, true));
-            }
-            let owner = prunable(meta).filter(|_| !plan.objects.contains_key(key))?;
-            Some((owner, objects::is_adopted(meta)))
-        };
-        let mut out = Vec::new();
-        for (name, obj) in self.ctx.policies.in_namespace(self.ns) {
-            let key = ObjectKey::NetworkPolicy(name);
-            if let Some((owner, release)) = disposal(&key, &obj.metadata) {
-                let result = if release {
-                    self.release_policy(&obj).await
-                } else {
-                    self.delete(obj.as_ref()).await
-                };
-                out.push((Some(owner), key, result));
-            }
-        }
-        for (name, obj) in self.ctx.bindings.in_namespace(self.ns) {
-            let key = ObjectKey::RoleBinding(name);
-            if let Some((owner, release)) = disposal(&key, &obj.metadata) {
-                let result = if release {
-                    self.release_binding(&obj).await
-                } else {
-                    self.delete(obj.as_ref()).await
-                };
-                out.push((Some(owner), key, result));
-            }
-        }
-        // Pod Security labels have no owner label; release them unless a baseline that keeps
-        // its hands off (Audit or invalid) may be the one that set them.
-        let owns_psa = objects::owned_labels(ns_meta).iter().any(|k| k.starts_with(PSA_PREFIX));
-        if owns_psa && !plan.objects.contains_key(&ObjectKey::PodSecurityLabels) && !plan.keep_pod_security_labels {
-            let facts = NamespaceFacts {
-                name: self.ns.to_string(),
-                labels: objects::selectable_labels(ns_meta),
-                terminating: false,
-            };
-            let orphaned_here = known.values().any(|b| {
-                crate::runtime::finalizer::releasing(b)
-                    && b.spec.deletion_policy == DeletionPolicy::Orphan
-                    && b.spec.pod_security.is_some()
-                    && desired::validate(b).is_ok_and(|v| desired::selects(b, &v, &facts))
-            });
-            let released = if orphaned_here {
-                self.release_labels(ns_meta).await
-            } else {
-                self.apply_labels(&BTreeMap::new()).await
-            };
-            if let ObjectResult::Repaired(_) = released {
-                self.ctx
-                    .metrics
-                    .repairs
-                    .get_or_create(&Metrics::kind("Namespace"))
-                    .inc();
-            }
-            out.push((None, ObjectKey::PodSecurityLabels, released));
-        }
-        out
     }
 }
 
