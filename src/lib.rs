@@ -5,6 +5,7 @@
 //! [`api`] is the CRD; [`core`] decides (pure); [`runtime`] talks to the API server.
 
 pub mod api;
+pub mod cli;
 pub mod core;
 pub mod error;
 pub mod runtime;
