@@ -4,6 +4,7 @@
 
 pub mod desired;
 pub mod egress;
+pub mod evaluate;
 pub mod objects;
 pub mod policy;
 pub mod status;

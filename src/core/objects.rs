@@ -53,7 +53,8 @@ fn meta(namespace: &str, name: &str, owner: &Owner) -> ObjectMeta {
         name: Some(name.into()),
         namespace: Some(namespace.into()),
         labels: Some(labels(owner)),
-        owner_references: Some(vec![owner_reference(owner)]),
+        // A baseline read from a file (render, audit -f) has no uid yet: no owner to reference.
+        owner_references: (!owner.uid.is_empty()).then(|| vec![owner_reference(owner)]),
         ..Default::default()
     }
 }

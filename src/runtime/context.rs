@@ -91,19 +91,7 @@ pub struct Context {
     pub(crate) namespaces_listed: tokio::sync::watch::Sender<bool>,
 }
 
-/// The result of making one object match.
-#[derive(Clone, Debug, PartialEq)]
-pub enum ObjectResult {
-    InSync,
-    /// Created, Updated, Adopted or Pruned.
-    Repaired(&'static str),
-    /// Differs, but the owning baseline is in Audit mode.
-    Drift,
-    Failed {
-        reason: String,
-        message: String,
-    },
-}
+pub use crate::core::evaluate::ObjectResult;
 
 impl Context {
     pub fn new(

@@ -14,11 +14,10 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use tracing::{info, instrument, warn};
 
-use crate::api::{Mode, Problem, SecurityBaseline};
-use crate::core::desired::{self, Content, NamespaceFacts, ObjectKey, PSA_PREFIX, Plan};
-use crate::core::egress::{self, EgressSummary};
+use crate::api::{Problem, SecurityBaseline};
+use crate::core::desired::{self, NamespaceFacts, ObjectKey, Plan};
+use crate::core::evaluate::{self, Findings};
 use crate::core::objects::{self};
-use crate::core::status::NsOutcome;
 use crate::error::{Error, Result};
 use crate::runtime::context::{Context, ObjectResult};
 use crate::runtime::writer::NamespaceWriter;
@@ -144,15 +143,7 @@ fn next_action(failed_attempts: u32, next_expiry: Option<Timestamp>, now: Timest
     Action::requeue(after)
 }
 
-/// What each selecting baseline finds beyond its own objects: problems (a NetworkPolicy that
-/// lets pods reach its blocked CIDRs) and warnings (a Pod Security level admitting hostNetwork
-/// pods, which no NetworkPolicy restricts).
-#[derive(Default)]
-struct Findings {
-    problems: Vec<Problem>,
-    warnings: Vec<Problem>,
-}
-
+/// The findings of every baseline in namespace `ns`, from the cached policy summaries.
 fn protection_findings(
     ctx: &Context,
     ns: &str,
@@ -160,54 +151,7 @@ fn protection_findings(
     plan: &Plan,
 ) -> BTreeMap<String, Findings> {
     let summaries = ctx.egress.in_namespace(ns);
-    // The policies the baselines manage here are compared as objects (Drift), not as bypasses.
-    let others: Vec<&EgressSummary> = summaries
-        .values()
-        .filter(|s| !plan.objects.contains_key(&ObjectKey::NetworkPolicy(s.name.clone())))
-        .map(AsRef::as_ref)
-        .collect();
-    let enforce = effective_enforce_level(ns_meta, plan);
-    let mut out = BTreeMap::new();
-    for (baseline, verdict) in plan.verdicts.iter().filter(|(_, v)| !v.blocked.is_empty()) {
-        let f: &mut Findings = out.entry(baseline.clone()).or_default();
-        for bypass in egress::bypasses(others.iter().copied(), &verdict.blocked) {
-            f.problems.push(Problem {
-                namespace: ns.into(),
-                object: format!("NetworkPolicy/{}", bypass.policy),
-                reason: "Bypassed".into(),
-                message: bypass.message(),
-            });
-        }
-        if enforce.as_deref().and_then(objects::pod_security_rank).unwrap_or(0) == 0 {
-            f.warnings.push(Problem {
-                namespace: ns.into(),
-                object: "Namespace/pod-security-labels".into(),
-                reason: "HostNetworkAllowed".into(),
-                message: format!(
-                    "Pod Security enforce level is {}: hostNetwork pods are admitted, and no NetworkPolicy restricts them; set podSecurity.enforce to baseline or restricted",
-                    enforce.as_deref().unwrap_or("unset (privileged)")
-                ),
-            });
-        }
-    }
-    out
-}
-
-/// The Pod Security `enforce` level the namespace has once this reconcile's writes land: what an
-/// enforcing baseline sets (a stricter level set by hand stays), else the label as it is.
-fn effective_enforce_level(ns_meta: &kube::api::ObjectMeta, plan: &Plan) -> Option<String> {
-    let key = format!("{PSA_PREFIX}enforce");
-    let actual = ns_meta.labels.as_ref().and_then(|l| l.get(&key)).cloned();
-    let written = plan
-        .objects
-        .get(&ObjectKey::PodSecurityLabels)
-        .and_then(|want| match &want.content {
-            Content::PodSecurityLabels(labels) if want.owner.mode == Mode::Enforce => {
-                objects::pod_security_floor(ns_meta, labels).get(&key).cloned()
-            }
-            _ => None,
-        });
-    written.or(actual)
+    evaluate::protection_findings(ns, ns_meta, plan, summaries.values().map(AsRef::as_ref))
 }
 
 /// Stores this namespace's outcome for every baseline and returns the problems that are new.
@@ -220,6 +164,7 @@ fn record(
     repairs: &[(String, ObjectKey, &'static str)],
     baselines: &[Arc<SecurityBaseline>],
 ) -> Vec<(String, Problem)> {
+    let mut judged = evaluate::outcomes(ns, plan, results, findings);
     let mut new_problems = Vec::new();
     let mut r = ctx.results.lock().unwrap();
     let mut changed = r.seen.insert(ns.to_string());
@@ -232,43 +177,10 @@ fn record(
             changed = true;
         }
         let outcomes = r.outcomes.entry(bname.clone()).or_default();
-        let Some(verdict) = plan.verdicts.get(&bname) else {
+        let Some(mut outcome) = judged.remove(&bname) else {
             changed |= outcomes.remove(ns).is_some();
             continue;
         };
-        let mut problems: Vec<Problem> = verdict
-            .conflicts
-            .iter()
-            .map(|c| Problem {
-                namespace: ns.into(),
-                object: c.key.to_string(),
-                reason: "Conflict".into(),
-                message: format!(
-                    "the older baseline {} wants this object with different content",
-                    c.winner
-                ),
-            })
-            .collect();
-        for key in &verdict.wanted {
-            let problem = |reason: &str, message: String| Problem {
-                namespace: ns.into(),
-                object: key.to_string(),
-                reason: reason.into(),
-                message,
-            };
-            match results.get(key) {
-                Some(ObjectResult::Drift) => problems.push(problem(
-                    "Drift",
-                    "differs from the baseline (Audit mode: not repaired)".into(),
-                )),
-                Some(ObjectResult::Failed { reason, message }) => problems.push(problem(reason, message.clone())),
-                _ => {}
-            }
-        }
-        let found = findings.get(&bname);
-        problems.extend(found.iter().flat_map(|f| f.problems.iter().cloned()));
-        let mut outcome = NsOutcome::from_problems(problems, verdict.exemption.clone());
-        outcome.warnings = found.map(|f| f.warnings.clone()).unwrap_or_default();
         outcome.generation = b.metadata.generation;
         let previous = outcomes.insert(ns.to_string(), outcome.clone());
         if previous.as_ref() != Some(&outcome) {

@@ -19,6 +19,7 @@ use tracing::warn;
 
 use crate::api::{DeletionPolicy, Mode};
 use crate::core::desired::{Content, DesiredObject, ObjectKey, Owner};
+use crate::core::evaluate;
 use crate::core::objects::{self, FIELD_MANAGER};
 use crate::runtime::context::{Context, ObjectResult};
 use crate::runtime::index::NamespacedIndex;
@@ -81,31 +82,27 @@ impl NamespaceWriter<'_> {
         want: &DesiredObject,
     ) -> ObjectResult {
         let (kind, result) = match (key, &want.content) {
-            (ObjectKey::NetworkPolicy(name), Content::NetworkPolicy(spec)) => {
-                let mut desired = objects::network_policy(self.ns, name, spec, &want.owner);
+            (ObjectKey::NetworkPolicy(name), Content::NetworkPolicy(_)) => {
                 let cached = self.ctx.policies.get(self.ns, name);
-                if cached.as_ref().is_some_and(|c| objects::is_adopted(&c.metadata)) {
-                    objects::mark_adopted(&mut desired.metadata);
-                }
+                let desired = evaluate::expected_policy(self.ns, name, want, cached.as_deref())
+                    .expect("policy content for a policy key");
                 if cached.as_ref().is_some_and(|a| objects::policy_in_sync(a, &desired)) {
                     return ObjectResult::InSync;
                 }
-                let result = match self.drift("NetworkPolicy", want) {
+                let result = match self.drift("NetworkPolicy", want, cached.is_some()) {
                     Some(drift) => drift,
                     None => self.apply_policy(name, &desired, cached, &want.owner).await,
                 };
                 ("NetworkPolicy", result)
             }
-            (ObjectKey::RoleBinding(name), Content::RoleBinding { role_ref, subjects }) => {
-                let mut desired = objects::role_binding(self.ns, name, role_ref, subjects, &want.owner);
+            (ObjectKey::RoleBinding(name), Content::RoleBinding { .. }) => {
                 let cached = self.ctx.bindings.get(self.ns, name);
-                if cached.as_ref().is_some_and(|c| objects::is_adopted(&c.metadata)) {
-                    objects::mark_adopted(&mut desired.metadata);
-                }
+                let desired = evaluate::expected_binding(self.ns, name, want, cached.as_deref())
+                    .expect("binding content for a binding key");
                 if cached.as_ref().is_some_and(|a| objects::binding_in_sync(a, &desired)) {
                     return ObjectResult::InSync;
                 }
-                let result = match self.drift("RoleBinding", want) {
+                let result = match self.drift("RoleBinding", want, cached.is_some()) {
                     Some(drift) => drift,
                     None => self.apply_binding(name, &desired, cached, &want.owner).await,
                 };
@@ -116,7 +113,7 @@ impl NamespaceWriter<'_> {
                 if objects::pod_security_in_sync(ns_meta, &labels) || self.just_wrote(ns_meta, &labels) {
                     return ObjectResult::InSync;
                 }
-                let result = match self.drift("Namespace", want) {
+                let result = match self.drift("Namespace", want, true) {
                     Some(drift) => drift,
                     None => self.apply_labels(&labels).await,
                 };
@@ -131,9 +128,9 @@ impl NamespaceWriter<'_> {
     }
 
     /// Counts a difference; in Audit mode that is all that happens.
-    fn drift(&self, kind: &str, want: &DesiredObject) -> Option<ObjectResult> {
+    fn drift(&self, kind: &str, want: &DesiredObject, exists: bool) -> Option<ObjectResult> {
         self.ctx.metrics.drift.get_or_create(&Metrics::kind(kind)).inc();
-        (want.owner.mode != Mode::Enforce).then_some(ObjectResult::Drift)
+        (want.owner.mode != Mode::Enforce).then(|| ObjectResult::drift(exists))
     }
 
     /// Applies a policy. One missing from the cache is looked up first: a same-named object no

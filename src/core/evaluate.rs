@@ -1,0 +1,246 @@
+//! Judging one namespace against its plan: whether each desired object is there as wanted,
+//! which other NetworkPolicies open a blocked address, and the outcome every selecting baseline
+//! records. The controller judges after writing; `audit` judges what is, without writing. Pure.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::api::{Mode, Problem};
+use crate::core::desired::{Content, DesiredObject, ObjectKey, PSA_PREFIX, Plan};
+use crate::core::egress::{self, EgressSummary};
+use crate::core::objects;
+use crate::core::status::NsOutcome;
+
+/// What reconciling (or, read-only, inspecting) one desired object found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ObjectResult {
+    InSync,
+    /// Created, Updated, Adopted or Pruned.
+    Repaired(&'static str),
+    /// Differs from the baseline (or is missing) and was not written: the owning baseline is in
+    /// Audit mode, or nothing writes (`audit`). The text says which.
+    Drift(&'static str),
+    Failed {
+        reason: String,
+        message: String,
+    },
+}
+
+impl ObjectResult {
+    /// A drift found by comparing: missing, or present with other content.
+    pub fn drift(exists: bool) -> Self {
+        Self::Drift(if exists { "differs from the baseline" } else { "missing" })
+    }
+}
+
+/// The policy a baseline wants, as the API server would store it. An adopted object keeps its
+/// adoption mark, so the mark is not drift.
+pub fn expected_policy(
+    ns: &str,
+    name: &str,
+    want: &DesiredObject,
+    actual: Option<&NetworkPolicy>,
+) -> Option<NetworkPolicy> {
+    let Content::NetworkPolicy(spec) = &want.content else {
+        return None;
+    };
+    let mut desired = objects::network_policy(ns, name, spec, &want.owner);
+    if actual.is_some_and(|a| objects::is_adopted(&a.metadata)) {
+        objects::mark_adopted(&mut desired.metadata);
+    }
+    Some(desired)
+}
+
+/// The binding a baseline wants (see [`expected_policy`]).
+pub fn expected_binding(
+    ns: &str,
+    name: &str,
+    want: &DesiredObject,
+    actual: Option<&RoleBinding>,
+) -> Option<RoleBinding> {
+    let Content::RoleBinding { role_ref, subjects } = &want.content else {
+        return None;
+    };
+    let mut desired = objects::role_binding(ns, name, role_ref, subjects, &want.owner);
+    if actual.is_some_and(|a| objects::is_adopted(&a.metadata)) {
+        objects::mark_adopted(&mut desired.metadata);
+    }
+    Some(desired)
+}
+
+/// The objects of one namespace as they are, for a read-only judgement.
+pub struct Actual<'a> {
+    pub namespace: &'a ObjectMeta,
+    pub policies: &'a BTreeMap<String, NetworkPolicy>,
+    pub bindings: &'a BTreeMap<String, RoleBinding>,
+}
+
+/// Compares every object of `plan` with what is there, writing nothing.
+pub fn inspect(ns: &str, plan: &Plan, actual: &Actual) -> BTreeMap<ObjectKey, ObjectResult> {
+    plan.objects
+        .iter()
+        .map(|(key, want)| {
+            let result = match key {
+                ObjectKey::NetworkPolicy(name) => {
+                    let have = actual.policies.get(name);
+                    let ok = expected_policy(ns, name, want, have)
+                        .zip(have)
+                        .is_some_and(|(d, a)| objects::policy_in_sync(a, &d));
+                    if ok {
+                        ObjectResult::InSync
+                    } else {
+                        ObjectResult::drift(have.is_some())
+                    }
+                }
+                ObjectKey::RoleBinding(name) => {
+                    let have = actual.bindings.get(name);
+                    let ok = expected_binding(ns, name, want, have)
+                        .zip(have)
+                        .is_some_and(|(d, a)| objects::binding_in_sync(a, &d));
+                    if ok {
+                        ObjectResult::InSync
+                    } else {
+                        ObjectResult::drift(have.is_some())
+                    }
+                }
+                ObjectKey::PodSecurityLabels => match &want.content {
+                    Content::PodSecurityLabels(labels) => {
+                        let floor = objects::pod_security_floor(actual.namespace, labels);
+                        if objects::pod_security_in_sync(actual.namespace, &floor) {
+                            ObjectResult::InSync
+                        } else {
+                            ObjectResult::Drift("Pod Security labels differ from the baseline")
+                        }
+                    }
+                    _ => ObjectResult::drift(false),
+                },
+            };
+            (key.clone(), result)
+        })
+        .collect()
+}
+
+/// What each selecting baseline finds beyond its own objects: problems (a NetworkPolicy that
+/// lets pods reach its blocked CIDRs) and warnings (a Pod Security level admitting hostNetwork
+/// pods, which no NetworkPolicy restricts).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Findings {
+    pub problems: Vec<Problem>,
+    pub warnings: Vec<Problem>,
+}
+
+/// The findings of every baseline of `plan` in namespace `ns`, given summaries of all its
+/// NetworkPolicies (the ones the plan manages are judged as objects, not as bypasses).
+pub fn protection_findings<'a>(
+    ns: &str,
+    ns_meta: &ObjectMeta,
+    plan: &Plan,
+    summaries: impl IntoIterator<Item = &'a EgressSummary>,
+) -> BTreeMap<String, Findings> {
+    let others: Vec<&EgressSummary> = summaries
+        .into_iter()
+        .filter(|s| !plan.objects.contains_key(&ObjectKey::NetworkPolicy(s.name.clone())))
+        .collect();
+    let enforce = effective_enforce_level(ns_meta, plan);
+    let mut out = BTreeMap::new();
+    for (baseline, verdict) in plan.verdicts.iter().filter(|(_, v)| !v.blocked.is_empty()) {
+        let f: &mut Findings = out.entry(baseline.clone()).or_default();
+        for bypass in egress::bypasses(others.iter().copied(), &verdict.blocked) {
+            f.problems.push(Problem {
+                namespace: ns.into(),
+                object: format!("NetworkPolicy/{}", bypass.policy),
+                reason: "Bypassed".into(),
+                message: bypass.message(),
+            });
+        }
+        if enforce.as_deref().and_then(objects::pod_security_rank).unwrap_or(0) == 0 {
+            f.warnings.push(Problem {
+                namespace: ns.into(),
+                object: "Namespace/pod-security-labels".into(),
+                reason: "HostNetworkAllowed".into(),
+                message: format!(
+                    "Pod Security enforce level is {}: hostNetwork pods are admitted, and no NetworkPolicy restricts them; set podSecurity.enforce to baseline or restricted",
+                    enforce.as_deref().unwrap_or("unset (privileged)")
+                ),
+            });
+        }
+    }
+    out
+}
+
+/// The Pod Security `enforce` level the namespace has once this reconcile's writes land: what an
+/// enforcing baseline sets (a stricter level set by hand stays), else the label as it is.
+fn effective_enforce_level(ns_meta: &ObjectMeta, plan: &Plan) -> Option<String> {
+    let key = format!("{PSA_PREFIX}enforce");
+    let actual = ns_meta.labels.as_ref().and_then(|l| l.get(&key)).cloned();
+    let written = plan
+        .objects
+        .get(&ObjectKey::PodSecurityLabels)
+        .and_then(|want| match &want.content {
+            Content::PodSecurityLabels(labels) if want.owner.mode == Mode::Enforce => {
+                objects::pod_security_floor(ns_meta, labels).get(&key).cloned()
+            }
+            _ => None,
+        });
+    written.or(actual)
+}
+
+/// The outcome of namespace `ns` for every baseline that selects it: its conflicts, its objects
+/// that drifted or failed, and its findings.
+pub fn outcomes(
+    ns: &str,
+    plan: &Plan,
+    results: &BTreeMap<ObjectKey, ObjectResult>,
+    findings: &BTreeMap<String, Findings>,
+) -> BTreeMap<String, NsOutcome> {
+    let mut out = BTreeMap::new();
+    for (bname, verdict) in &plan.verdicts {
+        let mut problems: Vec<Problem> = verdict
+            .conflicts
+            .iter()
+            .map(|c| Problem {
+                namespace: ns.into(),
+                object: c.key.to_string(),
+                reason: "Conflict".into(),
+                message: format!(
+                    "the older baseline {} wants this object with different content",
+                    c.winner
+                ),
+            })
+            .collect();
+        for key in &verdict.wanted {
+            let problem = |reason: &str, message: String| Problem {
+                namespace: ns.into(),
+                object: key.to_string(),
+                reason: reason.into(),
+                message,
+            };
+            match results.get(key) {
+                Some(ObjectResult::Drift(what)) => problems.push(problem(
+                    "Drift",
+                    if plan.objects.get(key).is_some_and(|o| o.owner.mode == Mode::Audit) {
+                        format!("{what} (Audit mode: not repaired)")
+                    } else {
+                        (*what).to_string()
+                    },
+                )),
+                Some(ObjectResult::Failed { reason, message }) => problems.push(problem(reason, message.clone())),
+                _ => {}
+            }
+        }
+        let found = findings.get(bname);
+        problems.extend(found.iter().flat_map(|f| f.problems.iter().cloned()));
+        let mut outcome = NsOutcome::from_problems(problems, verdict.exemption.clone());
+        outcome.warnings = found.map(|f| f.warnings.clone()).unwrap_or_default();
+        out.insert(bname.clone(), outcome);
+    }
+    out
+}
+
+/// Summaries of a namespace's NetworkPolicies, for [`protection_findings`].
+pub fn summaries(policies: &BTreeMap<String, NetworkPolicy>) -> Vec<EgressSummary> {
+    policies.values().filter_map(EgressSummary::of).collect()
+}
