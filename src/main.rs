@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +31,12 @@ enum Command {
     Run(RunArgs),
     /// Print the SecurityBaseline CustomResourceDefinition as YAML.
     Crd,
+    /// Judge a live cluster (read-only): is every selected namespace compliant? Exit code 0
+    /// when all comply, 1 otherwise.
+    Audit(kube_baseline::cli::audit::AuditArgs),
+    /// Print the objects a baseline file would make in given namespaces (offline), and why each
+    /// namespace is selected, excluded or exempted; --diff compares with a live cluster.
+    Render(kube_baseline::cli::render::RenderArgs),
 }
 
 #[derive(Args)]
@@ -70,20 +77,7 @@ struct RunArgs {
 /// How long in-flight work may take after SIGTERM (the Deployment allows 30 s in all).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, "s"), |i| s.split_at(i));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 500ms, 15s or 2m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("{s:?} is not a duration like 500ms, 15s or 2m")),
-    }
-}
+use kube_baseline::cli::parse_duration;
 
 /// Resolves on SIGTERM or Ctrl-C.
 async fn shutdown_signal() {
@@ -94,18 +88,36 @@ async fn shutdown_signal() {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
         Command::Crd => {
             print!("{}", api::crd_yaml().context("serializing the CRD")?);
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => {
             let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
             let result = runtime.block_on(run(args));
             // Blocking tasks left behind (connection pools, resolvers) must not hold up exit.
             runtime.shutdown_timeout(Duration::from_secs(2));
-            result
+            result.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Audit(args) => tool(kube_baseline::cli::audit::run(args)),
+        Command::Render(args) => tool(kube_baseline::cli::render::run(args)),
+    }
+}
+
+/// Runs a read-only subcommand: its errors are one clear message and exit code 2 (1 means
+/// "not compliant", so scripts can tell the two apart).
+fn tool(work: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    match runtime.block_on(work) {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Ok(ExitCode::from(2))
         }
     }
 }
@@ -253,7 +265,8 @@ mod tests {
         assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
         assert_eq!(parse_duration("15"), Ok(Duration::from_secs(15)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("2h").is_err());
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("2d").is_err());
         assert!(parse_duration("s").is_err());
     }
 

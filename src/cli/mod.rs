@@ -2,4 +2,55 @@
 //! `render` what it would write, `audit` a live cluster. They share the core with the
 //! controller, so they decide exactly as it does.
 
+pub mod audit;
+pub mod cluster;
+pub mod judge;
 pub mod load;
+pub mod render;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::api::SecurityBaseline;
+
+/// Durations like `500ms`, `15s`, `2m` (and `1h` for waits).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 15s or 2m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("{s:?} is not a duration like 500ms, 15s or 2m")),
+    }
+}
+
+/// The SecurityBaselines of `paths`, refusing anything else (with its location).
+pub fn read_baselines(paths: &[PathBuf]) -> anyhow::Result<Vec<SecurityBaseline>> {
+    let (docs, errors) = load::read(paths)?;
+    let mut problems: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    let mut out = Vec::new();
+    for doc in docs {
+        let kind = doc.value.get("kind").and_then(|k| k.as_str()).unwrap_or("<no kind>");
+        if kind != "SecurityBaseline" {
+            problems.push(format!(
+                "{}: is a {kind}, not a SecurityBaseline (kubebaseline.io/v1alpha1)",
+                doc.location
+            ));
+            continue;
+        }
+        match serde_json::from_value::<SecurityBaseline>(doc.value) {
+            Ok(b) => out.push(b),
+            Err(e) => problems.push(format!("{}: {e}", doc.location)),
+        }
+    }
+    if !problems.is_empty() {
+        anyhow::bail!("{}", problems.join("\n"));
+    }
+    Ok(out)
+}

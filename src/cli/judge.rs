@@ -1,0 +1,184 @@
+//! The read-only judgement of a whole cluster: for every namespace, the plan the controller
+//! would make and how what is there measures up against it ([`crate::core::evaluate`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::ObjectMeta;
+use serde::Serialize;
+
+use crate::api::{ActiveExemption, Mode, Problem, SecurityBaseline};
+use crate::cli::cluster::Snapshot;
+use crate::core::desired::{self, InvalidSpec, NamespaceFacts, Plan, ValidBaseline};
+use crate::core::evaluate::{self, Actual};
+use crate::core::objects;
+use crate::core::status::NsState;
+
+/// One namespace as one baseline sees it.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Row {
+    pub namespace: String,
+    pub baseline: String,
+    pub mode: Mode,
+    pub state: State,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<Problem>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Problem>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exemption: Option<ActiveExemption>,
+}
+
+/// The state of a namespace, as `audit` prints it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Failed,
+    Bypassed,
+    Conflicted,
+    Drifted,
+    Exempted,
+    Compliant,
+}
+
+impl State {
+    /// Compliant and exempted (an accepted, time-boxed exception) comply; nothing else does.
+    pub fn complies(self) -> bool {
+        matches!(self, Self::Compliant | Self::Exempted)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Failed => "failed",
+            Self::Bypassed => "bypassed",
+            Self::Conflicted => "conflicted",
+            Self::Drifted => "drifted",
+            Self::Exempted => "exempted",
+            Self::Compliant => "compliant",
+        }
+    }
+}
+
+impl From<NsState> for State {
+    fn from(s: NsState) -> Self {
+        match s {
+            NsState::Failed => Self::Failed,
+            NsState::Bypassed => Self::Bypassed,
+            NsState::Conflicted => Self::Conflicted,
+            NsState::Drifted => Self::Drifted,
+            NsState::Exempted => Self::Exempted,
+            NsState::Compliant => Self::Compliant,
+        }
+    }
+}
+
+/// A baseline the operator could not apply.
+#[derive(Clone, Debug, Serialize)]
+pub struct InvalidBaseline {
+    pub baseline: String,
+    pub message: String,
+}
+
+/// The whole answer.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub compliant: bool,
+    pub summary: BTreeMap<&'static str, usize>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub invalid_baselines: Vec<InvalidBaseline>,
+    pub namespaces: Vec<Row>,
+}
+
+/// Each baseline's validation, by name (what the controller computes once per baseline).
+pub fn validated(baselines: &[SecurityBaseline]) -> BTreeMap<String, Result<ValidBaseline, InvalidSpec>> {
+    baselines.iter().map(|b| (b.name_any(), desired::validate(b))).collect()
+}
+
+/// The facts the core reads about a namespace.
+pub fn facts(meta: &ObjectMeta) -> NamespaceFacts {
+    NamespaceFacts {
+        name: meta.name.clone().unwrap_or_default(),
+        labels: objects::selectable_labels(meta),
+        terminating: meta.deletion_timestamp.is_some(),
+    }
+}
+
+/// The plan of one namespace, exactly as the controller computes it.
+pub fn plan_for(
+    meta: &ObjectMeta,
+    baselines: &[SecurityBaseline],
+    validated: &BTreeMap<String, Result<ValidBaseline, InvalidSpec>>,
+    system_namespaces: &BTreeSet<String>,
+    now: Timestamp,
+) -> Plan {
+    let refs: Vec<&SecurityBaseline> = baselines.iter().collect();
+    desired::plan(&facts(meta), &refs, validated, system_namespaces, now)
+}
+
+/// Judges every namespace of `snapshot` against `baselines`.
+pub fn judge(
+    snapshot: &Snapshot,
+    baselines: &[SecurityBaseline],
+    system_namespaces: &BTreeSet<String>,
+    now: Timestamp,
+) -> Report {
+    let validated = validated(baselines);
+    let empty_p = BTreeMap::new();
+    let empty_b = BTreeMap::new();
+    let mut rows = Vec::new();
+    for meta in &snapshot.namespaces {
+        let ns = meta.name.clone().unwrap_or_default();
+        let plan = plan_for(meta, baselines, &validated, system_namespaces, now);
+        if plan.verdicts.is_empty() {
+            continue;
+        }
+        let policies = snapshot.policies.get(&ns).unwrap_or(&empty_p);
+        let actual = Actual {
+            namespace: meta,
+            policies,
+            bindings: snapshot.bindings.get(&ns).unwrap_or(&empty_b),
+        };
+        let results = evaluate::inspect(&ns, &plan, &actual);
+        let summaries = evaluate::summaries(policies);
+        let findings = evaluate::protection_findings(&ns, meta, &plan, &summaries);
+        for (baseline, outcome) in evaluate::outcomes(&ns, &plan, &results, &findings) {
+            let mode = baselines
+                .iter()
+                .find(|b| b.name_any() == baseline)
+                .map_or(Mode::Enforce, |b| b.spec.mode);
+            rows.push(Row {
+                namespace: ns.clone(),
+                baseline,
+                mode,
+                state: outcome.state.into(),
+                problems: outcome.problems,
+                warnings: outcome.warnings,
+                exemption: outcome.exemption,
+            });
+        }
+    }
+    rows.sort_by(|a, b| (&a.namespace, &a.baseline).cmp(&(&b.namespace, &b.baseline)));
+    let invalid_baselines: Vec<InvalidBaseline> = validated
+        .iter()
+        .filter_map(|(name, v)| {
+            v.as_ref().err().map(|e| InvalidBaseline {
+                baseline: name.clone(),
+                message: e.0.clone(),
+            })
+        })
+        .collect();
+    let mut summary: BTreeMap<&'static str, usize> = BTreeMap::new();
+    summary.insert("selected", rows.len());
+    for row in &rows {
+        *summary.entry(row.state.as_str()).or_default() += 1;
+    }
+    Report {
+        compliant: invalid_baselines.is_empty() && rows.iter().all(|r| r.state.complies()),
+        summary,
+        invalid_baselines,
+        namespaces: rows,
+    }
+}

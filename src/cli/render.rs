@@ -1,0 +1,450 @@
+//! `kube-baseline render`: offline, the exact objects the operator would apply for a baseline
+//! file in given namespaces (the controller's own plan and builders), and why each namespace is
+//! selected, excluded or exempted. `--diff` compares them with a live cluster, read-only.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::ObjectMeta;
+use kube::core::Selector;
+use serde::Serialize;
+
+use crate::api::{Mode, SecurityBaseline};
+use crate::cli::cluster::{ClusterArgs, Snapshot};
+use crate::cli::judge;
+use crate::cli::load;
+use crate::core::desired::{self, Content, DesiredObject, InvalidSpec, ObjectKey, ValidBaseline};
+use crate::core::{evaluate, objects};
+
+#[derive(Args, Debug)]
+pub struct RenderArgs {
+    /// The baseline file(s) (or directories, or - for stdin).
+    #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Namespaces to render for: Namespace objects or a List of them (`kubectl get ns -o yaml`).
+    #[arg(long, value_name = "FILE", conflicts_with = "namespace")]
+    pub namespaces: Option<PathBuf>,
+    /// One namespace to render for, with --labels.
+    #[arg(long, value_name = "NAME")]
+    pub namespace: Option<String>,
+    /// The labels of --namespace, as k=v,k2=v2.
+    #[arg(long, value_name = "K=V,...", requires = "namespace", value_parser = parse_labels)]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Namespaces no baseline touches besides kube-system, kube-public and kube-node-lease.
+    #[arg(long = "system-namespace", value_name = "NAME")]
+    pub system_namespaces: Vec<String>,
+    /// Compare with the live cluster (read-only) instead of printing the objects: what would be
+    /// created, updated, replaced or pruned. Without --namespaces/--namespace, every namespace of
+    /// the cluster. Exit code 1 when something would change.
+    #[arg(long)]
+    pub diff: bool,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
+    s.split(',')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .ok_or_else(|| format!("{kv:?} is not k=v"))
+        })
+        .collect()
+}
+
+pub async fn run(args: RenderArgs) -> anyhow::Result<ExitCode> {
+    let baselines = crate::cli::read_baselines(&args.files)?;
+    if baselines.is_empty() {
+        anyhow::bail!("no SecurityBaseline in {:?}", args.files);
+    }
+    let system: BTreeSet<String> = args.system_namespaces.iter().cloned().collect();
+    let given = given_namespaces(&args)?;
+    if !args.diff {
+        let Some(namespaces) = given else {
+            anyhow::bail!(
+                "say which namespaces to render for: --namespaces FILE, or --namespace NAME [--labels k=v,...] (or --diff to use the cluster's)"
+            );
+        };
+        print!("{}", render(&baselines, &namespaces, &system, Timestamp::now())?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let client = args.cluster.client().await?;
+    let snapshot = Snapshot::read(&client).await?;
+    let namespaces = match given {
+        Some(given) => given
+            .into_iter()
+            .map(|g| {
+                // The live labels decide when the namespace exists; the given ones otherwise.
+                snapshot
+                    .namespaces
+                    .iter()
+                    .find(|live| live.name == g.name)
+                    .cloned()
+                    .unwrap_or(g)
+            })
+            .collect(),
+        None => snapshot.namespaces.clone(),
+    };
+    let changes = diff(&baselines, &namespaces, &snapshot, &system, Timestamp::now());
+    print!("{}", changes.text);
+    Ok(if changes.count == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn given_namespaces(args: &RenderArgs) -> anyhow::Result<Option<Vec<ObjectMeta>>> {
+    if let Some(name) = &args.namespace {
+        return Ok(Some(vec![ObjectMeta {
+            name: Some(name.clone()),
+            labels: Some(args.labels.clone().unwrap_or_default()),
+            ..Default::default()
+        }]));
+    }
+    let Some(path) = &args.namespaces else {
+        return Ok(None);
+    };
+    let (docs, errors) = load::read(std::slice::from_ref(path))?;
+    if let Some(e) = errors.first() {
+        anyhow::bail!("{e}");
+    }
+    let mut out = Vec::new();
+    for doc in docs {
+        let items = match doc.value.get("items").and_then(|i| i.as_array()) {
+            Some(items) => items.clone(),
+            None => vec![doc.value.clone()],
+        };
+        for item in items {
+            let kind = item.get("kind").and_then(|k| k.as_str()).unwrap_or("Namespace");
+            if kind != "Namespace" {
+                anyhow::bail!("{}: is a {kind}, not a Namespace", doc.location);
+            }
+            let ns: Namespace =
+                serde_json::from_value(item).map_err(|e| anyhow::anyhow!("{}: not a Namespace: {e}", doc.location))?;
+            out.push(ns.metadata);
+        }
+    }
+    Ok(Some(out))
+}
+
+/// Why `baseline` does or does not apply in namespace `meta` (one line).
+fn why(
+    baseline: &SecurityBaseline,
+    valid: &Result<ValidBaseline, InvalidSpec>,
+    meta: &ObjectMeta,
+    plan: &desired::Plan,
+) -> String {
+    let name = baseline.name_any();
+    let facts = judge::facts(meta);
+    let valid = match valid {
+        Err(e) => return format!("baseline {name} is invalid and writes nothing: {e}"),
+        Ok(v) => v,
+    };
+    if baseline.spec.excluded_namespaces.contains(&facts.name) {
+        return format!("excluded by {name} (excludedNamespaces)");
+    }
+    let Some(verdict) = plan.verdicts.get(&name) else {
+        let selector: Selector = valid.selector.clone();
+        return format!(
+            "not selected by {name} (selector {:?} does not match labels {:?})",
+            selector.to_string(),
+            facts.labels
+        );
+    };
+    let mut line = format!(
+        "selected by {name} ({})",
+        match baseline.spec.mode {
+            Mode::Enforce => "Enforce: written and repaired",
+            Mode::Audit => "Audit: reported, never written",
+        }
+    );
+    if let Some(ex) = &verdict.exemption {
+        let reasons: Vec<&str> = baseline
+            .spec
+            .exemptions
+            .iter()
+            .filter(|e| e.namespace == facts.name)
+            .map(|e| e.reason.as_str())
+            .collect();
+        let _ = write!(
+            line,
+            "; exempt from {:?} until {} ({})",
+            ex.controls,
+            ex.expires.0,
+            reasons.join("; ")
+        );
+    }
+    for c in &verdict.conflicts {
+        let _ = write!(line, "; {} is taken by the older baseline {}", c.key, c.winner);
+    }
+    line
+}
+
+/// The objects the operator would write for one desired entry, as it would write them.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Rendered {
+    Policy(NetworkPolicy),
+    Binding(RoleBinding),
+    Namespace(Namespace),
+}
+
+fn build(ns: &ObjectMeta, key: &ObjectKey, want: &DesiredObject) -> Rendered {
+    let name = ns.name.clone().unwrap_or_default();
+    match (key, &want.content) {
+        (ObjectKey::NetworkPolicy(n), _) => {
+            Rendered::Policy(evaluate::expected_policy(&name, n, want, None).expect("policy content"))
+        }
+        (ObjectKey::RoleBinding(n), _) => {
+            Rendered::Binding(evaluate::expected_binding(&name, n, want, None).expect("binding content"))
+        }
+        (ObjectKey::PodSecurityLabels, Content::PodSecurityLabels(labels)) => Rendered::Namespace(Namespace {
+            metadata: ObjectMeta {
+                name: Some(name),
+                labels: Some(objects::pod_security_floor(ns, labels)),
+                ..Default::default()
+            },
+            ..Default::default()
+        }),
+        (ObjectKey::PodSecurityLabels, _) => unreachable!("desired content always matches its key"),
+    }
+}
+
+/// The YAML stream: a comment block per namespace saying why, then its objects.
+pub fn render(
+    baselines: &[SecurityBaseline],
+    namespaces: &[ObjectMeta],
+    system: &BTreeSet<String>,
+    now: Timestamp,
+) -> anyhow::Result<String> {
+    let validated = judge::validated(baselines);
+    let mut out = String::from(
+        "# Rendered by kube-baseline: the objects the operator applies (server-side apply, field\n# manager kube-baseline), with an ownerReference to the baseline once it exists in the cluster.\n",
+    );
+    for meta in namespaces {
+        let name = meta.name.clone().unwrap_or_default();
+        let plan = judge::plan_for(meta, baselines, &validated, system, now);
+        let _ = writeln!(out, "#\n# namespace {name}:");
+        if desired::is_system_namespace(&name, system) {
+            let _ = writeln!(out, "#   a system namespace: no baseline ever touches it");
+            continue;
+        }
+        if meta.deletion_timestamp.is_some() {
+            let _ = writeln!(out, "#   terminating: nothing is written");
+            continue;
+        }
+        for b in baselines {
+            let _ = writeln!(out, "#   {}", why(b, &validated[&b.name_any()], meta, &plan));
+        }
+        for (key, want) in plan.objects.iter().filter(|(_, w)| w.owner.mode == Mode::Enforce) {
+            let _ = writeln!(out, "---");
+            out.push_str(&serde_saphyr::to_string(&build(meta, key, want))?);
+        }
+    }
+    Ok(out)
+}
+
+/// What `--diff` found.
+pub struct Changes {
+    pub text: String,
+    pub count: usize,
+}
+
+/// The part of an object the operator declares, as YAML lines to compare.
+fn declared(value: &Rendered) -> String {
+    let view = match value {
+        Rendered::Policy(p) => serde_json::json!({
+            "labels": p.metadata.labels,
+            "spec": p.spec.clone().map(|s| k8s_openapi::api::networking::v1::NetworkPolicySpec { ingress: None, ..s }),
+        }),
+        Rendered::Binding(b) => {
+            let mut subjects: Vec<_> = b.subjects.clone().unwrap_or_default();
+            subjects.sort_by(|x, y| x.name.cmp(&y.name));
+            serde_json::json!({"labels": b.metadata.labels, "roleRef": b.role_ref, "subjects": subjects})
+        }
+        Rendered::Namespace(n) => serde_json::json!({"labels": n.metadata.labels}),
+    };
+    serde_saphyr::to_string(&view).unwrap_or_default()
+}
+
+/// The managed labels of a live object (ours only: the rest is someone else's).
+fn ours(
+    labels: Option<&BTreeMap<String, String>>,
+    keep: &BTreeMap<String, String>,
+) -> Option<BTreeMap<String, String>> {
+    let labels = labels?;
+    Some(
+        keep.keys()
+            .filter_map(|k| labels.get(k).map(|v| (k.clone(), v.clone())))
+            .collect(),
+    )
+}
+
+/// Compares the rendered objects with the live ones.
+pub fn diff(
+    baselines: &[SecurityBaseline],
+    namespaces: &[ObjectMeta],
+    snapshot: &Snapshot,
+    system: &BTreeSet<String>,
+    now: Timestamp,
+) -> Changes {
+    let validated = judge::validated(baselines);
+    let names: BTreeSet<String> = baselines.iter().map(|b| b.name_any()).collect();
+    let empty_p = BTreeMap::new();
+    let empty_b = BTreeMap::new();
+    let mut text = String::new();
+    let mut count = 0;
+    for meta in namespaces {
+        let ns = meta.name.clone().unwrap_or_default();
+        let plan = judge::plan_for(meta, baselines, &validated, system, now);
+        let policies = snapshot.policies.get(&ns).unwrap_or(&empty_p);
+        let bindings = snapshot.bindings.get(&ns).unwrap_or(&empty_b);
+        for (key, want) in plan.objects.iter().filter(|(_, w)| w.owner.mode == Mode::Enforce) {
+            let rendered = build(meta, key, want);
+            let (live, in_sync): (Option<Rendered>, bool) = match (key, &rendered) {
+                (ObjectKey::NetworkPolicy(n), Rendered::Policy(d)) => {
+                    let live = policies.get(n);
+                    let d = evaluate::expected_policy(&ns, n, want, live).unwrap_or_else(|| d.clone());
+                    let ok = live.is_some_and(|l| objects::policy_in_sync(l, &d));
+                    let view = live.map(|l| {
+                        let mut l = l.clone();
+                        l.metadata.labels = ours(
+                            l.metadata.labels.as_ref(),
+                            d.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()),
+                        );
+                        Rendered::Policy(l)
+                    });
+                    (view, ok)
+                }
+                (ObjectKey::RoleBinding(n), Rendered::Binding(d)) => {
+                    let live = bindings.get(n);
+                    let d = evaluate::expected_binding(&ns, n, want, live).unwrap_or_else(|| d.clone());
+                    let ok = live.is_some_and(|l| objects::binding_in_sync(l, &d));
+                    let view = live.map(|l| {
+                        let mut l = l.clone();
+                        l.metadata.labels = ours(
+                            l.metadata.labels.as_ref(),
+                            d.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()),
+                        );
+                        Rendered::Binding(l)
+                    });
+                    (view, ok)
+                }
+                (_, Rendered::Namespace(d)) => {
+                    let want_labels = d.metadata.labels.clone().unwrap_or_default();
+                    let ok = objects::pod_security_in_sync(meta, &want_labels);
+                    let live = Namespace {
+                        metadata: ObjectMeta {
+                            labels: ours(meta.labels.as_ref(), &want_labels),
+                            ..Default::default()
+                        },
+                        ..Default::default()
+                    };
+                    (Some(Rendered::Namespace(live)), ok)
+                }
+                _ => (None, false),
+            };
+            let what = format!("{key} in {ns}");
+            if in_sync {
+                let _ = writeln!(text, "= {what}: unchanged");
+                continue;
+            }
+            count += 1;
+            let verb = match (&live, &rendered) {
+                (None, _) => "create",
+                (Some(Rendered::Binding(l)), Rendered::Binding(d)) if l.role_ref != d.role_ref => {
+                    "replace (roleRef is immutable)"
+                }
+                _ => "update",
+            };
+            let _ = writeln!(text, "~ {what}: {verb}");
+            let before = live.as_ref().map(declared).unwrap_or_default();
+            text.push_str(&unified(&before, &declared(&rendered)));
+        }
+        // Objects the given baselines made here and no longer want: pruned.
+        let stale = |m: &ObjectMeta, key: ObjectKey| -> Option<String> {
+            let owner = m.labels.as_ref()?.get(objects::BASELINE_LABEL)?;
+            (objects::is_managed(m) && names.contains(owner) && !plan.objects.contains_key(&key)).then(|| {
+                let how = if objects::is_adopted(m) {
+                    "release (adopted: labels removed, content kept)"
+                } else {
+                    "delete"
+                };
+                format!("- {key} in {ns}: {how} (no longer wanted by {owner})")
+            })
+        };
+        for line in policies
+            .values()
+            .filter_map(|p| stale(&p.metadata, ObjectKey::NetworkPolicy(p.name_any())))
+            .chain(
+                bindings
+                    .values()
+                    .filter_map(|b| stale(&b.metadata, ObjectKey::RoleBinding(b.name_any()))),
+            )
+        {
+            count += 1;
+            let _ = writeln!(text, "{line}");
+        }
+    }
+    let _ = writeln!(text, "{count} change(s)");
+    Changes { text, count }
+}
+
+/// A line diff of two short texts (`-` live, `+` rendered), longest common subsequence.
+fn unified(before: &str, after: &str) -> String {
+    let a: Vec<&str> = before.lines().collect();
+    let b: Vec<&str> = after.lines().collect();
+    let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j, mut out) = (0, 0, String::new());
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            let _ = writeln!(out, "      {}", a[i]);
+            (i, j) = (i + 1, j + 1);
+        } else if j < b.len() && (i == a.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
+            let _ = writeln!(out, "    + {}", b[j]);
+            j += 1;
+        } else {
+            let _ = writeln!(out, "    - {}", a[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_line_diff_marks_removed_and_added_lines() {
+        let d = unified("a\nb\nc\n", "a\nx\nc\n");
+        assert_eq!(d, "      a\n    + x\n    - b\n      c\n");
+    }
+
+    #[test]
+    fn labels_parse_as_comma_separated_pairs() {
+        let l = parse_labels("a=1,b=two").unwrap();
+        assert_eq!(l["a"], "1");
+        assert_eq!(l["b"], "two");
+        assert!(parse_labels("a").is_err());
+    }
+}
