@@ -69,6 +69,10 @@ struct RunArgs {
     /// How long a lease lasts without renewal: the longest a dead leader blocks a standby.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     lease_duration: Duration,
+    /// Maintain a wgpolicyk8s.io/v1alpha2 PolicyReport per selected namespace and a
+    /// ClusterPolicyReport summary (the PolicyReport CRDs must be installed).
+    #[arg(long)]
+    policy_reports: bool,
     /// This replica's identity in the lease and in Events (default: the host name).
     #[arg(long, env = "POD_NAME")]
     instance: Option<String>,
@@ -211,6 +215,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         status_debounce: args.status_debounce,
         instance,
         progress,
+        policy_reports: args.policy_reports,
     };
     // The controller stops on a signal (leadership lost ends the process, above).
     let stop = stopped(stop_rx.clone());
@@ -229,6 +234,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
     let writer = tokio::spawn(status_writer::run(ctx.clone()));
     let events = tokio::spawn(ctx.events.clone().run());
+    let reports = ctx.reports.clone().map(|r| tokio::spawn(r.watch(ctx.clone())));
     info!("controller started");
     // In-flight reconciles get a grace period after a stop; kube-runtime's runner can wait for a
     // store that will never fill once its watches stop, so the wait is bounded.
@@ -242,6 +248,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     writer.abort();
     events.abort();
+    if let Some(r) = reports {
+        r.abort();
+    }
     if leadership.as_ref().is_none_or(|l| *l.is_leader.borrow()) {
         status_writer::flush(&ctx).await;
         ctx.events.flush().await;

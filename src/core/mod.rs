@@ -7,4 +7,5 @@ pub mod egress;
 pub mod evaluate;
 pub mod objects;
 pub mod policy;
+pub mod report;
 pub mod status;

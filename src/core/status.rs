@@ -32,6 +32,8 @@ pub struct NsOutcome {
     pub warnings: Vec<Problem>,
     /// The baseline generation this outcome was computed against.
     pub generation: Option<i64>,
+    /// The objects the baseline wants here and gets as it wants them (the report's results).
+    pub wanted: Vec<crate::core::desired::ObjectKey>,
 }
 
 impl NsOutcome {
@@ -57,6 +59,7 @@ impl NsOutcome {
             exemption,
             warnings: Vec::new(),
             generation: None,
+            wanted: Vec::new(),
         }
     }
 }

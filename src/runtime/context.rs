@@ -39,6 +39,8 @@ pub struct Settings {
     pub instance: String,
     /// Reconciles in flight, for `/healthz`.
     pub progress: Arc<crate::runtime::progress::Progress>,
+    /// Maintain wgpolicyk8s.io PolicyReports (`--policy-reports`).
+    pub policy_reports: bool,
 }
 
 /// What reconciles have found, for the status writer.
@@ -56,6 +58,8 @@ pub struct Results {
     /// Baseline name -> (its generation, the namespaces that generation may change and that
     /// have not been reconciled against it yet). Status claims a generation only when empty.
     pub pending: BTreeMap<String, (Option<i64>, BTreeSet<String>)>,
+    /// Namespaces whose PolicyReport may have to change ("" for the cluster summary).
+    pub reports_dirty: BTreeSet<String>,
 }
 
 /// Shared state of the controller.
@@ -77,6 +81,8 @@ pub struct Context {
     pub results: Mutex<Results>,
     pub status_changed: tokio::sync::Notify,
     pub events: Arc<crate::runtime::events::Events>,
+    /// The PolicyReports this operator keeps, with `--policy-reports`.
+    pub reports: Option<Arc<crate::runtime::reports::Reports>>,
     pub metrics: Arc<Metrics>,
     synced: tokio::sync::OnceCell<()>,
     /// Baselines this process gave the release finalizer (the cache may not show it yet).
@@ -106,6 +112,7 @@ impl Context {
             instance: Some(settings.instance.clone()),
         };
         Self {
+            reports: settings.policy_reports.then(Arc::default),
             events: crate::runtime::events::Events::new(client.clone(), settings.instance.clone(), baselines.clone()),
             client,
             settings,

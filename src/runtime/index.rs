@@ -144,6 +144,11 @@ impl<V> NamespacedIndex<V> {
             .collect()
     }
 
+    /// Whether the first full list has been received.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
     /// Waits until the first full list has been received.
     pub async fn wait_until_ready(&self) {
         let mut rx = self.ready.subscribe();

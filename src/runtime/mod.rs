@@ -10,6 +10,7 @@ pub mod leader;
 pub mod metrics;
 pub mod progress;
 pub mod reconcile;
+pub mod reports;
 pub mod retry;
 pub mod server;
 pub mod status_writer;

@@ -178,13 +178,17 @@ fn record(
         }
         let outcomes = r.outcomes.entry(bname.clone()).or_default();
         let Some(mut outcome) = judged.remove(&bname) else {
-            changed |= outcomes.remove(ns).is_some();
+            if outcomes.remove(ns).is_some() {
+                changed = true;
+                r.reports_dirty.insert(ns.to_string());
+            }
             continue;
         };
         outcome.generation = b.metadata.generation;
         let previous = outcomes.insert(ns.to_string(), outcome.clone());
         if previous.as_ref() != Some(&outcome) {
             changed = true;
+            r.reports_dirty.insert(ns.to_string());
             // After a restart nothing is remembered yet: what the stored status already lists
             // was announced before and is not announced again (a restart writes nothing).
             let old = previous.map(|p| p.problems).unwrap_or_else(|| {

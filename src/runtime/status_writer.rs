@@ -32,6 +32,11 @@ pub async fn run(ctx: Arc<Context>) {
             continue;
         }
         let settled = crate::runtime::finalizer::settle(&ctx).await;
+        if let Some(reports) = &ctx.reports
+            && !reports.sync(&ctx).await
+        {
+            crate::runtime::reports::retry_later(ctx.clone());
+        }
         if !write_all(&ctx, &mut written).await || !settled {
             tokio::time::sleep(Duration::from_secs(2)).await;
             ctx.status_changed.notify_one();
