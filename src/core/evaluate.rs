@@ -245,3 +245,7 @@ pub fn outcomes(
 pub fn summaries(policies: &BTreeMap<String, NetworkPolicy>) -> Vec<EgressSummary> {
     policies.values().filter_map(EgressSummary::of).collect()
 }
+
+#[cfg(test)]
+#[path = "evaluate_tests.rs"]
+mod tests;
