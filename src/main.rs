@@ -2,12 +2,14 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use kube_baseline::api;
+use kube_baseline::cli::validate::{self, ValidateArgs};
 use kube_baseline::runtime::context::Settings;
 use kube_baseline::runtime::controller;
 use kube_baseline::runtime::leader::{self, Leadership, LeaseSettings};
@@ -30,6 +32,8 @@ enum Command {
     Run(RunArgs),
     /// Print the SecurityBaseline CustomResourceDefinition as YAML.
     Crd,
+    /// Check SecurityBaseline files offline, as the API server and the operator would.
+    Validate(ValidateArgs),
 }
 
 #[derive(Args)]
@@ -94,18 +98,19 @@ async fn shutdown_signal() {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
         Command::Crd => {
             print!("{}", api::crd_yaml().context("serializing the CRD")?);
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
+        Command::Validate(args) => validate::run(args),
         Command::Run(args) => {
             let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
             let result = runtime.block_on(run(args));
             // Blocking tasks left behind (connection pools, resolvers) must not hold up exit.
             runtime.shutdown_timeout(Duration::from_secs(2));
-            result
+            result.map(|()| ExitCode::SUCCESS)
         }
     }
 }

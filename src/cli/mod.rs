@@ -3,3 +3,4 @@
 //! controller, so they decide exactly as it does.
 
 pub mod load;
+pub mod validate;

@@ -2,8 +2,10 @@
 //! NetworkPolicies let pods reach a blocked address, and what the status says. No I/O: plain
 //! values in, plain values out, most of the unit tests.
 
+pub mod cel;
 pub mod desired;
 pub mod egress;
 pub mod objects;
 pub mod policy;
+pub mod schema;
 pub mod status;
