@@ -318,7 +318,7 @@ mod tests {
             load_baselines(&[good]).unwrap()[0].metadata.name.as_deref(),
             Some("good")
         );
-        let err = load_baselines(&[dir.clone()]).unwrap_err();
+        let err = load_baselines(std::slice::from_ref(&dir)).unwrap_err();
         assert_eq!(err.messages.len(), lines.len());
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -346,7 +346,10 @@ mod tests {
     #[test]
     fn no_documents_is_an_error_for_load_baselines() {
         let dir = temp_dir("empty");
-        assert!(load_baselines(&[dir.clone()]).unwrap_err().messages[0].starts_with("no SecurityBaseline documents"));
+        assert!(
+            load_baselines(std::slice::from_ref(&dir)).unwrap_err().messages[0]
+                .starts_with("no SecurityBaseline documents")
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

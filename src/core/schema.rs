@@ -299,8 +299,8 @@ fn decode_errors(value: &Value, schema: &Value, path: &str, out: &mut Vec<FieldE
                 let here = format!("{path}.{key}");
                 match (properties.and_then(|p| p.get(key)), additional) {
                     (Some(s), _) | (None, Some(s)) => decode_errors(v, s, &here, out),
-                    (None, None) if properties.is_some() || schema["type"] == "object" => out.push(unknown(&here)),
-                    (None, None) => {}
+                    // Also where the schema wants no object at all: every key is unknown.
+                    (None, None) => out.push(unknown(&here)),
                 }
             }
         }
@@ -334,20 +334,34 @@ fn decode_metadata(meta: &Value, out: &mut Vec<FieldError>) {
             out.push(unknown(&here));
             continue;
         }
-        let string_map = matches!(key.as_str(), "labels" | "annotations");
-        let string = matches!(key.as_str(), "name" | "generateName" | "namespace");
-        let string_values = |m: &Map<String, Value>| m.values().all(|x| x.is_string() || x.is_null());
-        let wrong = (string_map && !(v.is_null() || v.as_object().is_some_and(string_values)))
-            || (string && !(v.is_string() || v.is_null()));
-        if wrong {
+        // What Go's encoding/json says when ObjectMeta cannot hold the value.
+        let go_kind = |x: &Value| match x {
+            Value::Bool(_) => "bool",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            _ => "object",
+        };
+        let wrong = match key.as_str() {
+            "labels" | "annotations" => match v {
+                Value::Null => None,
+                Value::Object(m) => m
+                    .values()
+                    .find(|x| !(x.is_string() || x.is_null()))
+                    .map(|x| (go_kind(x), "string")),
+                other => Some((go_kind(other), "map[string]string")),
+            },
+            "name" | "generateName" | "namespace" => (!(v.is_string() || v.is_null())).then(|| (go_kind(v), "string")),
+            _ => None,
+        };
+        // Go's JSON decoder reports only its first type error.
+        if let Some((kind, ty)) = wrong
+            && !out.iter().any(|e| e.reason == Reason::TypeInvalid)
+        {
             out.push(FieldError::new(
                 &here,
                 Reason::TypeInvalid,
-                format!(
-                    "cannot unmarshal {} into ObjectMeta.{key} of type {}",
-                    json_type(v),
-                    if string { "string" } else { "map[string]string" }
-                ),
+                format!("cannot unmarshal {kind} into Go struct field ObjectMeta.{key} of type {ty}"),
             ));
         }
     }
@@ -393,38 +407,36 @@ fn prune_nulls_and_default(value: &mut Value, schema: &Value) {
 /// The OpenAPI v3 keywords a structural schema can carry, checked as kube-openapi checks them.
 fn validate_value(value: &Value, schema: &Value, path: &str, out: &mut Vec<FieldError>) {
     if value.is_null() && schema["nullable"] == true {
+        // The API server checks enums even for null, and null fails even where the generated
+        // CRD lists it among the values (`admission: null` is refused).
+        if let Some(allowed) = schema["enum"].as_array() {
+            out.push(not_supported(value, allowed, path));
+        }
         return;
     }
     let ty = schema["type"].as_str();
+    let format = schema["format"].as_str();
     if let Some(ty) = ty
         && !has_type(value, ty)
     {
-        let actual = json_type(value);
+        // kube-openapi names a formatted field's expected type by its format and the value by
+        // its Go type, and lets an array through where a formatted string is expected (the
+        // operator then cannot read the baseline: see `check`).
+        let (expected, actual) = match (format, value) {
+            (Some(_), Value::Array(_)) => return,
+            (Some(format), v) => (format, go_type(v)),
+            (None, v) => (ty, json_type(v)),
+        };
         out.push(FieldError::new(
             path,
             Reason::TypeInvalid,
-            format!("Invalid value: \"{actual}\": {path} in body must be of type {ty}: \"{actual}\""),
+            format!("Invalid value: \"{actual}\": {path} in body must be of type {expected}: \"{actual}\""),
         ));
     }
     if let Some(allowed) = schema["enum"].as_array()
         && !allowed.contains(value)
     {
-        let supported: Vec<String> = allowed
-            .iter()
-            .map(|v| match v {
-                Value::String(s) => go_quote(s),
-                other => go_quote(&other.to_string()),
-            })
-            .collect();
-        out.push(FieldError::new(
-            path,
-            Reason::NotSupported,
-            format!(
-                "Unsupported value: {}: supported values: {}",
-                show(value),
-                supported.join(", ")
-            ),
-        ));
+        out.push(not_supported(value, allowed, path));
     }
     if ty.is_some_and(|ty| !has_type(value, ty)) {
         return;
@@ -481,6 +493,25 @@ fn validate_value(value: &Value, schema: &Value, path: &str, out: &mut Vec<Field
         }
         _ => {}
     }
+}
+
+fn not_supported(value: &Value, allowed: &[Value], path: &str) -> FieldError {
+    let supported: Vec<String> = allowed
+        .iter()
+        .map(|v| match v {
+            Value::String(s) => go_quote(s),
+            other => go_quote(&other.to_string()),
+        })
+        .collect();
+    FieldError::new(
+        path,
+        Reason::NotSupported,
+        format!(
+            "Unsupported value: {}: supported values: {}",
+            show(value),
+            supported.join(", ")
+        ),
+    )
 }
 
 /// kube-openapi stops at a string's first failing keyword: maxLength, minLength, pattern.
@@ -684,12 +715,13 @@ fn qualified_name(s: &str) -> Vec<String> {
     let name_rule = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an \
                      alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation \
                      is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+    // The API server says "label key" for annotations too.
     let (prefix, name) = match parts.as_slice() {
         [name] => (None, *name),
         [prefix, name] => (Some(*prefix), *name),
         _ => {
             return vec![format!(
-                "a qualified name {name_rule} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
+                "a valid label key {name_rule} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
             )];
         }
     };
@@ -704,9 +736,9 @@ fn qualified_name(s: &str) -> Vec<String> {
     if name.is_empty() {
         problems.push("name part must be non-empty".to_string());
     } else if name.len() > 63 {
-        problems.push("name part must be no more than 63 characters".to_string());
+        problems.push("name part must be no more than 63 bytes".to_string());
     }
-    if !name.is_empty() && !matches(QUALIFIED_NAME, name) {
+    if !matches(QUALIFIED_NAME, name) {
         problems.push(format!("name part {name_rule}"));
     }
     problems
@@ -715,7 +747,7 @@ fn qualified_name(s: &str) -> Vec<String> {
 fn label_value(s: &str) -> Vec<String> {
     let mut problems = Vec::new();
     if s.len() > 63 {
-        problems.push("must be no more than 63 characters".to_string());
+        problems.push("must be no more than 63 bytes".to_string());
     }
     if !matches(LABEL_VALUE, s) {
         problems.push(
@@ -733,9 +765,10 @@ fn list_types(value: &Value, schema: &Value, path: &str, out: &mut Vec<FieldErro
     match value {
         Value::Array(items) => {
             match schema["x-kubernetes-list-type"].as_str() {
+                // Each repeated item (or key) is reported once, at its first repetition.
                 Some("set") => {
                     for (i, item) in items.iter().enumerate() {
-                        if items[..i].contains(item) {
+                        if items[..i].iter().filter(|x| *x == item).count() == 1 {
                             out.push(FieldError::new(
                                 &format!("{path}[{i}]"),
                                 Reason::Duplicate,
@@ -765,7 +798,7 @@ fn list_types(value: &Value, schema: &Value, path: &str, out: &mut Vec<FieldErro
                         .collect();
                     for (i, key) in keys.iter().enumerate() {
                         if let Some(key) = key
-                            && keys[..i].iter().any(|k| k.as_ref() == Some(key))
+                            && keys[..i].iter().filter(|k| k.as_ref() == Some(key)).count() == 1
                         {
                             out.push(FieldError::new(
                                 &format!("{path}[{i}]"),
@@ -854,6 +887,15 @@ fn json_type(value: &Value) -> &'static str {
         Value::String(_) => "string",
         Value::Array(_) => "array",
         Value::Object(_) => "object",
+    }
+}
+
+/// The Go type kube-openapi names for a value that does not fit a formatted field.
+fn go_type(value: &Value) -> &'static str {
+    match value {
+        Value::Number(n) if n.is_i64() || n.is_u64() => "int64",
+        Value::Number(_) => "float64",
+        _ => "",
     }
 }
 

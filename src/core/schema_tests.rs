@@ -85,6 +85,14 @@ fn nulls_are_dropped_where_not_nullable_and_then_defaulted_or_required() {
     let object = admit(&doc(json!({"mode": null, "metadataEgress": null}))).unwrap();
     assert_eq!(object["spec"]["mode"], "Enforce");
     assert!(object["spec"]["metadataEgress"].is_null());
+    // A nullable enum refuses null all the same, though the CRD lists it.
+    assert_eq!(
+        errors(&doc(json!({"admission": null}))),
+        [
+            r#"spec.admission: Unsupported value: null: supported values: "Deny", "Warn", "Off", "null""#,
+            RULES_NOT_CHECKED
+        ]
+    );
     let exemption =
         json!({"namespace": "a", "controls": ["podSecurity"], "reason": null, "expires": "2027-01-31T00:00:00Z"});
     assert_eq!(
