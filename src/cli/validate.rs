@@ -92,7 +92,8 @@ impl DocumentResult {
                 format!("{}: ", e.field)
             };
             let note = match e.source {
-                Source::Operator => {
+                // (An undecodable baseline, on the whole document, explains itself.)
+                Source::Operator if !e.field.is_empty() => {
                     " (operator check after admission: the API server accepts this baseline, the operator marks it \
                      Invalid and applies nothing of it)"
                 }
@@ -107,10 +108,9 @@ fn entry(e: &FieldError, source: Source) -> ErrorEntry {
     ErrorEntry {
         field: e.field.clone(),
         message: e.message.clone(),
-        source: if e.reason == Reason::Operator {
-            Source::Operator
-        } else {
-            source
+        source: match e.reason {
+            Reason::Operator | Reason::Undecodable => Source::Operator,
+            _ => source,
         },
     }
 }

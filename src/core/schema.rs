@@ -43,6 +43,8 @@ pub enum Reason {
     RulesNotChecked,
     /// A check the operator makes after admission (`desired::validate`).
     Operator,
+    /// Admitted, but the operator cannot decode it into its types.
+    Undecodable,
 }
 
 impl Reason {
@@ -123,10 +125,15 @@ pub fn check(doc: &Value) -> Report {
         ..Default::default()
     };
     match serde_json::from_value::<SecurityBaseline>(object) {
+        // The operator lists baselines as typed objects: one it cannot decode fails the whole
+        // list, so no baseline is reconciled while it exists.
         Err(e) => report.operator.push(FieldError::new(
             "",
-            Reason::Operator,
-            format!("the operator cannot read this baseline: {e}"),
+            Reason::Undecodable,
+            format!(
+                "the API server accepts this baseline but the operator cannot decode it ({e}); while it exists the \
+                 operator's watch of SecurityBaselines fails and no baseline is reconciled"
+            ),
         )),
         Ok(baseline) => match desired::validate(&baseline) {
             Ok(_) => report.baseline = Some(baseline),
