@@ -1,7 +1,8 @@
 //! `kube-baseline validate` agrees with the real API server: every document of
 //! `e2e/corpus/validate/` is created with a server-side dry run under `fieldValidation=Strict`
 //! (what `kubectl apply` sends), and `validate` must accept exactly what the API server accepts,
-//! with the same field paths and messages for what it refuses. Documents the API server accepts
+//! with the same field paths and messages for what it refuses, and the same defaulted spec for
+//! what it accepts. Documents the API server accepts
 //! but the operator rejects after admission (`operator-*` files) must be reported as operator
 //! errors. The file name prefixes are explained in the corpus's README.md.
 
@@ -48,16 +49,16 @@ fn class(location: &load::Location) -> Class {
     }
 }
 
-/// The API server's answer to a dry-run create: Ok, or its errors as (field, message), with
+/// The API server's answer to a dry-run create: the object as it would be stored, or its errors as (field, message), with
 /// its `<nil>` field (the "rules not checked" note) as the empty path, like `validate`'s.
-async fn server_verdict(client: &kube::Client, doc: &Value) -> Result<(), Vec<(String, String)>> {
+async fn server_verdict(client: &kube::Client, doc: &Value) -> Result<Value, Vec<(String, String)>> {
     let request =
         http::Request::post("/apis/kubebaseline.io/v1alpha1/securitybaselines?dryRun=All&fieldValidation=Strict")
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(serde_json::to_vec(doc).unwrap())
             .unwrap();
     match client.request::<Value>(request).await {
-        Ok(_) => Ok(()),
+        Ok(stored) => Ok(stored),
         Err(kube::Error::Api(status)) => {
             let causes: Vec<(String, String)> = status
                 .details
@@ -133,6 +134,15 @@ async fn validate_accepts_exactly_what_the_api_server_accepts() {
             })
             .or_default() += 1;
 
+        // What is stored is what `validate` computed: the same defaults, in the same places.
+        if let (Ok(stored), Ok(ours)) = (&server, schema::admit(&doc.value))
+            && stored["spec"] != ours["spec"]
+        {
+            disagreements.push(format!(
+                "{at}: the stored spec differs from validate's defaulted spec:\n  API server: {}\n  validate:   {}",
+                stored["spec"], ours["spec"]
+            ));
+        }
         // The one promise for every document: admission says yes exactly when the API server does.
         if server.is_ok() != report.admission.is_empty() {
             disagreements.push(format!(
