@@ -2,9 +2,9 @@
 //! `e2e/corpus/validate/` is created with a server-side dry run under `fieldValidation=Strict`
 //! (what `kubectl apply` sends), and `validate` must accept exactly what the API server accepts,
 //! with the same field paths and messages for what it refuses, and the same defaulted spec for
-//! what it accepts. Documents the API server accepts
-//! but the operator rejects after admission (`operator-*` files) must be reported as operator
-//! errors. The file name prefixes are explained in the corpus's README.md.
+//! what it accepts. Documents the API server accepts but the operator rejects after admission
+//! (`operator-*` files) must be reported as operator errors. The file name prefixes are explained
+//! in the corpus's README.md.
 
 #[path = "../harness/mod.rs"]
 mod harness;
