@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use kube_baseline::api;
+use kube_baseline::cli::validate::{self, ValidateArgs};
 use kube_baseline::runtime::context::Settings;
 use kube_baseline::runtime::controller;
 use kube_baseline::runtime::leader::{self, Leadership, LeaseSettings};
@@ -37,6 +38,8 @@ enum Command {
     /// Print the objects a baseline file would make in given namespaces (offline), and why each
     /// namespace is selected, excluded or exempted; --diff compares with a live cluster.
     Render(kube_baseline::cli::render::RenderArgs),
+    /// Check SecurityBaseline files offline, as the API server and the operator would.
+    Validate(ValidateArgs),
 }
 
 #[derive(Args)]
@@ -98,6 +101,7 @@ fn main() -> anyhow::Result<ExitCode> {
             print!("{}", api::crd_yaml().context("serializing the CRD")?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Validate(args) => validate::run(args),
         Command::Run(args) => {
             let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
             let result = runtime.block_on(run(args));

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod judge;
 pub mod load;
 pub mod render;
+pub mod validate;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,27 +31,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
-/// The SecurityBaselines of `paths`, refusing anything else (with its location).
+/// The SecurityBaselines of `paths` when every document is valid (`validate`'s checks and
+/// wording, with `file:document` locations); otherwise every problem.
 pub fn read_baselines(paths: &[PathBuf]) -> anyhow::Result<Vec<SecurityBaseline>> {
-    let (docs, errors) = load::read(paths)?;
-    let mut problems: Vec<String> = errors.iter().map(ToString::to_string).collect();
-    let mut out = Vec::new();
-    for doc in docs {
-        let kind = doc.value.get("kind").and_then(|k| k.as_str()).unwrap_or("<no kind>");
-        if kind != "SecurityBaseline" {
-            problems.push(format!(
-                "{}: is a {kind}, not a SecurityBaseline (kubebaseline.io/v1alpha1)",
-                doc.location
-            ));
-            continue;
-        }
-        match serde_json::from_value::<SecurityBaseline>(doc.value) {
-            Ok(b) => out.push(b),
-            Err(e) => problems.push(format!("{}: {e}", doc.location)),
-        }
-    }
-    if !problems.is_empty() {
-        anyhow::bail!("{}", problems.join("\n"));
-    }
-    Ok(out)
+    Ok(validate::load_baselines(paths)?)
 }

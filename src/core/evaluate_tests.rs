@@ -6,7 +6,9 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use super::*;
-use crate::api::{BaselineRoleBinding, MetadataEgress, PodSecurity, PodSecurityLevel, SecurityBaseline, SecurityBaselineSpec};
+use crate::api::{
+    BaselineRoleBinding, MetadataEgress, PodSecurity, PodSecurityLevel, SecurityBaseline, SecurityBaselineSpec,
+};
 use crate::core::desired::{self, NamespaceFacts};
 use crate::core::status::NsState;
 
@@ -37,7 +39,13 @@ fn plan(b: &SecurityBaseline) -> Plan {
 }
 
 /// The namespace's objects exactly as the plan wants them.
-fn compliant(plan: &Plan) -> (ObjectMeta, BTreeMap<String, NetworkPolicy>, BTreeMap<String, RoleBinding>) {
+fn compliant(
+    plan: &Plan,
+) -> (
+    ObjectMeta,
+    BTreeMap<String, NetworkPolicy>,
+    BTreeMap<String, RoleBinding>,
+) {
     let (mut policies, mut bindings) = (BTreeMap::new(), BTreeMap::new());
     let mut ns = ObjectMeta {
         name: Some("team-a".into()),
@@ -61,7 +69,12 @@ fn compliant(plan: &Plan) -> (ObjectMeta, BTreeMap<String, NetworkPolicy>, BTree
     (ns, policies, bindings)
 }
 
-fn judge(plan: &Plan, ns: &ObjectMeta, p: &BTreeMap<String, NetworkPolicy>, b: &BTreeMap<String, RoleBinding>) -> NsOutcome {
+fn judge(
+    plan: &Plan,
+    ns: &ObjectMeta,
+    p: &BTreeMap<String, NetworkPolicy>,
+    b: &BTreeMap<String, RoleBinding>,
+) -> NsOutcome {
     let actual = Actual {
         namespace: ns,
         policies: p,
@@ -92,7 +105,11 @@ fn a_missing_object_and_a_changed_one_are_drift_saying_which() {
     rb.values_mut().for_each(|b| b.subjects = Some(vec![]));
     let outcome = judge(&plan, &ns, &p, &rb);
     assert_eq!(outcome.state, NsState::Drifted);
-    let msgs: BTreeMap<&str, &str> = outcome.problems.iter().map(|p| (p.object.as_str(), p.message.as_str())).collect();
+    let msgs: BTreeMap<&str, &str> = outcome
+        .problems
+        .iter()
+        .map(|p| (p.object.as_str(), p.message.as_str()))
+        .collect();
     assert_eq!(msgs["NetworkPolicy/restrict-instance-metadata"], "missing");
     assert_eq!(msgs["RoleBinding/team-edit"], "differs from the baseline");
 }

@@ -2,10 +2,12 @@
 //! NetworkPolicies let pods reach a blocked address, and what the status says. No I/O: plain
 //! values in, plain values out, most of the unit tests.
 
+pub mod cel;
 pub mod desired;
 pub mod egress;
 pub mod evaluate;
 pub mod objects;
 pub mod policy;
 pub mod report;
+pub mod schema;
 pub mod status;
