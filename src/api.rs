@@ -9,6 +9,36 @@ use serde::{Deserialize, Serialize};
 /// The group every kube-baseline API lives in.
 pub const GROUP: &str = "kubebaseline.io";
 
+/// Set, in the operator's memory only, on a stored baseline it cannot decode (stored before a
+/// CRD upgrade, or past a gap in admission): the baseline is Invalid with the decoding error, and
+/// the others go on (one undecodable object would otherwise fail the whole baseline list).
+pub const UNDECODABLE_ANNOTATION: &str = "kubebaseline.io/undecodable";
+
+/// A stored baseline as the operator works with it: decoded, or, when it cannot be, a stand-in
+/// with its metadata that validation reports as Invalid and that keeps its hands off everything
+/// (its Pod Security labels included, which it may have set).
+pub fn decode(obj: kube::api::DynamicObject) -> SecurityBaseline {
+    let metadata = obj.metadata.clone();
+    match serde_json::to_value(&obj).and_then(serde_json::from_value::<SecurityBaseline>) {
+        Ok(b) => b,
+        Err(e) => {
+            let mut metadata = metadata;
+            metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(UNDECODABLE_ANNOTATION.into(), e.to_string());
+            SecurityBaseline {
+                metadata,
+                spec: SecurityBaselineSpec {
+                    pod_security: Some(PodSecurity::default()),
+                    ..Default::default()
+                },
+                status: None,
+            }
+        }
+    }
+}
+
 /// DNS-1123 label: the shape of a namespace name.
 const DNS_LABEL: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 /// DNS-1123 subdomain: the shape of NetworkPolicy and RoleBinding names.
@@ -149,8 +179,13 @@ pub enum Control {
 }
 
 /// One time-boxed exception.
+// The API server does not type-check a field with a `format` (an array passes as `expires`),
+// and one baseline the operator cannot decode would stop its whole baseline watch: a CEL rule
+// that reads the field makes the API server check it.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("type(self.expires) == google.protobuf.Timestamp")
+    .message("expires must be an RFC 3339 time such as 2027-01-31T00:00:00Z"))]
 pub struct Exemption {
     /// The namespace the exception applies to.
     #[schemars(length(min = 1, max = 63), regex(pattern = DNS_LABEL))]

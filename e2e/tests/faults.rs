@@ -325,3 +325,97 @@ async fn a_hostile_writer_is_outlasted_with_writes_proportional_to_the_drift() {
     drop(op);
     s.cleanup().await;
 }
+
+/// A baseline stored while admission let something through that the operator cannot decode (an
+/// older CRD without the `expires` rule, here) is reported Invalid on its own; the other
+/// baselines go on being enforced, before and after a restart (before the fix, the whole list
+/// of baselines failed to decode and the operator went deaf).
+#[tokio::test]
+async fn a_stored_baseline_the_operator_cannot_decode_is_invalid_and_the_others_go_on() {
+    let _one = FAULT.lock().await;
+    let op = operator("fault-undecodable").await;
+    let mut s = Scenario::without_shared_operator("fault-undecodable").await;
+    let ns = s.namespace("team").await;
+    s.baseline("good", aks_spec(&s.label)).await;
+    s.wait_all_objects(&ns).await;
+
+    // The CRD as an older version had it: no CEL rule reading `expires`.
+    let mut crd: serde_json::Value = serde_json::from_str(&kubectl(&[
+        "get",
+        "crd",
+        "securitybaselines.kubebaseline.io",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["exemptions"]["items"]
+        .as_object_mut()
+        .unwrap()
+        .remove("x-kubernetes-validations");
+    let older = cluster_dir().join(format!("{}.json", unique("older-crd")));
+    std::fs::write(&older, crd.to_string()).unwrap();
+    kubectl(&["replace", "-f", older.to_str().unwrap()]);
+    let bad = unique("undecodable");
+    let manifest = cluster_dir().join(format!("{bad}.yaml"));
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: kubebaseline.io/v1alpha1\nkind: SecurityBaseline\nmetadata: {{name: {bad}}}\nspec:\n  exemptions:\n    - {{namespace: a, controls: [podSecurity], reason: r, expires: [\"2027-01-31T00:00:00Z\"]}}\n"
+        ),
+    )
+    .unwrap();
+    eventually("the older schema admits the baseline", WAIT, || async {
+        let (ok, _, _) = kubectl_as(
+            "admin",
+            &["system:masters"],
+            &["create", "-f", manifest.to_str().unwrap()],
+            None,
+        );
+        ok.then_some(())
+    })
+    .await;
+    install(); // today's CRD again; the stored object stays as it was
+
+    let invalid = |op_name: &'static str| {
+        let bad = bad.clone();
+        let client = s.client.clone();
+        async move {
+            eventually(
+                &format!("{op_name}: the undecodable baseline is Invalid"),
+                WAIT,
+                || async {
+                    let raw = Api::<kube::api::DynamicObject>::all_with(
+                        client.clone(),
+                        &kube::api::ApiResource::erase::<kube_baseline::api::SecurityBaseline>(&()),
+                    )
+                    .get(&bad)
+                    .await
+                    .ok()?;
+                    let invalid = raw.data["status"]["conditions"]
+                        .as_array()?
+                        .iter()
+                        .find(|c| c["type"] == "Invalid")?
+                        .clone();
+                    (invalid["status"] == "True").then_some(invalid)
+                },
+            )
+            .await
+        }
+    };
+    let condition = invalid("running").await;
+    assert!(
+        condition["message"].as_str().unwrap().contains("cannot be read"),
+        "{condition}"
+    );
+    s.policies(&ns).delete(POLICY, &DeleteParams::default()).await.unwrap();
+    s.wait_policy(&ns).await;
+
+    // A restart lists the undecodable baseline with the others and still enforces them.
+    drop(op);
+    let _op = operator("fault-undecodable-restart").await;
+    s.policies(&ns).delete(POLICY, &DeleteParams::default()).await.unwrap();
+    s.wait_policy(&ns).await;
+    invalid("restarted").await;
+    kubectl(&["delete", "securitybaseline", &bad]);
+    s.cleanup().await;
+}

@@ -11,8 +11,9 @@ use regex::Regex;
 use serde_json::Value;
 
 /// A rule's Rust implementation: whether `self` (the value at the rule's schema node, with
-/// defaults applied) satisfies it.
-pub type Check = fn(&Value) -> bool;
+/// defaults applied) satisfies it, or why evaluating it fails (the API server then reports
+/// `Invalid value: "object": <why> evaluating rule: <message>`).
+pub type Check = fn(&Value) -> Result<bool, String>;
 
 /// Every rule of the CRD, by its exact text.
 pub const RULES: &[(&str, Check)] = &[
@@ -25,6 +26,7 @@ pub const RULES: &[(&str, Check)] = &[
         cidrs_are_canonical_with_a_prefix,
     ),
     ("'IPv4' in self", contains_ipv4),
+    ("type(self.expires) == google.protobuf.Timestamp", expires_is_a_time),
 ];
 
 /// The implementation of `rule`, when there is one.
@@ -32,27 +34,58 @@ pub fn implementation(rule: &str) -> Option<Check> {
     RULES.iter().find(|(text, _)| *text == rule).map(|(_, check)| *check)
 }
 
-fn groups_are_guids_unless_any(spec: &Value) -> bool {
+fn groups_are_guids_unless_any(spec: &Value) -> Result<bool, String> {
     static GUID: OnceLock<Regex> = OnceLock::new();
     let guid = GUID.get_or_init(|| {
         Regex::new("^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$").expect("GUID regex")
     });
     if spec["groupFormat"] == "Any" {
-        return true;
+        return Ok(true);
     }
-    items(&spec["roleBindings"]).all(|rb| items(&rb["groups"]).all(|g| g.as_str().is_some_and(|g| guid.is_match(g))))
+    Ok(items(&spec["roleBindings"])
+        .all(|rb| items(&rb["groups"]).all(|g| g.as_str().is_some_and(|g| guid.is_match(g)))))
 }
 
-fn cidrs_are_canonical_with_a_prefix(cidrs: &Value) -> bool {
-    items(cidrs).all(|c| {
+fn cidrs_are_canonical_with_a_prefix(cidrs: &Value) -> Result<bool, String> {
+    Ok(items(cidrs).all(|c| {
         c.as_str()
             .and_then(parse_cidr)
             .is_some_and(|(addr, bits)| bits > 0 && masked(addr, bits) == addr)
-    })
+    }))
 }
 
-fn contains_ipv4(families: &Value) -> bool {
-    items(families).any(|f| f == "IPv4")
+fn contains_ipv4(families: &Value) -> Result<bool, String> {
+    Ok(items(families).any(|f| f == "IPv4"))
+}
+
+/// CEL reads `expires` (`format: date-time`) as a timestamp: anything but a string, or a string
+/// Go's strict RFC 3339 parser refuses (a lower-case `t` or `z`, which the format check lets
+/// through), fails the evaluation.
+fn expires_is_a_time(exemption: &Value) -> Result<bool, String> {
+    static RFC3339: OnceLock<Regex> = OnceLock::new();
+    let strict = RFC3339.get_or_init(|| {
+        Regex::new(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$").expect("RFC 3339 regex")
+    });
+    match &exemption["expires"] {
+        Value::String(s) if strict.is_match(s) => Ok(true),
+        Value::String(s) => Err(format!(
+            "Invalid date-time formatted string {s}: not RFC 3339 (upper-case T and Z, e.g. 2027-01-31T00:00:00Z)"
+        )),
+        other => Err(format!("invalid data, expected string, got {}", go_type(other))),
+    }
+}
+
+/// The Go type a JSON value decodes to, as the API server names it.
+fn go_type(v: &Value) -> &'static str {
+    match v {
+        Value::Array(_) => "[]interface {}",
+        Value::Object(_) => "map[string]interface {}",
+        Value::Bool(_) => "bool",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "int64",
+        Value::Number(_) => "float64",
+        Value::Null => "<nil>",
+        Value::String(_) => "string",
+    }
 }
 
 fn items(v: &Value) -> impl Iterator<Item = &Value> {
@@ -124,7 +157,7 @@ mod tests {
 
     #[test]
     fn cidr_rule_wants_canonical_cidrs_with_a_prefix() {
-        let ok = |v: Value| cidrs_are_canonical_with_a_prefix(&v);
+        let ok = |v: Value| cidrs_are_canonical_with_a_prefix(&v) == Ok(true);
         assert!(ok(json!(["169.254.169.254/32", "fd00:ec2::254/128", "10.0.0.0/8"])));
         assert!(!ok(json!(["10.0.0.1/8"])));
         assert!(!ok(json!(["0.0.0.0/0"])));
@@ -135,17 +168,27 @@ mod tests {
     #[test]
     fn group_rule_allows_any_name_only_with_group_format_any() {
         let spec = |format: &str, group: &str| json!({"groupFormat": format, "roleBindings": [{"name": "a", "clusterRole": "edit", "groups": [group]}]});
-        assert!(groups_are_guids_unless_any(&spec(
-            "Guid",
-            "3F2504E0-4f89-11d3-9a0c-0305e82c3301"
-        )));
-        assert!(!groups_are_guids_unless_any(&spec("Guid", "developers")));
-        assert!(groups_are_guids_unless_any(&spec("Any", "developers")));
+        let ok = |v: Value| groups_are_guids_unless_any(&v) == Ok(true);
+        assert!(ok(spec("Guid", "3F2504E0-4f89-11d3-9a0c-0305e82c3301")));
+        assert!(!ok(spec("Guid", "developers")));
+        assert!(ok(spec("Any", "developers")));
     }
 
     #[test]
     fn ip_families_must_contain_ipv4() {
-        assert!(contains_ipv4(&json!(["IPv6", "IPv4"])));
-        assert!(!contains_ipv4(&json!(["IPv6"])));
+        assert_eq!(contains_ipv4(&json!(["IPv6", "IPv4"])), Ok(true));
+        assert_eq!(contains_ipv4(&json!(["IPv6"])), Ok(false));
+    }
+
+    #[test]
+    fn expires_must_be_a_strict_rfc3339_string() {
+        let check = |v: Value| expires_is_a_time(&json!({ "expires": v }));
+        assert_eq!(check(json!("2027-01-31T00:00:00Z")), Ok(true));
+        assert_eq!(check(json!("2027-01-31T00:00:00.5+01:00")), Ok(true));
+        assert!(check(json!("2027-01-31t00:00:00z")).is_err());
+        assert_eq!(
+            check(json!(["2027-01-31T00:00:00Z"])),
+            Err("invalid data, expected string, got []interface {}".into())
+        );
     }
 }

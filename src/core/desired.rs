@@ -118,6 +118,14 @@ pub struct ValidBaseline {
 
 /// Checks what admission could not (or did not, for objects stored before a CRD upgrade).
 pub fn validate(baseline: &SecurityBaseline) -> Result<ValidBaseline, InvalidSpec> {
+    if let Some(e) = baseline
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(crate::api::UNDECODABLE_ANNOTATION))
+    {
+        return Err(InvalidSpec(format!("the stored baseline cannot be read: {e}")));
+    }
     let spec = &baseline.spec;
     let selector = Selector::try_from(spec.namespace_selector.clone().unwrap_or_default())
         .map_err(|e| InvalidSpec(format!("namespaceSelector: {e}")))?;

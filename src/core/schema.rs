@@ -839,12 +839,18 @@ fn rules(value: &Value, schema: &Value, path: &str, out: &mut Vec<FieldError>) {
     }
     for rule in schema["x-kubernetes-validations"].as_array().into_iter().flatten() {
         let text = rule["rule"].as_str().unwrap_or_default();
-        match cel::implementation(text) {
-            Some(check) if check(value) => {}
-            Some(_) => out.push(FieldError::new(
+        let message = rule["message"].as_str().unwrap_or(text);
+        match cel::implementation(text).map(|check| check(value)) {
+            Some(Ok(true)) => {}
+            Some(Ok(false)) => out.push(FieldError::new(
                 path,
                 Reason::Invalid,
-                format!("Invalid value: {}", rule["message"].as_str().unwrap_or(text)),
+                format!("Invalid value: {message}"),
+            )),
+            Some(Err(why)) => out.push(FieldError::new(
+                path,
+                Reason::Invalid,
+                format!("Invalid value: \"object\": {why} evaluating rule: {message}"),
             )),
             None => out.push(FieldError::new(
                 path,

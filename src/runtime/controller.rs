@@ -8,7 +8,7 @@ use futures::{Stream, StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
-use kube::api::{Api, PartialObjectMeta};
+use kube::api::{Api, ApiResource, DynamicObject, PartialObjectMeta};
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -131,6 +131,17 @@ fn on_listed<K>(
     }
 }
 
+fn decoded(event: watcher::Event<DynamicObject>) -> watcher::Event<SecurityBaseline> {
+    use watcher::Event::*;
+    match event {
+        Apply(o) => Apply(crate::api::decode(o)),
+        Delete(o) => Delete(crate::api::decode(o)),
+        Init => Init,
+        InitApply(o) => InitApply(crate::api::decode(o)),
+        InitDone => InitDone,
+    }
+}
+
 /// Drops managedFields of other managers: the operator reads only its own entry, and the rest
 /// would dominate the cache's memory.
 fn keep_own_managed_fields<K: Resource>(obj: &mut K) {
@@ -177,11 +188,17 @@ pub fn controller(
         .applied_objects()
         .filter(no_errors);
     let baselines = spec_changes(
-        watcher(Api::<SecurityBaseline>::all(client.clone()), watch_config())
-            .backoff(WatchBackoff::default())
-            .reflect(baseline_writer)
-            .inspect_ok(on_listed(ctx.clone(), |c| &c.baselines_listed))
-            .inspect_ok(on_relist(relisted_tx.clone())),
+        // Read untyped and decoded one by one: a baseline the operator cannot decode is Invalid
+        // on its own instead of failing the list of all of them.
+        watcher(
+            Api::<DynamicObject>::all_with(client.clone(), &ApiResource::erase::<SecurityBaseline>(&())),
+            watch_config(),
+        )
+        .backoff(WatchBackoff::default())
+        .map_ok(decoded)
+        .reflect(baseline_writer)
+        .inspect_ok(on_listed(ctx.clone(), |c| &c.baselines_listed))
+        .inspect_ok(on_relist(relisted_tx.clone())),
     )
     .filter(no_errors);
     // Every NetworkPolicy, for the bypass check; only managed ones are kept whole, and of the

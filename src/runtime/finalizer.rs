@@ -26,7 +26,11 @@ pub fn releasing(b: &SecurityBaseline) -> bool {
 }
 
 async fn set(ctx: &Context, name: &str, on: bool) -> kube::Result<()> {
-    let api: Api<SecurityBaseline> = Api::all(ctx.client.clone());
+    // Untyped: the response of a baseline the operator cannot decode must not fail the write.
+    let api: Api<kube::api::DynamicObject> = Api::all_with(
+        ctx.client.clone(),
+        &kube::api::ApiResource::erase::<SecurityBaseline>(&()),
+    );
     let finalizers: Vec<&str> = if on { vec![RELEASE_FINALIZER] } else { vec![] };
     let patch = json!({
         "apiVersion": SecurityBaseline::api_version(&()),

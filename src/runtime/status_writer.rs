@@ -68,7 +68,11 @@ fn all_namespaces_seen(ctx: &Context) -> bool {
 /// Writes every baseline status that changed; false when a write failed.
 async fn write_all(ctx: &Context, written: &mut HashMap<String, SecurityBaselineStatus>) -> bool {
     let baselines = ctx.baselines.state();
-    let api: Api<SecurityBaseline> = Api::all(ctx.client.clone());
+    // Untyped: the response of a baseline the operator cannot decode must not fail the write.
+    let api: Api<kube::api::DynamicObject> = Api::all_with(
+        ctx.client.clone(),
+        &kube::api::ApiResource::erase::<SecurityBaseline>(&()),
+    );
     let now = Timestamp::now();
     let mut ok = true;
     forget_what_is_gone(ctx, &baselines, written);
@@ -107,10 +111,23 @@ async fn write_all(ctx: &Context, written: &mut HashMap<String, SecurityBaseline
             "kind": SecurityBaseline::kind(&()),
             "status": status,
         });
-        match api
+        let written_now = match api
             .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
             .await
         {
+            // A stored object the API server cannot type (a shape an older CRD admitted) refuses
+            // server-side apply with a 500; a merge patch of the status still goes through.
+            Err(kube::Error::Api(s)) if s.code == 500 => {
+                let merge = PatchParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                };
+                api.patch_status(&name, &merge, &Patch::Merge(&json!({"status": status})))
+                    .await
+            }
+            other => other,
+        };
+        match written_now {
             Ok(_) => {
                 debug!(baseline = %name, "status written");
                 ctx.metrics.status_writes.inc();
