@@ -18,9 +18,10 @@ use tracing::debug;
 use crate::api::SecurityBaseline;
 use crate::core::desired::{self, NamespaceFacts, PSA_PREFIX};
 use crate::core::egress::EgressSummary;
-use crate::core::objects::{self, BASELINE_LABEL, FIELD_MANAGER};
+use crate::core::objects::{self, BASELINE_LABEL};
 use crate::error::Result;
 use crate::runtime::context::{Context, Settings};
+use crate::runtime::index::NamespacedIndex;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::reconcile::{error_policy, reconcile};
 use crate::runtime::retry::WatchBackoff;
@@ -110,6 +111,30 @@ fn no_errors<T, E>(item: &Result<T, E>) -> futures::future::Ready<bool> {
     futures::future::ready(item.is_ok())
 }
 
+/// Whether a watch event is the echo of this operator's own write: an update whose
+/// resourceVersion the cache already holds (written into it from the write's response). Nothing
+/// new, so nothing to reconcile; everything else is.
+fn is_echo<K: Resource>(index: &NamespacedIndex<K>, event: &watcher::Event<K>) -> bool {
+    let watcher::Event::Apply(o) = event else {
+        return false;
+    };
+    let rv = o.meta().resource_version.as_ref();
+    rv.is_some()
+        && index
+            .get(&o.namespace().unwrap_or_default(), &o.name_any())
+            .is_some_and(|cached| cached.meta().resource_version.as_ref() == rv)
+}
+
+/// The object a watch event asks to reconcile the namespace of (as `touched_objects` would),
+/// unless the event is an echo.
+fn trigger<K>(event: watcher::Event<K>, echo: bool) -> Option<K> {
+    match event {
+        watcher::Event::Apply(o) if !echo => Some(o),
+        watcher::Event::Delete(o) | watcher::Event::InitApply(o) => Some(o),
+        _ => None,
+    }
+}
+
 /// Signals every completed (re)list of a watch.
 fn on_relist<K>(tx: futures::channel::mpsc::UnboundedSender<()>) -> impl FnMut(&watcher::Event<K>) {
     move |event| {
@@ -139,14 +164,6 @@ fn decoded(event: watcher::Event<DynamicObject>) -> watcher::Event<SecurityBasel
         Init => Init,
         InitApply(o) => InitApply(crate::api::decode(o)),
         InitDone => InitDone,
-    }
-}
-
-/// Drops managedFields of other managers: the operator reads only its own entry, and the rest
-/// would dominate the cache's memory.
-fn keep_own_managed_fields<K: Resource>(obj: &mut K) {
-    if let Some(fields) = obj.meta_mut().managed_fields.as_mut() {
-        fields.retain(|m| m.manager.as_deref() == Some(FIELD_MANAGER));
     }
 }
 
@@ -181,7 +198,7 @@ pub fn controller(
     let (relisted_tx, relisted) = futures::channel::mpsc::unbounded::<()>();
     let namespaces = watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watch_config())
         .backoff(WatchBackoff::default())
-        .modify(keep_own_managed_fields)
+        .modify(|ns| objects::compact_namespace(&mut ns.metadata))
         .reflect(ns_writer)
         .inspect_ok(on_listed(ctx.clone(), |c| &c.namespaces_listed))
         .inspect_ok(on_relist(relisted_tx.clone()))
@@ -208,15 +225,20 @@ pub fn controller(
         watcher(Api::<NetworkPolicy>::all(client.clone()), watch_config())
             .backoff(WatchBackoff::default())
             .modify(|o| o.managed_fields_mut().clear())
-            .inspect_ok(move |e| {
-                managed_index.apply_with(e, |p: &NetworkPolicy| {
-                    objects::is_managed(&p.metadata).then(|| p.clone())
-                });
-                egress_index.apply_with(e, EgressSummary::of);
-                names.apply_with(e, |_| Some(()));
+            .map_ok({
+                let mut relisted = on_relist(relisted_tx.clone());
+                move |e| {
+                    let echo = is_echo(&managed_index, &e);
+                    managed_index.apply_with(&e, |p: &NetworkPolicy| {
+                        objects::is_managed(&p.metadata).then(|| p.clone())
+                    });
+                    egress_index.apply_with(&e, EgressSummary::of);
+                    names.apply_with(&e, |_| Some(()));
+                    relisted(&e);
+                    trigger(e, echo)
+                }
             })
-            .inspect_ok(on_relist(relisted_tx.clone()))
-            .touched_objects()
+            .try_filter_map(|o| futures::future::ready(Ok(o)))
             .filter(no_errors)
     };
     // Every RoleBinding: managed ones kept whole, the others by name only (see Context).
@@ -225,14 +247,19 @@ pub fn controller(
         watcher(Api::<RoleBinding>::all(client), watch_config())
             .backoff(WatchBackoff::default())
             .modify(|o| o.managed_fields_mut().clear())
-            .inspect_ok(move |e| {
-                index.apply_with(e, |rb: &RoleBinding| {
-                    objects::is_managed(&rb.metadata).then(|| rb.clone())
-                });
-                names.apply_with(e, |_| Some(()));
+            .map_ok({
+                let mut relisted = on_relist(relisted_tx);
+                move |e| {
+                    let echo = is_echo(&index, &e);
+                    index.apply_with(&e, |rb: &RoleBinding| {
+                        objects::is_managed(&rb.metadata).then(|| rb.clone())
+                    });
+                    names.apply_with(&e, |_| Some(()));
+                    relisted(&e);
+                    trigger(e, echo)
+                }
             })
-            .inspect_ok(on_relist(relisted_tx))
-            .touched_objects()
+            .try_filter_map(|o| futures::future::ready(Ok(o)))
             .filter(no_errors)
     };
 

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
@@ -23,6 +23,7 @@ pub async fn run(ctx: Arc<Context>) {
     // By baseline uid: the status this process wrote last. The cache may not show our own
     // write yet; comparing with both keeps a status from being written twice.
     let mut written: HashMap<String, SecurityBaselineStatus> = HashMap::new();
+    let mut progress = Progress::default();
     loop {
         ctx.status_changed.notified().await;
         tokio::time::sleep(ctx.settings.status_debounce).await;
@@ -37,17 +38,69 @@ pub async fn run(ctx: Arc<Context>) {
         {
             crate::runtime::reports::retry_later(ctx.clone());
         }
-        if !write_all(&ctx, &mut written).await || !settled {
+        if !write_all(&ctx, &mut written, Some(&mut progress)).await || !settled {
             tokio::time::sleep(Duration::from_secs(2)).await;
             ctx.status_changed.notify_one();
+        } else if let Some(at) = progress.next_due() {
+            // A progress update held back: written when due, even if nothing else changes.
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(at.into()).await;
+                ctx.status_changed.notify_one();
+            });
         }
+    }
+}
+
+/// Progress updates of a baseline still applying a generation are spaced out: the first at
+/// once, then 1 s, 2 s, 4 s ... up to 30 s apart, so converging writes O(log time) statuses per
+/// baseline instead of one per debounce. The status that settles is written at once.
+#[derive(Default)]
+struct Progress {
+    /// By baseline uid: when its last progress update was written, and the gap before the next.
+    last: HashMap<String, (Instant, Duration)>,
+    /// Held-back updates: when the earliest is due.
+    due: Option<Instant>,
+}
+
+const PROGRESS_FIRST_GAP: Duration = Duration::from_secs(1);
+const PROGRESS_MAX_GAP: Duration = Duration::from_secs(30);
+
+impl Progress {
+    /// Whether an unsettled status may be written now (and if so, the next one waits longer).
+    fn may_write(&mut self, uid: &str, now: Instant) -> bool {
+        match self.last.get(uid).copied() {
+            Some((at, gap)) if now < at + gap => {
+                let due = at + gap;
+                self.due = Some(self.due.map_or(due, |d| d.min(due)));
+                false
+            }
+            Some((_, gap)) => {
+                self.last
+                    .insert(uid.to_string(), (now, (gap * 2).min(PROGRESS_MAX_GAP)));
+                true
+            }
+            None => {
+                self.last.insert(uid.to_string(), (now, PROGRESS_FIRST_GAP));
+                true
+            }
+        }
+    }
+
+    /// A settled status starts the spacing over for the next generation.
+    fn settled(&mut self, uid: &str) {
+        self.last.remove(uid);
+    }
+
+    fn next_due(&mut self) -> Option<Instant> {
+        self.due.take()
     }
 }
 
 /// Writes what is pending once more (at shutdown, while still allowed to write), so debounced
 /// results and repair counts are not lost.
 pub async fn flush(ctx: &Context) {
-    if all_namespaces_seen(ctx) && !write_all(ctx, &mut HashMap::new()).await {
+    if all_namespaces_seen(ctx) && !write_all(ctx, &mut HashMap::new(), None).await {
         warn!("could not write every status at shutdown");
     }
 }
@@ -66,7 +119,12 @@ fn all_namespaces_seen(ctx: &Context) -> bool {
 }
 
 /// Writes every baseline status that changed; false when a write failed.
-async fn write_all(ctx: &Context, written: &mut HashMap<String, SecurityBaselineStatus>) -> bool {
+/// `progress` spaces out the updates of baselines still converging (None writes everything).
+async fn write_all(
+    ctx: &Context,
+    written: &mut HashMap<String, SecurityBaselineStatus>,
+    mut progress: Option<&mut Progress>,
+) -> bool {
     let baselines = ctx.baselines.state();
     // Untyped: the response of a baseline the operator cannot decode must not fail the write.
     let api: Api<kube::api::DynamicObject> = Api::all_with(
@@ -79,7 +137,7 @@ async fn write_all(ctx: &Context, written: &mut HashMap<String, SecurityBaseline
     for baseline in &baselines {
         let name = baseline.name_any();
         let uid = baseline.uid().unwrap_or_default();
-        let (status, pending) = {
+        let (status, pending, unsettled) = {
             let r = ctx.results.lock().unwrap();
             let previous = written.get(&uid).or(baseline.status.as_ref());
             let pending = r.pending_repairs.get(&name).cloned().unwrap_or_default();
@@ -100,11 +158,18 @@ async fn write_all(ctx: &Context, written: &mut HashMap<String, SecurityBaseline
                     .or_else(|| previous.and_then(|p| p.last_repair_time.clone())),
                 unsettled,
             };
-            (status::compute(&input, previous, now), pending)
+            (status::compute(&input, previous, now), pending, unsettled)
         };
         update_gauges(ctx, &name, &status);
         if written.get(&uid) == Some(&status) || baseline.status.as_ref() == Some(&status) {
             continue;
+        }
+        if let Some(p) = progress.as_deref_mut() {
+            if unsettled == 0 {
+                p.settled(&uid);
+            } else if !p.may_write(&uid, Instant::now()) {
+                continue;
+            }
         }
         let patch = json!({
             "apiVersion": SecurityBaseline::api_version(&()),
@@ -210,5 +275,28 @@ fn update_gauges(ctx: &Context, baseline: &str, status: &SecurityBaselineStatus)
                 state: state.into(),
             })
             .set(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_updates_are_spaced_out_doubling_and_start_over_once_settled() {
+        let mut p = Progress::default();
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        assert!(p.may_write("b", t0));
+        assert!(!p.may_write("b", t0 + Duration::from_millis(500)));
+        assert_eq!(p.next_due(), Some(t0 + s(1)));
+        assert!(p.may_write("b", t0 + s(1)));
+        assert!(!p.may_write("b", t0 + s(2)));
+        assert!(p.may_write("b", t0 + s(3)));
+        // Over a 10,000-namespace converge of a few minutes: a handful of writes, not hundreds.
+        let writes = (0..300).filter(|i| p.may_write("b", t0 + s(3 + i))).count();
+        assert!(writes <= 12, "{writes}");
+        p.settled("b");
+        assert!(p.may_write("b", t0 + s(400)));
     }
 }
