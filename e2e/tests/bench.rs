@@ -37,6 +37,15 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
+/// The floor's objects carry a managed-by value of their own (same size): with the operator's,
+/// it would cache them as its own objects (of a baseline that does not exist), and its memory
+/// would count twice the objects it manages.
+fn floor_labels(meta: &mut kube::api::ObjectMeta) {
+    if let Some(labels) = meta.labels.as_mut() {
+        labels.insert(objects::MANAGED_BY_LABEL.into(), "kube-baseline-floor".into());
+    }
+}
+
 /// The raw-write floor: the objects the baseline wants in each of `namespaces`, built by the
 /// operator's own builders (without its ownerReference) and server-side applied by this client,
 /// `concurrency` namespaces at a time. Returns how long it took.
@@ -60,6 +69,7 @@ async fn raw_write_floor(client: &kube::Client, namespaces: &[String], label: &s
                         (desired::ObjectKey::NetworkPolicy(name), desired::Content::NetworkPolicy(spec)) => {
                             let mut np = objects::network_policy(ns, &name, &spec, &owner);
                             np.metadata.owner_references = None;
+                            floor_labels(&mut np.metadata);
                             Api::<NetworkPolicy>::namespaced(client.clone(), ns)
                                 .patch(&name, &params, &Patch::Apply(&np))
                                 .await
@@ -71,6 +81,7 @@ async fn raw_write_floor(client: &kube::Client, namespaces: &[String], label: &s
                         ) => {
                             let mut rb = objects::role_binding(ns, &name, &role_ref, &subjects, &owner);
                             rb.metadata.owner_references = None;
+                            floor_labels(&mut rb.metadata);
                             Api::<RoleBinding>::namespaced(client.clone(), ns)
                                 .patch(&name, &params, &Patch::Apply(&rb))
                                 .await
