@@ -207,6 +207,17 @@ async fn policy_reports_follow_drift_and_repair_and_a_restart_writes_none() {
         || async { report_writes(&op).await == 0.0 },
     )
     .await;
+    // A deleted baseline leaves the reports: no baseline selects the namespaces any more.
+    s.baselines().delete(&name, &DeleteParams::default()).await.unwrap();
+    eventually("the report goes with the baseline", WAIT, || async {
+        reports(&s.client, &a)
+            .get_opt("kube-baseline")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
     drop(op);
     s.cleanup().await;
 }

@@ -33,12 +33,14 @@ pub async fn run(ctx: Arc<Context>) {
             continue;
         }
         let settled = crate::runtime::finalizer::settle(&ctx).await;
+        let statuses_written = write_all(&ctx, &mut written, Some(&mut progress)).await;
+        // After the statuses: what is gone has been forgotten, and reports follow suit.
         if let Some(reports) = &ctx.reports
             && !reports.sync(&ctx).await
         {
             crate::runtime::reports::retry_later(ctx.clone());
         }
-        if !write_all(&ctx, &mut written, Some(&mut progress)).await || !settled {
+        if !statuses_written || !settled {
             tokio::time::sleep(Duration::from_secs(2)).await;
             ctx.status_changed.notify_one();
         } else if let Some(at) = progress.next_due() {
@@ -233,6 +235,14 @@ fn forget_what_is_gone(
         .cloned()
         .collect();
     for baseline in gone {
+        // Its results leave the PolicyReports of the namespaces it selected.
+        let selected: Vec<String> = r
+            .outcomes
+            .get(&baseline)
+            .into_iter()
+            .flat_map(|o| o.keys().cloned())
+            .collect();
+        r.reports_dirty.extend(selected);
         // A deleted baseline's gauges go with it (no series frozen at its last value).
         for state in STATES {
             ctx.metrics.namespaces.remove(&StateLabel {
