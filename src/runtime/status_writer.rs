@@ -23,7 +23,7 @@ pub async fn run(ctx: Arc<Context>) {
     // By baseline uid: the status this process wrote last. The cache may not show our own
     // write yet; comparing with both keeps a status from being written twice.
     let mut written: HashMap<String, SecurityBaselineStatus> = HashMap::new();
-    let mut progress = Progress::default();
+    let mut pacing = Pacing::default();
     loop {
         ctx.status_changed.notified().await;
         tokio::time::sleep(ctx.settings.status_debounce).await;
@@ -33,7 +33,7 @@ pub async fn run(ctx: Arc<Context>) {
             continue;
         }
         let settled = crate::runtime::finalizer::settle(&ctx).await;
-        let statuses_written = write_all(&ctx, &mut written, Some(&mut progress)).await;
+        let statuses_written = write_all(&ctx, &mut written, Some(&mut pacing)).await;
         // After the statuses: what is gone has been forgotten, and reports follow suit.
         if let Some(reports) = &ctx.reports
             && !reports.sync(&ctx).await
@@ -43,8 +43,9 @@ pub async fn run(ctx: Arc<Context>) {
         if !statuses_written || !settled {
             tokio::time::sleep(Duration::from_secs(2)).await;
             ctx.status_changed.notify_one();
-        } else if let Some(at) = progress.next_due() {
-            // A progress update held back: written when due, even if nothing else changes.
+        } else if let Some(at) = pacing.next_due() {
+            // Work held back (a progress update, forgetting): done when due, even if nothing
+            // else changes.
             let ctx = ctx.clone();
             tokio::spawn(async move {
                 tokio::time::sleep_until(at.into()).await;
@@ -54,44 +55,66 @@ pub async fn run(ctx: Arc<Context>) {
     }
 }
 
-/// Progress updates of a baseline still applying a generation are spaced out: the first at
-/// once, then 1 s, 2 s, 4 s ... up to 30 s apart, so converging writes O(log time) statuses per
-/// baseline instead of one per debounce. The status that settles is written at once.
+/// How often the writer does its O(namespaces) work, so a pass costs little while thousands of
+/// namespaces converge. Progress updates of a baseline still applying a generation are spaced
+/// out: the first at once, then 1 s, 2 s, 4 s ... up to 30 s apart, so converging writes
+/// O(log time) statuses per baseline instead of one per debounce, and a baseline that is not due
+/// is not even computed. The status that settles is written at once. Forgetting deleted
+/// namespaces and baselines runs at most every 5 s.
 #[derive(Default)]
-struct Progress {
+struct Pacing {
     /// By baseline uid: when its last progress update was written, and the gap before the next.
     last: HashMap<String, (Instant, Duration)>,
-    /// Held-back updates: when the earliest is due.
+    /// Held-back work: when the earliest is due.
     due: Option<Instant>,
+    forgotten_at: Option<Instant>,
 }
 
 const PROGRESS_FIRST_GAP: Duration = Duration::from_secs(1);
 const PROGRESS_MAX_GAP: Duration = Duration::from_secs(30);
+const FORGET_EVERY: Duration = Duration::from_secs(5);
 
-impl Progress {
-    /// Whether an unsettled status may be written now (and if so, the next one waits longer).
-    fn may_write(&mut self, uid: &str, now: Instant) -> bool {
+impl Pacing {
+    fn hold(&mut self, until: Instant) {
+        self.due = Some(self.due.map_or(until, |d| d.min(until)));
+    }
+
+    /// Whether a converging baseline's progress may be written now (else a wake-up is held).
+    fn due(&mut self, uid: &str, now: Instant) -> bool {
         match self.last.get(uid).copied() {
             Some((at, gap)) if now < at + gap => {
-                let due = at + gap;
-                self.due = Some(self.due.map_or(due, |d| d.min(due)));
+                self.hold(at + gap);
                 false
             }
-            Some((_, gap)) => {
-                self.last
-                    .insert(uid.to_string(), (now, (gap * 2).min(PROGRESS_MAX_GAP)));
-                true
-            }
-            None => {
-                self.last.insert(uid.to_string(), (now, PROGRESS_FIRST_GAP));
-                true
-            }
+            _ => true,
         }
+    }
+
+    /// A progress update was written: the next one waits twice as long.
+    fn wrote(&mut self, uid: &str, now: Instant) {
+        let gap = self
+            .last
+            .get(uid)
+            .map_or(PROGRESS_FIRST_GAP, |(_, gap)| (*gap * 2).min(PROGRESS_MAX_GAP));
+        self.last.insert(uid.to_string(), (now, gap));
     }
 
     /// A settled status starts the spacing over for the next generation.
     fn settled(&mut self, uid: &str) {
         self.last.remove(uid);
+    }
+
+    fn forget_due(&mut self, now: Instant) -> bool {
+        match self.forgotten_at {
+            Some(at) if now < at + FORGET_EVERY => {
+                self.hold(at + FORGET_EVERY);
+                false
+            }
+            _ => {
+                self.forgotten_at = Some(now);
+                true
+            }
+        }
     }
 
     fn next_due(&mut self) -> Option<Instant> {
@@ -121,11 +144,11 @@ fn all_namespaces_seen(ctx: &Context) -> bool {
 }
 
 /// Writes every baseline status that changed; false when a write failed.
-/// `progress` spaces out the updates of baselines still converging (None writes everything).
+/// `pacing` spaces out the work of a pass (None does and writes everything).
 async fn write_all(
     ctx: &Context,
     written: &mut HashMap<String, SecurityBaselineStatus>,
-    mut progress: Option<&mut Progress>,
+    mut pacing: Option<&mut Pacing>,
 ) -> bool {
     let baselines = ctx.baselines.state();
     // Untyped: the response of a baseline the operator cannot decode must not fail the write.
@@ -135,10 +158,22 @@ async fn write_all(
     );
     let now = Timestamp::now();
     let mut ok = true;
-    forget_what_is_gone(ctx, &baselines, written);
+    if pacing.as_deref_mut().is_none_or(|p| p.forget_due(Instant::now())) {
+        forget_what_is_gone(ctx, &baselines, written);
+    }
     for baseline in &baselines {
         let name = baseline.name_any();
         let uid = baseline.uid().unwrap_or_default();
+        let converging = ctx
+            .results
+            .lock()
+            .unwrap()
+            .pending
+            .get(&name)
+            .is_some_and(|(_, left)| !left.is_empty());
+        if converging && pacing.as_deref_mut().is_some_and(|p| !p.due(&uid, Instant::now())) {
+            continue;
+        }
         let (status, pending, unsettled) = {
             let r = ctx.results.lock().unwrap();
             let previous = written.get(&uid).or(baseline.status.as_ref());
@@ -163,15 +198,18 @@ async fn write_all(
             (status::compute(&input, previous, now), pending, unsettled)
         };
         update_gauges(ctx, &name, &status);
+        if let Some(p) = pacing.as_deref_mut()
+            && unsettled == 0
+        {
+            p.settled(&uid);
+        }
         if written.get(&uid) == Some(&status) || baseline.status.as_ref() == Some(&status) {
             continue;
         }
-        if let Some(p) = progress.as_deref_mut() {
-            if unsettled == 0 {
-                p.settled(&uid);
-            } else if !p.may_write(&uid, Instant::now()) {
-                continue;
-            }
+        if let Some(p) = pacing.as_deref_mut()
+            && unsettled > 0
+        {
+            p.wrote(&uid, Instant::now());
         }
         let patch = json!({
             "apiVersion": SecurityBaseline::api_version(&()),
@@ -294,19 +332,36 @@ mod tests {
 
     #[test]
     fn progress_updates_are_spaced_out_doubling_and_start_over_once_settled() {
-        let mut p = Progress::default();
+        let mut p = Pacing::default();
         let t0 = Instant::now();
         let s = Duration::from_secs;
-        assert!(p.may_write("b", t0));
-        assert!(!p.may_write("b", t0 + Duration::from_millis(500)));
+        let write = |p: &mut Pacing, t: Instant| {
+            let due = p.due("b", t);
+            if due {
+                p.wrote("b", t);
+            }
+            due
+        };
+        assert!(write(&mut p, t0));
+        assert!(!write(&mut p, t0 + Duration::from_millis(500)));
         assert_eq!(p.next_due(), Some(t0 + s(1)));
-        assert!(p.may_write("b", t0 + s(1)));
-        assert!(!p.may_write("b", t0 + s(2)));
-        assert!(p.may_write("b", t0 + s(3)));
+        assert!(write(&mut p, t0 + s(1)));
+        assert!(!write(&mut p, t0 + s(2)));
+        assert!(write(&mut p, t0 + s(3)));
         // Over a 10,000-namespace converge of a few minutes: a handful of writes, not hundreds.
-        let writes = (0..300).filter(|i| p.may_write("b", t0 + s(3 + i))).count();
+        let writes = (0..300).filter(|i| write(&mut p, t0 + s(3 + i))).count();
         assert!(writes <= 12, "{writes}");
         p.settled("b");
-        assert!(p.may_write("b", t0 + s(400)));
+        assert!(write(&mut p, t0 + s(400)));
+    }
+
+    #[test]
+    fn forgetting_runs_at_most_every_five_seconds_and_holds_a_wake_up() {
+        let mut p = Pacing::default();
+        let t0 = Instant::now();
+        assert!(p.forget_due(t0));
+        assert!(!p.forget_due(t0 + Duration::from_secs(1)));
+        assert_eq!(p.next_due(), Some(t0 + FORGET_EVERY));
+        assert!(p.forget_due(t0 + FORGET_EVERY));
     }
 }
