@@ -73,9 +73,21 @@ pub fn documents(yaml: &str) -> Vec<Value> {
     docs.into_iter().filter(|d| !d.is_null()).collect()
 }
 
+/// The Kubernetes version of the local control plane (e2e/controlplane/versions.env).
+pub fn kubernetes_version() -> String {
+    let env = std::fs::read_to_string(repo_root().join("e2e/controlplane/versions.env")).unwrap();
+    env.lines()
+        .find_map(|l| l.strip_prefix("KUBERNETES_VERSION="))
+        .expect("KUBERNETES_VERSION in versions.env")
+        .trim()
+        .to_string()
+}
+
 /// `helm template` of charts/kube-baseline as release `kube-baseline` in `namespace`, CRDs
-/// included; returns the YAML.
+/// included, for the control plane's Kubernetes version (the chart's kubeVersion is checked
+/// against it); returns the YAML.
 pub fn helm_template_yaml(namespace: &str, args: &[&str]) -> String {
+    let version = kubernetes_version();
     let mut all = vec![
         "template",
         "kube-baseline",
@@ -83,6 +95,8 @@ pub fn helm_template_yaml(namespace: &str, args: &[&str]) -> String {
         "--namespace",
         namespace,
         "--include-crds",
+        "--kube-version",
+        &version,
     ];
     all.extend_from_slice(args);
     run_ok(&tool("helm"), &all, None)

@@ -8,9 +8,10 @@
 system:serviceaccount:{{ .Release.Namespace }}:{{ include "kube-baseline.fullname" . }}
 {{- end -}}
 
+{{/* The Deployment's selector is immutable: the same as config/default's, so an installation
+     can move between kustomize and Helm. One operator per namespace. */}}
 {{- define "kube-baseline.selectorLabels" -}}
 app.kubernetes.io/name: kube-baseline
-app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: manager
 {{- end -}}
 
