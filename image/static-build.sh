@@ -11,6 +11,14 @@ cd "$(dirname "$0")/.."
 target=$(rustc -vV | sed -n 's/^host: //p')
 out=${1:-image/kube-baseline}
 target_dir=${CARGO_TARGET_DIR:-target}
+# Started from `cargo test` (e2e/tests/image.rs), the environment carries the test's CARGO_*
+# variables, and ring's build script reruns when those change: the cached build would be redone.
+for v in $(compgen -e); do
+  case $v in
+    CARGO_HOME | CARGO_TARGET_DIR | CARGO_NET_* | CARGO_HTTP_* | CARGO_REGISTRIES_*) ;;
+    CARGO_* | OUT_DIR) unset "$v" ;;
+  esac
+done
 # --target keeps RUSTFLAGS off the build scripts and proc macros (they run on the host) and the
 # artefacts apart from the usual target/release.
 RUSTFLAGS="-C target-feature=+crt-static ${RUSTFLAGS:-}" \
