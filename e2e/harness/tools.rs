@@ -113,6 +113,5 @@ pub fn kustomize(dir: &str) -> Vec<Value> {
 
 /// The object of `kind` named `name`, if any.
 pub fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
-    docs.iter()
-        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+    docs.iter().find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
 }

@@ -38,8 +38,17 @@ fn chart_lints_clean_with_defaults_and_with_every_option() {
     args.extend_from_slice(EVERYTHING);
     run_ok(&helm, &args, None);
     // values.schema.json catches what would render a broken or unsafe installation.
-    for wrong in ["replicas=0", "rbac.bindAllowlist={cluster-admin}", "operator.logFormat=xml", "replica=2"] {
-        let (ok, ..) = run(&helm, &["lint", "--strict", "charts/kube-baseline", "--set", wrong], None);
+    for wrong in [
+        "replicas=0",
+        "rbac.bindAllowlist={cluster-admin}",
+        "operator.logFormat=xml",
+        "replica=2",
+    ] {
+        let (ok, ..) = run(
+            &helm,
+            &["lint", "--strict", "charts/kube-baseline", "--set", wrong],
+            None,
+        );
         assert!(!ok, "helm lint accepted {wrong}");
     }
 }
@@ -137,7 +146,10 @@ fn assert_agree(values: &[&str], dir: &str) {
             }
             "Deployment" => {
                 assert_eq!(c["spec"]["replicas"], k["spec"]["replicas"], "{what}");
-                assert_eq!(c["spec"]["selector"], k["spec"]["selector"], "{what}: the selector is immutable");
+                assert_eq!(
+                    c["spec"]["selector"], k["spec"]["selector"],
+                    "{what}: the selector is immutable"
+                );
                 let (cp, kp) = (&c["spec"]["template"]["spec"], &k["spec"]["template"]["spec"]);
                 for field in [
                     "securityContext",
@@ -176,7 +188,10 @@ fn chart_and_kustomization_agree_on_rbac_security_context_flags_and_policies() {
 
 #[test]
 fn chart_and_allow_admin_overlay_agree() {
-    assert_agree(&["--set", "rbac.bindAllowlist={view,edit,admin}"], "config/overlays/allow-admin");
+    assert_agree(
+        &["--set", "rbac.bindAllowlist={view,edit,admin}"],
+        "config/overlays/allow-admin",
+    );
 }
 
 #[test]
@@ -197,18 +212,15 @@ fn the_drift_check_sees_a_difference() {
 fn chart_ships_the_alert_rules_and_dashboard_of_monitoring() {
     let docs = helm_template(NS, EVERYTHING);
     let rules: Value =
-        serde_saphyr::from_str(&std::fs::read_to_string(repo_root().join("monitoring/alerts.yaml")).unwrap())
-            .unwrap();
+        serde_saphyr::from_str(&std::fs::read_to_string(repo_root().join("monitoring/alerts.yaml")).unwrap()).unwrap();
     let rule = find(&docs, "PrometheusRule", "kube-baseline").expect("PrometheusRule");
     assert_eq!(rule["spec"], rules);
-    let plain: Value = serde_saphyr::from_str(
-        &std::fs::read_to_string(repo_root().join("monitoring/prometheusrule.yaml")).unwrap(),
-    )
-    .unwrap();
+    let plain: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(repo_root().join("monitoring/prometheusrule.yaml")).unwrap())
+            .unwrap();
     assert_eq!(plain["spec"], rules, "monitoring/prometheusrule.yaml");
     let dashboard: Value =
-        serde_json::from_str(&std::fs::read_to_string(repo_root().join("monitoring/dashboard.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(repo_root().join("monitoring/dashboard.json")).unwrap()).unwrap();
     let cm = find(&docs, "ConfigMap", "kube-baseline-dashboard").expect("dashboard ConfigMap");
     assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
     let shipped: Value = serde_json::from_str(cm["data"]["kube-baseline.json"].as_str().unwrap()).unwrap();
@@ -219,7 +231,10 @@ fn chart_ships_the_alert_rules_and_dashboard_of_monitoring() {
     for (label, value) in monitor["spec"]["selector"]["matchLabels"].as_object().unwrap() {
         assert_eq!(&service["metadata"]["labels"][label], value, "{label}");
     }
-    assert_eq!(monitor["spec"]["endpoints"][0]["port"], service["spec"]["ports"][0]["name"]);
+    assert_eq!(
+        monitor["spec"]["endpoints"][0]["port"],
+        service["spec"]["ports"][0]["name"]
+    );
 }
 
 #[tokio::test]
@@ -249,7 +264,12 @@ async fn api_server_accepts_everything_the_chart_renders() {
         ],
         Some(&applicable.join("\n---\n")),
     );
-    for kind in ["deployment.apps", "validatingadmissionpolicy", "clusterrole", "configmap"] {
+    for kind in [
+        "deployment.apps",
+        "validatingadmissionpolicy",
+        "clusterrole",
+        "configmap",
+    ] {
         assert!(out.contains(kind), "{kind} not applied: {out}");
     }
 

@@ -89,7 +89,11 @@ fn image_is_one_static_binary_run_as_non_root_without_a_shell() {
     assert!(config["Config"]["ExposedPorts"].get("8080/tcp").is_some(), "{config:#}");
     // FROM scratch: one layer, one file. No shell, no package manager, no libc to patch.
     assert_eq!(image_files(), vec!["kube-baseline".to_string()]);
-    assert_eq!(config["RootFS"]["Layers"].as_array().map(Vec::len), Some(1), "{config:#}");
+    assert_eq!(
+        config["RootFS"]["Layers"].as_array().map(Vec::len),
+        Some(1),
+        "{config:#}"
+    );
     let size = config["Size"].as_u64().unwrap();
     assert!(size < 64 << 20, "the image is {size} bytes");
     // Statically linked: no program interpreter (a dynamic binary would not start in scratch).
@@ -155,7 +159,11 @@ fn hard_limit(resource: libc::__rlimit_resource_t) -> u64 {
 /// refuses the hybrid cgroup layout) when installed, and limits the sandbox lets it set.
 fn machine_flags() -> Vec<String> {
     let mut flags = Vec::new();
-    if Command::new("runc").arg("--version").output().is_ok_and(|o| o.status.success()) {
+    if Command::new("runc")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
         flags.extend(["--runtime".into(), "runc".into()]);
     }
     let nofile = hard_limit(libc::RLIMIT_NOFILE).min(1 << 20);
@@ -212,7 +220,10 @@ async fn image_runs_read_only_as_non_root_without_capabilities_and_converges_a_n
         ]
         .map(String::from),
     );
-    args.push(format!("--volume={}:/etc/kube-baseline/kubeconfig:ro", kubeconfig.display()));
+    args.push(format!(
+        "--volume={}:/etc/kube-baseline/kubeconfig:ro",
+        kubeconfig.display()
+    ));
     args.push(format!("--volume={}:/etc/kube-baseline/ca.crt:ro", ca.display()));
     // No --user: the image's own USER is what runs.
     args.push(image.clone());
@@ -252,8 +263,7 @@ async fn image_runs_read_only_as_non_root_without_capabilities_and_converges_a_n
         assert_eq!(field(caps), vec!["0000000000000000"], "{caps} {status}");
     }
     assert_eq!(field("NoNewPrivs:"), vec!["1"], "{status}");
-    let inspect: serde_json::Value =
-        serde_json::from_str(&podman_ok(&["container", "inspect", &name])).unwrap();
+    let inspect: serde_json::Value = serde_json::from_str(&podman_ok(&["container", "inspect", &name])).unwrap();
     assert_eq!(inspect[0]["HostConfig"]["ReadonlyRootfs"], true);
 
     eventually("the container's /readyz", WAIT, || async {
@@ -269,14 +279,15 @@ async fn image_runs_read_only_as_non_root_without_capabilities_and_converges_a_n
     let (code, body) = http_get(metrics_addr, "/metrics").await.expect("/metrics answers");
     assert_eq!(code, 200);
     assert!(body.contains("kube_baseline_ready 1"), "{body}");
-    assert!(metric(metrics_addr, "kube_baseline_repairs_total").await >= 4.0, "{body}");
+    assert!(
+        metric(metrics_addr, "kube_baseline_repairs_total").await >= 4.0,
+        "{body}"
+    );
 
     // A deleted policy is put back by the containerised operator.
     s.policies(&ns).delete(POLICY, &Default::default()).await.unwrap();
     eventually("the policy is recreated", WAIT, || async {
-        s.policy(&ns)
-            .await
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
+        s.policy(&ns).await.filter(|p| p.metadata.deletion_timestamp.is_none())
     })
     .await;
     s.cleanup().await;
@@ -286,7 +297,10 @@ async fn image_runs_read_only_as_non_root_without_capabilities_and_converges_a_n
     let exit = podman_ok(&["inspect", "--format", "{{.State.ExitCode}}", &name]);
     assert_eq!(exit.trim(), "0", "{}", container.logs());
     assert!(
-        container.logs().lines().any(|l| l.starts_with('{') && l.contains("stopped")),
+        container
+            .logs()
+            .lines()
+            .any(|l| l.starts_with('{') && l.contains("stopped")),
         "JSON logs on stdout: {}",
         container.logs()
     );

@@ -198,7 +198,13 @@ static ONE_OPERATOR_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::cons
 /// namespace, repairs a deleted policy and reports the baseline Ready.
 async fn operator_converges_a_namespace(kubeconfig: &std::path::Path, name: &str, lease_namespace: &str) {
     let lease = unique("lease");
-    let flags = ["--leader-elect", "--lease-namespace", lease_namespace, "--lease-name", &lease];
+    let flags = [
+        "--leader-elect",
+        "--lease-namespace",
+        lease_namespace,
+        "--lease-name",
+        &lease,
+    ];
     let operator = Operator::start(name, kubeconfig, &flags);
     eventually("operator leads", WAIT, || async {
         (operator.try_metric("kube_baseline_leader").await? == 1.0).then_some(())

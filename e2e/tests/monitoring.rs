@@ -47,8 +47,7 @@ fn dashboard_queries() -> Vec<String> {
 
 fn rule_expressions() -> Vec<String> {
     let rules: Value =
-        serde_saphyr::from_str(&std::fs::read_to_string(repo_root().join("monitoring/alerts.yaml")).unwrap())
-            .unwrap();
+        serde_saphyr::from_str(&std::fs::read_to_string(repo_root().join("monitoring/alerts.yaml")).unwrap()).unwrap();
     rules["groups"]
         .as_array()
         .unwrap()
@@ -128,12 +127,18 @@ fn dashboard_queries_are_valid_promql() {
     // promtool parses them as recording rules.
     let mut rules = String::from("groups:\n- name: dashboard\n  rules:\n");
     for (i, q) in queries.iter().enumerate() {
-        rules += &format!("  - record: dashboard_query_{i}\n    expr: {}\n", serde_json::to_string(q).unwrap());
+        rules += &format!(
+            "  - record: dashboard_query_{i}\n    expr: {}\n",
+            serde_json::to_string(q).unwrap()
+        );
     }
     let file = std::env::temp_dir().join(format!("{}.yaml", unique("dashboard-queries")));
     std::fs::write(&file, rules).unwrap();
     let out = run_ok(&tool("promtool"), &["check", "rules", file.to_str().unwrap()], None);
-    assert!(out.contains(&format!("SUCCESS: {} rules found", queries.len())), "{out}");
+    assert!(
+        out.contains(&format!("SUCCESS: {} rules found", queries.len())),
+        "{out}"
+    );
     let _ = std::fs::remove_file(&file);
 }
 
@@ -170,8 +175,19 @@ fn dashboard_is_well_formed() {
         .iter()
         .map(|p| p["title"].as_str().unwrap().to_lowercase())
         .collect();
-    for wanted in ["compliant", "drift", "repairs", "problems", "latency", "errors", "leader"] {
-        assert!(titles.iter().any(|t| t.contains(wanted)), "no panel about {wanted}: {titles:?}");
+    for wanted in [
+        "compliant",
+        "drift",
+        "repairs",
+        "problems",
+        "latency",
+        "errors",
+        "leader",
+    ] {
+        assert!(
+            titles.iter().any(|t| t.contains(wanted)),
+            "no panel about {wanted}: {titles:?}"
+        );
     }
 }
 
@@ -180,9 +196,13 @@ fn dashboard_is_well_formed() {
 fn exported(body: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     for line in body.lines() {
-        let Some(rest) = line.strip_prefix("# TYPE ") else { continue };
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
         let mut parts = rest.split_whitespace();
-        let (Some(name), Some(kind)) = (parts.next(), parts.next()) else { continue };
+        let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
+            continue;
+        };
         let suffixes: &[&str] = match kind {
             "counter" => &["_total", "_created"],
             "histogram" => &["_bucket", "_sum", "_count", "_created"],
@@ -226,7 +246,9 @@ async fn dashboard_and_rules_use_only_metrics_the_operator_exports() {
     assert!(used.len() >= 9, "{used:?}");
     let awaiting: BTreeSet<&str> = AWAITING.iter().map(|(name, _)| *name).collect();
     let exported = eventually("every family used has a sample", WAIT, || async {
-        let (200, body) = operator.http_get("/metrics").await? else { return None };
+        let (200, body) = operator.http_get("/metrics").await? else {
+            return None;
+        };
         let exported = exported(&body);
         used.iter()
             .all(|n| exported.contains(n) || awaiting.contains(n.as_str()))
