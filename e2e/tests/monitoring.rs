@@ -21,7 +21,7 @@ use tools::*;
 /// here. The test fails once one is exported, so that it leaves this list.
 const AWAITING: &[(&str, &str)] = &[(
     "kube_baseline_condition",
-    "a gauge {baseline, type} = 1 while the baseline's condition `type` is True (issue 11)",
+    "a gauge {baseline, condition} = 1 while that condition of the baseline is True (issue 11)",
 )];
 
 fn dashboard() -> Value {
