@@ -2,7 +2,7 @@
 # `make image`: the manager image, from the Dockerfile, with podman (buildah underneath).
 # The binary is built on the host by image/static-build.sh — the script the Dockerfile's Rust
 # stage runs — into a cargo target directory in the cache outside the checkout (a fresh clone
-# on the same machine reuses it), and the Dockerfile takes it with BINARY=prebuilt: no base
+# on the same machine reuses it), and the Dockerfile takes it (--target prebuilt): no base
 # image is pulled (the runtime stage is FROM scratch). Prints the image reference.
 #
 #   IMAGE                image reference (default localhost/kube-baseline:<Cargo.toml version>)
@@ -21,6 +21,6 @@ flock 9  # two checkouts share the target directory: one build at a time
 
 start=$SECONDS
 image/static-build.sh image/kube-baseline >/dev/null
-podman build --quiet --build-arg BINARY=prebuilt --tag "$image" --file Dockerfile . >/dev/null
+podman build --quiet --target prebuilt --tag "$image" --file Dockerfile . >/dev/null
 printf 'image/build: %s in %ss\n' "$image" "$((SECONDS - start))" >&2
 echo "$image"
