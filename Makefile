@@ -5,14 +5,16 @@ CRD := crds/securitybaselines.kubebaseline.io.yaml
 E2E_TESTS := $(patsubst e2e/tests/%.rs,--test e2e_%,$(wildcard e2e/tests/*.rs))
 
 .PHONY: all build test fmt-check clippy unit crds check-crds e2e cluster-up cluster-down cluster-status run bench clean
+.PHONY: tools image chart-sync check-chart check-monitoring
 
 all: build
 
 build:
 	cargo build --bins
 
-## The whole check, in order: format, lints, unit tests, CRD freshness, end-to-end tests.
-test: fmt-check clippy unit check-crds e2e
+## The whole check, in order: format, lints, unit tests, CRD freshness, chart and monitoring
+## checks, end-to-end tests (they include the image, chart and monitoring tests).
+test: fmt-check clippy unit check-crds check-chart check-monitoring e2e
 
 fmt-check:
 	cargo fmt --all -- --check
@@ -54,3 +56,31 @@ bench:
 
 clean:
 	cargo clean
+
+## --- Packaging: image, Helm chart, dashboard and alerts (README "Install on a cluster") ---
+HELM = $$(e2e/tools/build.sh helm)
+PROMTOOL = $$(e2e/tools/build.sh promtool)
+
+## helm and promtool, built from their Go modules into the cache (once per version).
+tools:
+	e2e/tools/build.sh helm
+	e2e/tools/build.sh promtool
+
+## The manager image (static binary FROM scratch) with podman: localhost/kube-baseline:<version>.
+image:
+	image/build.sh
+
+## Copy the CRD, policies, rules and dashboard into the chart (and monitoring/prometheusrule.yaml).
+chart-sync:
+	charts/sync.sh
+
+## The chart's copies are current and it lints (defaults and every option).
+check-chart:
+	charts/sync.sh --check
+	$(HELM) lint --strict charts/kube-baseline
+	$(HELM) lint --strict charts/kube-baseline --set namespace.create=true,serviceMonitor.enabled=true,prometheusRule.enabled=true,grafanaDashboard.enabled=true
+
+## The alert rules pass promtool's check and their unit tests.
+check-monitoring:
+	$(PROMTOOL) check rules monitoring/alerts.yaml
+	$(PROMTOOL) test rules monitoring/alerts.test.yaml

@@ -93,5 +93,7 @@ fn main() {
     per_item("egress summary of a team's policy", n, |_| {
         EgressSummary::of(&serde_json::from_value(team_policy.clone()).unwrap()).map(Arc::new)
     });
-    per_item("an object's name in the names index", n, |i| format!("team-a-{i:04}-policy"));
+    per_item("an object's name in the names index", n, |i| {
+        format!("team-a-{i:04}-policy")
+    });
 }

@@ -1,9 +1,14 @@
 //! Installing on a cluster (`config/`): kustomize applies, the RBAC is least privilege and
-//! sufficient, and the manager's pod passes Pod Security Admission at `restricted`.
+//! sufficient, and the manager's pod passes Pod Security Admission at `restricted`. The operator
+//! converges a namespace under the ServiceAccount, RBAC and fence of `config/default`, and under
+//! those the Helm chart renders (`charts/kube-baseline`).
 
 #[path = "../harness/mod.rs"]
 mod harness;
+#[path = "../harness/tools.rs"]
+mod tools;
 
+use harness::scenario::*;
 use harness::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
@@ -182,4 +187,100 @@ async fn manager_pod_template_is_admitted_at_pod_security_restricted() {
         "{err:?}"
     );
     delete_namespace(&admin, &ns).await;
+}
+
+/// Every operator reconciles the whole cluster: one at a time, so the one under test is the one
+/// that did the work.
+static ONE_OPERATOR_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Runs the operator with `kubeconfig`, electing itself leader on a Lease in `lease_namespace`
+/// (the Role for it is part of the RBAC under test), and checks that it converges a new
+/// namespace, repairs a deleted policy and reports the baseline Ready.
+async fn operator_converges_a_namespace(kubeconfig: &std::path::Path, name: &str, lease_namespace: &str) {
+    let lease = unique("lease");
+    let flags = [
+        "--leader-elect",
+        "--lease-namespace",
+        lease_namespace,
+        "--lease-name",
+        &lease,
+    ];
+    let operator = Operator::start(name, kubeconfig, &flags);
+    eventually("operator leads", WAIT, || async {
+        (operator.try_metric("kube_baseline_leader").await? == 1.0).then_some(())
+    })
+    .await;
+    eventually("operator /readyz", WAIT, || async {
+        (operator.http_get("/readyz").await?.0 == 200).then_some(())
+    })
+    .await;
+    let mut s = Scenario::without_shared_operator(name).await;
+    let ns = s.namespace("team").await;
+    let baseline = s.baseline("aks", aks_spec(&s.label)).await;
+    s.wait_all_objects(&ns).await;
+    s.wait_condition(&baseline, "Ready", "True").await;
+    s.policies(&ns).delete(POLICY, &Default::default()).await.unwrap();
+    eventually("the deleted policy is recreated", WAIT, || async {
+        s.policy(&ns).await.filter(|p| p.metadata.deletion_timestamp.is_none())
+    })
+    .await;
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn operator_converges_a_namespace_under_config_default() {
+    let _turn = ONE_OPERATOR_AT_A_TIME.lock().await;
+    install();
+    let kubeconfig = operator_kubeconfig("operator-install-kustomize.kubeconfig").await;
+    operator_converges_a_namespace(&kubeconfig, "install-kustomize", OPERATOR_NS).await;
+}
+
+#[tokio::test]
+async fn operator_converges_a_namespace_under_the_helm_charts_rbac_and_fence() {
+    let _turn = ONE_OPERATOR_AT_A_TIME.lock().await;
+    install(); // the CRD and the shared installation every other test expects
+    // A second, independent copy of the chart: its own namespace, ServiceAccount, ClusterRoles
+    // and fence, all named after the release. Its protection policy stays off: a second copy
+    // would exempt only this copy's ServiceAccount and refuse the shared installation's.
+    let release = unique("e2e-helm");
+    let yaml = tools::helm_template_yaml(
+        &release,
+        &[
+            "--set",
+            &format!("fullnameOverride={release},namespace.create=true,admission.enabled=false"),
+        ],
+    );
+    // Without the CRD: deleting this copy afterwards must not delete every baseline.
+    let docs: Vec<serde_json::Value> = tools::documents(&yaml)
+        .into_iter()
+        .filter(|d| d["kind"] != "CustomResourceDefinition")
+        .collect();
+    assert!(tools::find(&docs, "ValidatingAdmissionPolicy", &format!("{release}-fence")).is_some());
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": docs}).to_string();
+    let admin_kubeconfig = kubeconfig_path();
+    let kubectl_args = |verb: &[&str]| {
+        let mut args = vec!["--kubeconfig", admin_kubeconfig.to_str().unwrap()];
+        args.extend_from_slice(verb);
+        args.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+    };
+    let apply = kubectl_args(&["apply", "--server-side", "--field-manager", FIELD_MANAGER, "-f", "-"]);
+    let apply: Vec<&str> = apply.iter().map(String::as_str).collect();
+    tools::run_ok(&kubectl_path(), &apply, Some(&list));
+
+    let admin = client().await;
+    let token = eventually("the chart's ServiceAccount", WAIT, || async {
+        Api::<ServiceAccount>::namespaced(admin.clone(), &release)
+            .get_opt(&release)
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    let token = service_account_token(&admin, &release, &token.metadata.name.unwrap()).await;
+    let kubeconfig = token_kubeconfig(&token, &format!("{release}.kubeconfig"));
+    operator_converges_a_namespace(&kubeconfig, &release, &release).await;
+
+    let delete = kubectl_args(&["delete", "--ignore-not-found", "--wait=false", "-f", "-"]);
+    let delete: Vec<&str> = delete.iter().map(String::as_str).collect();
+    tools::run_ok(&kubectl_path(), &delete, Some(&list));
 }
