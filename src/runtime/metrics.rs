@@ -35,6 +35,12 @@ pub struct VerbLabel {
     pub kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConditionLabel {
+    pub baseline: String,
+    pub condition: String,
+}
+
 /// All metrics of one operator process.
 pub struct Metrics {
     pub reconciles: Counter,
@@ -44,6 +50,7 @@ pub struct Metrics {
     pub errors: Family<ErrorLabel, Counter>,
     pub writes: Family<VerbLabel, Counter>,
     pub namespaces: Family<StateLabel, Gauge<i64, AtomicI64>>,
+    pub conditions: Family<ConditionLabel, Gauge<i64, AtomicI64>>,
     pub status_writes: Counter,
     pub leader: Gauge<i64, AtomicI64>,
     pub ready: Gauge<i64, AtomicI64>,
@@ -64,6 +71,7 @@ impl Metrics {
             errors: Family::default(),
             writes: Family::default(),
             namespaces: Family::default(),
+            conditions: Family::default(),
             status_writes: Counter::default(),
             leader: Gauge::default(),
             ready: Gauge::default(),
@@ -99,6 +107,11 @@ impl Metrics {
             "namespaces",
             "Selected namespaces by baseline and compliance state",
             m.namespaces.clone(),
+        );
+        r.register(
+            "condition",
+            "1 while the baseline's condition is True, by baseline and condition type (Ready, Degraded, Conflict, Invalid)",
+            m.conditions.clone(),
         );
         r.register(
             "status_writes",

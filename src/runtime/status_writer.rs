@@ -16,7 +16,7 @@ use crate::core::desired;
 use crate::core::objects::FIELD_MANAGER;
 use crate::core::status::{self, StatusInput};
 use crate::runtime::context::Context;
-use crate::runtime::metrics::{ErrorLabel, StateLabel};
+use crate::runtime::metrics::{ConditionLabel, ErrorLabel, StateLabel};
 
 /// Runs until the process stops.
 pub async fn run(ctx: Arc<Context>) {
@@ -282,6 +282,12 @@ fn forget_what_is_gone(
             .collect();
         r.reports_dirty.extend(selected);
         // A deleted baseline's gauges go with it (no series frozen at its last value).
+        for condition in CONDITIONS {
+            ctx.metrics.conditions.remove(&ConditionLabel {
+                baseline: baseline.clone(),
+                condition: condition.into(),
+            });
+        }
         for state in STATES {
             ctx.metrics.namespaces.remove(&StateLabel {
                 baseline: baseline.clone(),
@@ -324,7 +330,19 @@ fn update_gauges(ctx: &Context, baseline: &str, status: &SecurityBaselineStatus)
             })
             .set(n);
     }
+    for c in &status.conditions {
+        ctx.metrics
+            .conditions
+            .get_or_create(&ConditionLabel {
+                baseline: baseline.into(),
+                condition: c.type_.clone(),
+            })
+            .set(i64::from(c.status == "True"));
+    }
 }
+
+/// The condition types a status carries (their gauges go with a deleted baseline).
+const CONDITIONS: [&str; 4] = ["Ready", "Degraded", "Conflict", "Invalid"];
 
 #[cfg(test)]
 mod tests {
