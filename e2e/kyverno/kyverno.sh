@@ -99,7 +99,7 @@ start_one() { # name port-args...
   KYVERNO_NAMESPACE=$ns KYVERNO_SERVICEACCOUNT_NAME=$name KYVERNO_DEPLOYMENT=$name \
     KYVERNO_POD_NAME=$name-local INIT_CONFIG=kyverno METRICS_CONFIG=kyverno-metrics \
     "$kyverno/${binary[$name]}" --kubeconfig "$dir/$name.kubeconfig" --enableReporting= \
-    --controllerRuntimeMetricsAddress=0 --metricsHost=127.0.0.1 "$@" ${KYVERNO_EXTRA_ARGS:-} \
+    --controllerRuntimeMetricsAddress=0 --metricsHost=127.0.0.1 --disableLogColor "$@" ${KYVERNO_EXTRA_ARGS:-} \
     >>"$logs/$name.log" 2>&1 </dev/null &
   echo $! >"$dir/$name.pid"
 }
