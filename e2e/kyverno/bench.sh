@@ -4,7 +4,7 @@
 # e2e/tests/bench_kyverno.rs, and stops Kyverno and the control plane afterwards, also on failure.
 #
 #   BENCH_NAMESPACES       namespaces per side (default 1000)
-#   BENCH_KYVERNO_TIMEOUT  seconds Kyverno may take to converge before the run reports how far it got (1800)
+#   BENCH_KYVERNO_TIMEOUT  seconds Kyverno may take to converge before the run reports how far it got (3600)
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 export CLUSTER_DIR=${BENCH_CLUSTER_DIR:-$repo/.cluster-bench-kyverno}
