@@ -10,7 +10,13 @@ repo=$(cd "$(dirname "$0")/../.." && pwd)
 export CLUSTER_DIR=${BENCH_CLUSTER_DIR:-$repo/.cluster-bench-kyverno}
 cluster=$repo/e2e/controlplane/cluster.sh
 "$repo/e2e/kyverno/build.sh" >/dev/null || exit 1
-stop() { "$repo/e2e/kyverno/kyverno.sh" stop; "$cluster" down; }
+# The audit log (every write request, by user) is kept beside the component logs for a look
+# afterwards; `down` keeps logs/ and the next run starts afresh.
+stop() {
+  "$repo/e2e/kyverno/kyverno.sh" stop
+  [ -f "$CLUSTER_DIR/audit.log" ] && mv "$CLUSTER_DIR/audit.log" "$CLUSTER_DIR/logs/audit.log"
+  "$cluster" down
+}
 trap stop EXIT
 trap 'exit 130' INT TERM
 "$cluster" down >/dev/null 2>&1   # fresh: nothing left from an earlier run

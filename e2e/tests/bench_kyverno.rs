@@ -377,6 +377,7 @@ async fn operator_and_kyverno_side_by_side() {
         kyv_side.namespaces_present = namespace_count(&client).await;
         let rss_idle = rss_list(&pids, rss_mib);
         let (cpu0, cp0) = (cpu(&pids), control_plane_cpu());
+        let per_process0: Vec<f64> = pids.iter().map(|p| cpu_seconds(*p)).collect();
         let policy = std::fs::read_to_string(repo_root().join("e2e/kyverno/baseline-policy.yaml")).unwrap();
         let selector = format!("{{{SUITE_LABEL}: kyverno}}");
         assert!(policy.contains(&selector), "the policy selects {selector}");
@@ -398,7 +399,8 @@ async fn operator_and_kyverno_side_by_side() {
             "{:.1} s (admission + background: {})",
             cpu1 - cpu0,
             pids.iter()
-                .map(|p| format!("{:.1}", cpu_seconds(*p)))
+                .zip(&per_process0)
+                .map(|(p, before)| format!("{:.1}", cpu_seconds(*p) - before))
                 .collect::<Vec<_>>()
                 .join(" + ")
         );
