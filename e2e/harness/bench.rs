@@ -66,14 +66,21 @@ pub fn p50_p99_ms(sorted: &[Duration]) -> String {
     )
 }
 
+/// The managed-by value of the floor's objects (same size as the operator's): with the
+/// operator's, it would cache them as its own objects (of a baseline that does not exist), and
+/// its memory would count twice the objects it manages.
+pub const FLOOR_MANAGED_BY: &str = "kube-baseline-floor";
+
 /// The raw-write floor: the objects the baseline wants in each of `namespaces`, built by the
-/// operator's own builders (without its ownerReference) and server-side applied by this client,
-/// `concurrency` namespaces at a time. Returns how long it took.
+/// operator's own builders (without its ownerReference, labelled `managed_by`, normally
+/// [`FLOOR_MANAGED_BY`]) and server-side applied by this client, `concurrency` namespaces at a
+/// time. Returns how long it took.
 pub async fn raw_write_floor(
     client: &kube::Client,
     namespaces: &[String],
     label: &str,
     concurrency: usize,
+    managed_by: &str,
 ) -> Duration {
     let baseline = kube_baseline::api::SecurityBaseline::new("floor", aks_spec(label));
     let valid = desired::validate(&baseline).unwrap();
@@ -84,6 +91,11 @@ pub async fn raw_write_floor(
         mode: kube_baseline::api::Mode::Enforce,
     };
     let params = PatchParams::apply("bench-floor").force();
+    let relabel = |meta: &mut kube::api::ObjectMeta| {
+        if let Some(labels) = meta.labels.as_mut() {
+            labels.insert(objects::MANAGED_BY_LABEL.into(), managed_by.into());
+        }
+    };
     let start = Instant::now();
     futures::stream::iter(namespaces)
         .for_each_concurrent(concurrency, |ns| {
@@ -94,6 +106,7 @@ pub async fn raw_write_floor(
                         (desired::ObjectKey::NetworkPolicy(name), desired::Content::NetworkPolicy(spec)) => {
                             let mut np = objects::network_policy(ns, &name, &spec, &owner);
                             np.metadata.owner_references = None;
+                            relabel(&mut np.metadata);
                             Api::<NetworkPolicy>::namespaced(client.clone(), ns)
                                 .patch(&name, &params, &Patch::Apply(&np))
                                 .await
@@ -105,6 +118,7 @@ pub async fn raw_write_floor(
                         ) => {
                             let mut rb = objects::role_binding(ns, &name, &role_ref, &subjects, &owner);
                             rb.metadata.owner_references = None;
+                            relabel(&mut rb.metadata);
                             Api::<RoleBinding>::namespaced(client.clone(), ns)
                                 .patch(&name, &params, &Patch::Apply(&rb))
                                 .await
