@@ -4,7 +4,7 @@ CLUSTER := e2e/controlplane/cluster.sh
 CRD := crds/securitybaselines.kubebaseline.io.yaml
 E2E_TESTS := $(patsubst e2e/tests/%.rs,--test e2e_%,$(wildcard e2e/tests/*.rs))
 
-.PHONY: all build test fmt-check clippy unit crds check-crds e2e cluster-up cluster-down cluster-status run bench clean
+.PHONY: all build test fmt-check clippy unit crds check-crds e2e cluster-up cluster-down cluster-status run bench bench-kyverno clean
 .PHONY: tools image chart-sync check-chart check-monitoring
 
 all: build
@@ -53,6 +53,10 @@ run:
 ## Scale and latency on the local control plane (release build); see BENCHMARKS.md.
 bench:
 	e2e/scripts/with-cluster.sh cargo test --release --test e2e_bench -- --ignored --nocapture --test-threads 1
+
+## The operator and Kyverno v1.19.1 side by side on a fresh control plane of their own (not in `make test`).
+bench-kyverno:
+	e2e/kyverno/bench.sh
 
 clean:
 	cargo clean

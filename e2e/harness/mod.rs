@@ -21,6 +21,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+pub mod bench;
 pub mod observer;
 pub mod proxy;
 pub mod scenario;

@@ -9,110 +9,14 @@
 #[path = "../harness/mod.rs"]
 mod harness;
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use futures::StreamExt;
+use harness::bench::*;
 use harness::observer::Observer;
 use harness::scenario::*;
 use harness::*;
-use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::rbac::v1::RoleBinding;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube_baseline::core::{desired, objects};
-
-/// CPU seconds (user + system) a process has used.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command (which may contain spaces) start after the last ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, r)| r)
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields
-        .get(11..13)
-        .map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
-    // SAFETY: sysconf has no preconditions.
-    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
-}
-
-/// The floor's objects carry a managed-by value of their own (same size): with the operator's,
-/// it would cache them as its own objects (of a baseline that does not exist), and its memory
-/// would count twice the objects it manages.
-fn floor_labels(meta: &mut kube::api::ObjectMeta) {
-    if let Some(labels) = meta.labels.as_mut() {
-        labels.insert(objects::MANAGED_BY_LABEL.into(), "kube-baseline-floor".into());
-    }
-}
-
-/// The raw-write floor: the objects the baseline wants in each of `namespaces`, built by the
-/// operator's own builders (without its ownerReference) and server-side applied by this client,
-/// `concurrency` namespaces at a time. Returns how long it took.
-async fn raw_write_floor(client: &kube::Client, namespaces: &[String], label: &str, concurrency: usize) -> Duration {
-    let baseline = kube_baseline::api::SecurityBaseline::new("floor", aks_spec(label));
-    let valid = desired::validate(&baseline).unwrap();
-    let wanted = desired::wanted_objects(&baseline, &valid);
-    let owner = desired::Owner {
-        name: "floor".into(),
-        uid: String::new(),
-        mode: kube_baseline::api::Mode::Enforce,
-    };
-    let params = PatchParams::apply("bench-floor").force();
-    let start = Instant::now();
-    futures::stream::iter(namespaces)
-        .for_each_concurrent(concurrency, |ns| {
-            let (client, wanted, owner, params) = (client.clone(), wanted.clone(), owner.clone(), params.clone());
-            async move {
-                for (_, key, content) in wanted {
-                    match (key, content) {
-                        (desired::ObjectKey::NetworkPolicy(name), desired::Content::NetworkPolicy(spec)) => {
-                            let mut np = objects::network_policy(ns, &name, &spec, &owner);
-                            np.metadata.owner_references = None;
-                            floor_labels(&mut np.metadata);
-                            Api::<NetworkPolicy>::namespaced(client.clone(), ns)
-                                .patch(&name, &params, &Patch::Apply(&np))
-                                .await
-                                .unwrap();
-                        }
-                        (
-                            desired::ObjectKey::RoleBinding(name),
-                            desired::Content::RoleBinding { role_ref, subjects },
-                        ) => {
-                            let mut rb = objects::role_binding(ns, &name, &role_ref, &subjects, &owner);
-                            rb.metadata.owner_references = None;
-                            floor_labels(&mut rb.metadata);
-                            Api::<RoleBinding>::namespaced(client.clone(), ns)
-                                .patch(&name, &params, &Patch::Apply(&rb))
-                                .await
-                                .unwrap();
-                        }
-                        (_, desired::Content::PodSecurityLabels(labels)) => {
-                            let patch = serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
-                                "metadata": {"name": ns, "labels": labels}});
-                            Api::<Namespace>::all(client.clone())
-                                .patch(ns, &params, &Patch::Apply(&patch))
-                                .await
-                                .unwrap();
-                        }
-                        _ => unreachable!("content matches its key"),
-                    }
-                }
-            }
-        })
-        .await;
-    start.elapsed()
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
-}
+use kube::api::{Api, DeleteParams};
 
 /// NetworkPolicies a team wrote, which the operator must watch (bypass detection) but not keep
 /// whole: one ingress-only, one egress to pods only (both dropped from its cache) and one egress
@@ -139,17 +43,16 @@ fn foreign_policies(ns: &str) -> Vec<k8s_openapi::api::networking::v1::NetworkPo
         .collect()
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
+/// The Event recorder publishes a summary at the end of a 10 s window: writes are counted as
+/// converging until it has closed.
+const EVENT_WINDOW: Duration = Duration::from_secs(12);
+/// How long a quiet interval lasts (steady state, after a restart).
+const QUIET: Duration = Duration::from_secs(30);
 
 #[tokio::test]
 #[ignore = "benchmark: run with `make bench`"]
 async fn scale_and_repair_latency() {
-    let n: usize = std::env::var("BENCH_NAMESPACES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
+    let n = bench_namespaces();
     install();
     let kubeconfig = operator_kubeconfig("operator-bench.kubeconfig").await;
     let mut s = Scenario::without_shared_operator("bench").await;
@@ -160,7 +63,21 @@ async fn scale_and_repair_latency() {
     for _ in 0..n {
         floor_namespaces.push(create_namespace(&s.client, "floor", &[]).await);
     }
-    let floor = raw_write_floor(&s.client, &floor_namespaces, &floor_label, 8).await;
+    let floor = raw_write_floor(&s.client, &floor_namespaces, &floor_label, 8, FLOOR_MANAGED_BY).await;
+    // BENCH_FLOOR_AS_OPERATOR=1: the same floor again in N more namespaces, written as the
+    // operator's ServiceAccount, so it pays what the API server does for that identity only
+    // (the fence's ValidatingAdmissionPolicy matches it); the difference is the fence's cost.
+    let mut floor_as_operator = None;
+    if std::env::var("BENCH_FLOOR_AS_OPERATOR").is_ok_and(|v| v == "1") {
+        let as_operator = client_as_service_account("kube-baseline-system", "kube-baseline").await;
+        for _ in 0..n {
+            floor_namespaces.push(create_namespace(&s.client, "floor", &[]).await);
+        }
+        // The fence lets that identity write only objects labelled as the operator's, so these
+        // carry its managed-by value (and the operator caches them: its RSS counts them too).
+        let managed = kube_baseline::core::objects::MANAGED_BY_VALUE;
+        floor_as_operator = Some(raw_write_floor(&as_operator, &floor_namespaces[n..], &floor_label, 8, managed).await);
+    }
     let mut namespaces = Vec::with_capacity(n);
     for _ in 0..n {
         let ns = s.namespace("bench").await;
@@ -181,6 +98,7 @@ async fn scale_and_repair_latency() {
     let rss_before = rss_mib(op.pid());
     let cpu_before = cpu_seconds(op.pid());
     let start = Instant::now();
+    let start_wall = SystemTime::now();
     let baseline = s.baseline("aks", aks_spec(&s.label)).await;
     let long = Duration::from_secs(600);
     eventually("all compliant", long, || async {
@@ -206,6 +124,14 @@ async fn scale_and_repair_latency() {
     let rss_after = rss_mib(op.pid());
     let cpu = cpu_seconds(op.pid()) - cpu_before;
     let events = s.events(&baseline).await.len();
+    // Every write request the operator made, from the API server's audit log: while converging
+    // (until the 10 s Event summary window after the last change has closed), then over 30 quiet
+    // seconds with nothing changing.
+    tokio::time::sleep(EVENT_WINDOW).await;
+    let steady_from = SystemTime::now();
+    tokio::time::sleep(QUIET).await;
+    let converge_writes = Writes::of(|u| u == OPERATOR_USER, start_wall, steady_from);
+    let steady_writes = Writes::of(|u| u == OPERATOR_USER, steady_from, SystemTime::now());
 
     // Latencies from the client's write to a watch reporting the result.
     let observer = Observer::start(&s.client).await;
@@ -270,6 +196,7 @@ async fn scale_and_repair_latency() {
     // Restart: time to ready and to the first full pass over a compliant cluster.
     drop(op);
     let start = Instant::now();
+    let restart_wall = SystemTime::now();
     let op = Operator::start("bench-restart", &kubeconfig, &[]);
     eventually("restarted ready", WAIT, || async {
         (op.http_get("/readyz").await?.0 == 200).then_some(())
@@ -288,6 +215,8 @@ async fn scale_and_repair_latency() {
     .await;
     let restart_pass = start.elapsed();
     let restart_writes = op.metric("kube_baseline_write_requests_total").await;
+    tokio::time::sleep(QUIET).await;
+    let restart_audited = Writes::of(|u| u == OPERATOR_USER, restart_wall, SystemTime::now());
 
     println!(
         "\n| namespaces (foreign policies each) | {n} ({}) |",
@@ -297,6 +226,12 @@ async fn scale_and_repair_latency() {
         "| raw-write floor: the same objects applied by a tight client (concurrency 8) | {:.1} s |",
         floor.as_secs_f64()
     );
+    if let Some(f) = floor_as_operator {
+        println!(
+            "| the same floor written as the operator's ServiceAccount (fence admission included) | {:.1} s |",
+            f.as_secs_f64()
+        );
+    }
     println!(
         "| converge: baseline created → all compliant | {:.1} s ({:.2} × the floor) |",
         converge.as_secs_f64(),
@@ -316,8 +251,25 @@ async fn scale_and_repair_latency() {
         "| write requests to converge (objects + labels) | {writes} ({:.1} per namespace) |",
         writes / n as f64
     );
-    println!("| status writes while converging | {status_writes} |");
-    println!("| write requests by verb and kind | {} |", by_kind.join(", "));
+    println!(
+        "| status writes while converging (operator metric / audit log) | {status_writes} / {} |",
+        converge_writes.count("securitybaselines/status")
+    );
+    println!(
+        "| write requests by verb and kind (operator metric) | {} |",
+        by_kind.join(", ")
+    );
+    println!(
+        "| all write requests while converging, audit log (until {} s after compliant) | {} |",
+        EVENT_WINDOW.as_secs(),
+        converge_writes.summary(Some("securitybaselines/status"))
+    );
+    println!("| … by kind and verb | {} |", converge_writes.by_kind());
+    println!(
+        "| write requests in steady state, {} s with no changes (audit log) | {} |",
+        QUIET.as_secs(),
+        steady_writes.summary(Some("securitybaselines/status"))
+    );
     println!(
         "| deleted policy → repaired, p50 / p99 / max (30, watch-observed) | {:.0} / {:.0} / {:.0} ms |",
         percentile(&latencies, 0.5).as_secs_f64() * 1e3,
@@ -335,7 +287,15 @@ async fn scale_and_repair_latency() {
         restart_ready.as_secs_f64(),
         restart_pass.as_secs_f64()
     );
-    println!("| write requests after restart | {restart_writes} |");
+    println!("| write requests after restart (operator metric: objects and labels) | {restart_writes} |");
+    println!(
+        "| all write requests from restart to {} s after the full pass (audit log) | {} |",
+        QUIET.as_secs(),
+        restart_audited.summary(Some("securitybaselines/status"))
+    );
+    if restart_audited.total_without_leases() > 0 {
+        println!("| … by kind and verb | {} |", restart_audited.by_kind());
+    }
     drop(op);
     // Deleted only now: the namespace controller's work must not overlap the measurements.
     for ns in &floor_namespaces {

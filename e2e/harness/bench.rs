@@ -1,0 +1,251 @@
+//! What the benchmarks (`make bench`, `make bench-kyverno`) share: the raw-write floor, CPU and
+//! memory of a process read from /proc, percentiles, and write requests counted in the API
+//! server's audit log by user, so every side is counted the same way whatever it reports itself.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::api::{Api, Patch, PatchParams};
+use kube_baseline::core::{desired, objects};
+
+use super::scenario::aks_spec;
+
+/// The operator's identity in the benchmarks (the ServiceAccount `config/default` installs).
+pub const OPERATOR_USER: &str = "system:serviceaccount:kube-baseline-system:kube-baseline";
+
+/// `BENCH_NAMESPACES` (default 1000).
+pub fn bench_namespaces() -> usize {
+    std::env::var("BENCH_NAMESPACES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
+}
+
+/// CPU seconds (user + system) a process has used.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may contain spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, r)| r)
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields
+        .get(11..13)
+        .map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
+    // SAFETY: sysconf has no preconditions.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// Resident memory (`VmRSS`) of a process, in MiB; 0 when it is gone.
+pub fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+/// The `p` quantile (0..=1) of sorted durations, nearest rank.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// "p50 / p99" of sorted durations in milliseconds.
+pub fn p50_p99_ms(sorted: &[Duration]) -> String {
+    format!(
+        "{:.0} / {:.0} ms",
+        percentile(sorted, 0.5).as_secs_f64() * 1e3,
+        percentile(sorted, 0.99).as_secs_f64() * 1e3
+    )
+}
+
+/// The managed-by value of the floor's objects (same size as the operator's): with the
+/// operator's, it would cache them as its own objects (of a baseline that does not exist), and
+/// its memory would count twice the objects it manages.
+pub const FLOOR_MANAGED_BY: &str = "kube-baseline-floor";
+
+/// The raw-write floor: the objects the baseline wants in each of `namespaces`, built by the
+/// operator's own builders (without its ownerReference, labelled `managed_by`, normally
+/// [`FLOOR_MANAGED_BY`]) and server-side applied by this client, `concurrency` namespaces at a
+/// time. Returns how long it took.
+pub async fn raw_write_floor(
+    client: &kube::Client,
+    namespaces: &[String],
+    label: &str,
+    concurrency: usize,
+    managed_by: &str,
+) -> Duration {
+    let baseline = kube_baseline::api::SecurityBaseline::new("floor", aks_spec(label));
+    let valid = desired::validate(&baseline).unwrap();
+    let wanted = desired::wanted_objects(&baseline, &valid);
+    let owner = desired::Owner {
+        name: "floor".into(),
+        uid: String::new(),
+        mode: kube_baseline::api::Mode::Enforce,
+    };
+    let params = PatchParams::apply("bench-floor").force();
+    let relabel = |meta: &mut kube::api::ObjectMeta| {
+        if let Some(labels) = meta.labels.as_mut() {
+            labels.insert(objects::MANAGED_BY_LABEL.into(), managed_by.into());
+        }
+    };
+    let start = Instant::now();
+    futures::stream::iter(namespaces)
+        .for_each_concurrent(concurrency, |ns| {
+            let (client, wanted, owner, params) = (client.clone(), wanted.clone(), owner.clone(), params.clone());
+            async move {
+                for (_, key, content) in wanted {
+                    match (key, content) {
+                        (desired::ObjectKey::NetworkPolicy(name), desired::Content::NetworkPolicy(spec)) => {
+                            let mut np = objects::network_policy(ns, &name, &spec, &owner);
+                            np.metadata.owner_references = None;
+                            relabel(&mut np.metadata);
+                            Api::<NetworkPolicy>::namespaced(client.clone(), ns)
+                                .patch(&name, &params, &Patch::Apply(&np))
+                                .await
+                                .unwrap();
+                        }
+                        (
+                            desired::ObjectKey::RoleBinding(name),
+                            desired::Content::RoleBinding { role_ref, subjects },
+                        ) => {
+                            let mut rb = objects::role_binding(ns, &name, &role_ref, &subjects, &owner);
+                            rb.metadata.owner_references = None;
+                            relabel(&mut rb.metadata);
+                            Api::<RoleBinding>::namespaced(client.clone(), ns)
+                                .patch(&name, &params, &Patch::Apply(&rb))
+                                .await
+                                .unwrap();
+                        }
+                        (_, desired::Content::PodSecurityLabels(labels)) => {
+                            let patch = serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+                                "metadata": {"name": ns, "labels": labels}});
+                            Api::<Namespace>::all(client.clone())
+                                .patch(ns, &params, &Patch::Apply(&patch))
+                                .await
+                                .unwrap();
+                        }
+                        _ => unreachable!("content matches its key"),
+                    }
+                }
+            }
+        })
+        .await;
+    start.elapsed()
+}
+
+/// One write request as the API server's audit log recorded it (`e2e/controlplane/audit-policy.yaml`
+/// records create, update, patch, delete and deletecollection at the Metadata level).
+#[derive(Debug, Clone)]
+pub struct AuditedWrite {
+    pub user: String,
+    pub verb: String,
+    /// `resource` or `resource/subresource`, e.g. `securitybaselines/status`.
+    pub resource: String,
+    pub code: u16,
+    pub received: SystemTime,
+}
+
+/// Write requests the API server received in `[from, to]` (wall clock), from `$CLUSTER_DIR/audit.log`.
+pub fn audited_writes(from: SystemTime, to: SystemTime) -> Vec<AuditedWrite> {
+    let text = std::fs::read_to_string(super::cluster_dir().join("audit.log")).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|e| e["stage"] == "ResponseComplete")
+        .filter_map(|e| {
+            let received: k8s_openapi::jiff::Timestamp = e["requestReceivedTimestamp"].as_str()?.parse().ok()?;
+            let received = SystemTime::from(received);
+            if received < from || received > to {
+                return None;
+            }
+            let object = &e["objectRef"];
+            let resource = match object["subresource"].as_str() {
+                Some(sub) => format!("{}/{sub}", object["resource"].as_str().unwrap_or("?")),
+                None => object["resource"].as_str().unwrap_or("?").to_string(),
+            };
+            Some(AuditedWrite {
+                user: e["user"]["username"].as_str().unwrap_or_default().to_string(),
+                verb: e["verb"].as_str().unwrap_or_default().to_string(),
+                resource,
+                code: e["responseStatus"]["code"].as_u64().unwrap_or(0) as u16,
+                received,
+            })
+        })
+        .collect()
+}
+
+/// Write requests of some users over a time window, by kind.
+pub struct Writes {
+    pub all: Vec<AuditedWrite>,
+}
+
+impl Writes {
+    /// The writes of users for which `is_user` holds, in `[from, to]`.
+    pub fn of(is_user: impl Fn(&str) -> bool, from: SystemTime, to: SystemTime) -> Self {
+        Self {
+            all: audited_writes(from, to)
+                .into_iter()
+                .filter(|w| is_user(&w.user))
+                .collect(),
+        }
+    }
+
+    /// Every write except Lease renewals (leader election), which are counted apart.
+    pub fn total_without_leases(&self) -> usize {
+        self.all.iter().filter(|w| w.resource != "leases").count()
+    }
+
+    pub fn count(&self, resource: &str) -> usize {
+        self.all.iter().filter(|w| w.resource == resource).count()
+    }
+
+    /// Events written in either API group (`events` is the resource name in both).
+    pub fn events(&self) -> usize {
+        self.count("events")
+    }
+
+    pub fn leases(&self) -> usize {
+        self.count("leases")
+    }
+
+    /// Requests the API server refused (conflicts, not found, ...).
+    pub fn failed(&self) -> usize {
+        self.all.iter().filter(|w| w.code >= 400).count()
+    }
+
+    /// "resource verb count" for every kind, most first: `networkpolicies create 1000, ...`.
+    pub fn by_kind(&self) -> String {
+        let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();
+        for w in &self.all {
+            *counts.entry((w.resource.clone(), w.verb.clone())).or_default() += 1;
+        }
+        let mut rows: Vec<_> = counts.into_iter().collect();
+        rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        if rows.is_empty() {
+            return "none".into();
+        }
+        rows.iter()
+            .map(|((resource, verb), n)| format!("{resource} {verb} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// "N (Events E, status S, leases L, failed F)" — the summary both benchmarks print.
+    pub fn summary(&self, status_resource: Option<&str>) -> String {
+        let status = status_resource.map_or(String::new(), |r| format!(", status {}", self.count(r)));
+        format!(
+            "{} (Events {}{status}; plus {} Lease renewals; {} refused)",
+            self.total_without_leases(),
+            self.events(),
+            self.leases(),
+            self.failed()
+        )
+    }
+}
