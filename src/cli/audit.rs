@@ -26,7 +26,8 @@ pub struct AuditArgs {
     /// Only these baselines (by name; repeatable).
     #[arg(long = "baseline", value_name = "NAME")]
     pub baselines: Vec<String>,
-    /// Namespaces no baseline touches besides kube-system, kube-public and kube-node-lease
+    /// Namespaces no baseline touches besides kube-system, kube-public, kube-node-lease and
+    /// kube-baseline-system
     /// (give the operator's --system-namespace values).
     #[arg(long = "system-namespace", value_name = "NAME")]
     pub system_namespaces: Vec<String>,
@@ -52,7 +53,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
     } else {
         Some(crate::cli::read_baselines(&args.files)?)
     };
-    let system: BTreeSet<String> = args.system_namespaces.iter().cloned().collect();
+    let system: BTreeSet<String> = crate::cli::system_namespaces(&args.system_namespaces);
     let deadline = args.wait.map(|w| Instant::now() + w);
     loop {
         let mut baselines: Vec<SecurityBaseline> = match &from_files {

@@ -14,6 +14,20 @@ use std::time::Duration;
 
 use crate::api::SecurityBaseline;
 
+/// The operator's own namespace in `config/default` (the chart uses its release namespace, which
+/// it also makes a system namespace): both installs pass it as `--system-namespace`, so the
+/// subcommands count it as one too, besides what `--system-namespace` adds.
+pub const OPERATOR_NAMESPACE: &str = "kube-baseline-system";
+
+/// The namespaces no baseline touches besides the built-in ones, as the installed operator sees them.
+pub fn system_namespaces(extra: &[String]) -> std::collections::BTreeSet<String> {
+    extra
+        .iter()
+        .cloned()
+        .chain(std::iter::once(OPERATOR_NAMESPACE.to_string()))
+        .collect()
+}
+
 /// Durations like `500ms`, `15s`, `2m` (and `1h` for waits).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s
@@ -35,4 +49,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// wording, with `file:document` locations); otherwise every problem.
 pub fn read_baselines(paths: &[PathBuf]) -> anyhow::Result<Vec<SecurityBaseline>> {
     Ok(validate::load_baselines(paths)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_operators_own_namespace_is_always_a_system_namespace() {
+        let s = system_namespaces(&["platform".to_string()]);
+        assert!(s.contains("platform") && s.contains(OPERATOR_NAMESPACE));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+    }
 }

@@ -38,7 +38,8 @@ pub struct RenderArgs {
     /// The labels of --namespace, as k=v,k2=v2.
     #[arg(long, value_name = "K=V,...", requires = "namespace", value_parser = parse_labels)]
     pub labels: Option<BTreeMap<String, String>>,
-    /// Namespaces no baseline touches besides kube-system, kube-public and kube-node-lease.
+    /// Namespaces no baseline touches besides kube-system, kube-public, kube-node-lease and
+    /// kube-baseline-system.
     #[arg(long = "system-namespace", value_name = "NAME")]
     pub system_namespaces: Vec<String>,
     /// Compare with the live cluster (read-only) instead of printing the objects: what would be
@@ -66,7 +67,7 @@ pub async fn run(args: RenderArgs) -> anyhow::Result<ExitCode> {
     if baselines.is_empty() {
         anyhow::bail!("no SecurityBaseline in {:?}", args.files);
     }
-    let system: BTreeSet<String> = args.system_namespaces.iter().cloned().collect();
+    let system: BTreeSet<String> = crate::cli::system_namespaces(&args.system_namespaces);
     let given = given_namespaces(&args)?;
     if !args.diff {
         let Some(namespaces) = given else {
