@@ -122,25 +122,29 @@ pub fn kubectl_as(user: &str, groups: &[&str], args: &[&str], stdin: Option<&str
     for g in groups.iter().chain(&["system:authenticated"]) {
         cmd.arg("--as-group").arg(g);
     }
+    let out = output_with_stdin(cmd.args(args), stdin);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// Runs `cmd` to completion with `stdin` (empty when None) and its output captured.
+pub fn output_with_stdin(cmd: &mut Command, stdin: Option<&str>) -> std::process::Output {
     let mut child = cmd
-        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("kubectl runs");
+        .unwrap_or_else(|e| panic!("{:?} runs: {e}", cmd.get_program()));
     child
         .stdin
         .take()
         .unwrap()
         .write_all(stdin.unwrap_or_default().as_bytes())
         .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    child.wait_with_output().unwrap()
 }
 
 /// A name no other test (in this run or an earlier one on the same cluster) uses.

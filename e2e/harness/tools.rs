@@ -5,9 +5,8 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
 use serde_json::Value;
@@ -38,21 +37,7 @@ pub fn tool(name: &str) -> PathBuf {
 
 /// Runs a command in the repository root; returns (success, stdout, stderr).
 pub fn run(program: &PathBuf, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-    let mut child = Command::new(program)
-        .current_dir(repo_root())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{} runs: {e}", program.display()));
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.unwrap_or_default().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = crate::harness::output_with_stdin(Command::new(program).current_dir(repo_root()).args(args), stdin);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into(),

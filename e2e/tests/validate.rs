@@ -9,9 +9,8 @@
 #[path = "../harness/mod.rs"]
 mod harness;
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use harness::*;
 use kube_baseline::cli::load;
@@ -250,21 +249,12 @@ async fn validate_accepts_exactly_what_the_api_server_accepts() {
 }
 
 fn validate_bin(args: &[&str], stdin: Option<&str>) -> (Option<i32>, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kube-baseline"))
-        .arg("validate")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kube-baseline runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.unwrap_or_default().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = output_with_stdin(
+        Command::new(env!("CARGO_BIN_EXE_kube-baseline"))
+            .arg("validate")
+            .args(args),
+        stdin,
+    );
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into(),
