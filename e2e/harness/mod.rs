@@ -173,6 +173,26 @@ pub async fn create_namespace(client: &Client, prefix: &str, labels: &[(&str, &s
     name
 }
 
+/// A namespace enforcing Pod Security `restricted` with a ServiceAccount named `account` (the
+/// ServiceAccount admission plugin wants a pod's account to exist), for dry-run pod admission.
+pub async fn restricted_namespace_with_account(client: &Client, prefix: &str, account: &str) -> String {
+    let ns = create_namespace(
+        client,
+        prefix,
+        &[
+            ("pod-security.kubernetes.io/enforce", "restricted"),
+            ("pod-security.kubernetes.io/enforce-version", "latest"),
+        ],
+    )
+    .await;
+    let sa: ServiceAccount = serde_json::from_value(serde_json::json!({"metadata": {"name": account}})).unwrap();
+    Api::<ServiceAccount>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &sa)
+        .await
+        .unwrap();
+    ns
+}
+
 pub async fn delete_namespace(client: &Client, name: &str) {
     let _ = Api::<Namespace>::all(client.clone())
         .delete(name, &DeleteParams::default())

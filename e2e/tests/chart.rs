@@ -10,8 +10,8 @@ mod harness;
 mod tools;
 
 use harness::*;
-use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
-use kube::api::{Api, ObjectMeta, PostParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, PostParams};
 use serde_json::Value;
 use tools::*;
 
@@ -275,26 +275,7 @@ async fn api_server_accepts_everything_the_chart_renders() {
 
     // The chart's pod passes Pod Security Admission at restricted, like config/default's.
     let admin = client().await;
-    let ns = create_namespace(
-        &admin,
-        "chart-psa",
-        &[
-            ("pod-security.kubernetes.io/enforce", "restricted"),
-            ("pod-security.kubernetes.io/enforce-version", "latest"),
-        ],
-    )
-    .await;
-    let sa = ServiceAccount {
-        metadata: ObjectMeta {
-            name: Some("kube-baseline".into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Api::<ServiceAccount>::namespaced(admin.clone(), &ns)
-        .create(&PostParams::default(), &sa)
-        .await
-        .unwrap();
+    let ns = restricted_namespace_with_account(&admin, "chart-psa", "kube-baseline").await;
     let deployment = find(&documents(&yaml), "Deployment", "kube-baseline").unwrap().clone();
     let pod: Pod = serde_json::from_value(serde_json::json!({
         "apiVersion": "v1",

@@ -137,27 +137,7 @@ async fn operator_identity_may_grant_allowed_roles_but_not_cluster_admin() {
 #[tokio::test]
 async fn manager_pod_template_is_admitted_at_pod_security_restricted() {
     let admin = client().await;
-    let ns = create_namespace(
-        &admin,
-        "install-psa",
-        &[
-            ("pod-security.kubernetes.io/enforce", "restricted"),
-            ("pod-security.kubernetes.io/enforce-version", "latest"),
-        ],
-    )
-    .await;
-    // The ServiceAccount admission plugin wants the pod's account to exist.
-    let sa = ServiceAccount {
-        metadata: ObjectMeta {
-            name: Some("kube-baseline".into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Api::<ServiceAccount>::namespaced(admin.clone(), &ns)
-        .create(&PostParams::default(), &sa)
-        .await
-        .unwrap();
+    let ns = restricted_namespace_with_account(&admin, "install-psa", "kube-baseline").await;
     let template = manager_deployment().spec.unwrap().template;
     let pod = Pod {
         metadata: ObjectMeta {
