@@ -144,6 +144,13 @@ async fn a_black_holed_leader_stops_and_the_standby_takes_over() {
     let b = Operator::start(&b_name, &direct, &flags);
     let baseline = s.baseline("aks", aks_spec(&s.label)).await;
     s.wait_all_objects(&ns).await;
+    // The leader's settled status is written too, so no write of it is in flight at the cut (its
+    // audit entry would land after the offset below although it was sent before the partition).
+    s.wait_status(&baseline, "compliant, generation observed", |st| {
+        st.namespaces.compliant == 1 && st.observed_generation == Some(1)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         !writes_by(&a_name, 0).is_empty(),
         "the audit log tells the leader's writes apart"
