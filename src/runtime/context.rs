@@ -85,8 +85,8 @@ pub struct Context {
     pub reports: Option<Arc<crate::runtime::reports::Reports>>,
     pub metrics: Arc<Metrics>,
     synced: tokio::sync::OnceCell<()>,
-    /// Baselines this process gave the release finalizer (the cache may not show it yet).
-    pub finalized: Mutex<HashSet<String>>,
+    /// This process's release-finalizer writes and the writes in flight that need one.
+    pub finalizers: crate::runtime::finalizer::Tracker,
     /// Namespace -> (resourceVersion, Pod Security labels) of this process's last label write,
     /// until the namespace cache shows that version: a reconcile in between (triggered by the
     /// watch events of the namespace's other objects) must not write the same labels again.
@@ -128,7 +128,7 @@ impl Context {
             metrics,
             synced: tokio::sync::OnceCell::new(),
             synced_at: std::sync::OnceLock::new(),
-            finalized: Mutex::default(),
+            finalizers: Default::default(),
             labels_written: Mutex::default(),
             baselines_listed: tokio::sync::watch::Sender::new(false),
             namespaces_listed: tokio::sync::watch::Sender::new(false),

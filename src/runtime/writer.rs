@@ -22,6 +22,7 @@ use crate::core::desired::{Content, DesiredObject, ObjectKey, Owner};
 use crate::core::evaluate;
 use crate::core::objects::{self, FIELD_MANAGER};
 use crate::runtime::context::{Context, ObjectResult};
+use crate::runtime::finalizer::Adopting;
 use crate::runtime::index::NamespacedIndex;
 use crate::runtime::metrics::Metrics;
 
@@ -45,7 +46,7 @@ pub(crate) struct NamespaceWriter<'a> {
     pub(crate) ns: &'a str,
 }
 
-impl NamespaceWriter<'_> {
+impl<'a> NamespaceWriter<'a> {
     fn params() -> PatchParams {
         PatchParams::apply(FIELD_MANAGER).force()
     }
@@ -145,8 +146,9 @@ impl NamespaceWriter<'_> {
         let api: Api<NetworkPolicy> = Api::namespaced(self.ctx.client.clone(), self.ns);
         let was_cached = cached.is_some();
         let names = &self.ctx.policy_names;
-        let (desired, existing) = match self.before_write(name, desired, cached, names, owner).await {
-            Ok(both) => both,
+        // `_adopting` lives until the written object is in the cache (`apply_own`).
+        let (desired, existing, _adopting) = match self.before_write(name, desired, cached, names, owner).await {
+            Ok(all) => all,
             Err(e) => return self.failed("NetworkPolicy", e),
         };
         self.count_write("apply", "NetworkPolicy");
@@ -172,8 +174,9 @@ impl NamespaceWriter<'_> {
         let api: Api<RoleBinding> = Api::namespaced(self.ctx.client.clone(), self.ns);
         let was_cached = cached.is_some();
         let names = &self.ctx.binding_names;
-        let (desired, existing) = match self.before_write(name, desired, cached, names, owner).await {
-            Ok(both) => both,
+        // `_adopting` lives until the written object is in the cache (`apply_own`).
+        let (desired, existing, _adopting) = match self.before_write(name, desired, cached, names, owner).await {
+            Ok(all) => all,
             Err(e) => return self.failed("RoleBinding", e),
         };
         let desired = &desired;
@@ -267,7 +270,7 @@ impl NamespaceWriter<'_> {
         cached: Option<Arc<K>>,
         names: &NamespacedIndex<()>,
         owner: &Owner,
-    ) -> kube::Result<(K, Option<K>)>
+    ) -> kube::Result<(K, Option<K>, Option<Adopting<'a>>)>
     where
         K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
             + Clone
@@ -295,10 +298,12 @@ impl NamespaceWriter<'_> {
             .baselines
             .get(&ObjectRef::new(&owner.name))
             .is_some_and(|b| b.spec.deletion_policy == DeletionPolicy::Orphan);
-        if objects::is_adopted(desired.meta()) || orphan {
-            crate::runtime::finalizer::ensure(self.ctx, &owner.name).await?;
-        }
-        Ok((desired, existing))
+        let guard = if objects::is_adopted(desired.meta()) || orphan {
+            Some(crate::runtime::finalizer::ensure(self.ctx, &owner.name).await?)
+        } else {
+            None
+        };
+        Ok((desired, existing, guard))
     }
 
     /// Applies exactly `labels` as this manager's Pod Security labels: labels it set before and
