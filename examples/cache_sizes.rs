@@ -9,8 +9,12 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::PartialObjectMeta;
+use kube::runtime::watcher;
 use kube_baseline::core::egress::EgressSummary;
-use kube_baseline::core::objects;
+use kube_baseline::runtime::index::NamespacedIndex;
+use kube_baseline::runtime::interner::{Interner, Strings};
+use kube_baseline::runtime::managed::ManagedIndex;
+use kube_baseline::runtime::namespaces::CachedNamespace;
 use serde_json::json;
 
 struct Counting;
@@ -72,28 +76,63 @@ fn main() {
                  "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}], "ports": [{"port": 53, "protocol": "UDP"}]}]}});
 
     let n = 10_000;
+    let in_ns = |v: &serde_json::Value, i: usize| {
+        let mut v = v.clone();
+        v["metadata"]["namespace"] = json!(format!("team-{i:05}"));
+        v["metadata"]["uid"] = json!(format!("7b6c2f8e-1111-2222-3333-{i:012}"));
+        v
+    };
     println!("| cached object | heap bytes each |\n|---|---|");
     per_item("managed NetworkPolicy, whole", n, |_| {
         Arc::new(serde_json::from_value::<NetworkPolicy>(policy.clone()).unwrap())
     });
-    per_item("managed NetworkPolicy, spec only", n, |_| {
-        Arc::new(serde_json::from_value::<NetworkPolicy>(policy.clone()).unwrap().spec)
+    let policies = ManagedIndex::<NetworkPolicy>::default();
+    per_index("managed NetworkPolicy in the managed cache (content shared)", n, |i| {
+        let p: NetworkPolicy = serde_json::from_value(in_ns(&policy, i)).unwrap();
+        policies.apply(&watcher::Event::Apply(p));
     });
     per_item("managed RoleBinding, whole", n, |_| {
         Arc::new(serde_json::from_value::<RoleBinding>(binding.clone()).unwrap())
     });
+    let bindings = ManagedIndex::<RoleBinding>::default();
+    per_index("managed RoleBinding in the managed cache (content shared)", n, |i| {
+        let b: RoleBinding = serde_json::from_value(in_ns(&binding, i)).unwrap();
+        bindings.apply(&watcher::Event::Apply(b));
+    });
     per_item("namespace metadata as listed (own managedFields entry)", n, |_| {
         Arc::new(serde_json::from_value::<PartialObjectMeta<Namespace>>(namespace.clone()).unwrap())
     });
-    per_item("namespace metadata as cached (compacted)", n, |_| {
-        let mut ns = serde_json::from_value::<PartialObjectMeta<Namespace>>(namespace.clone()).unwrap();
-        objects::compact_namespace(&mut ns.metadata);
-        Arc::new(ns)
+    let strings = Strings::default();
+    per_item("namespace as cached (labels' strings shared)", n, |i| {
+        let mut ns = namespace.clone();
+        ns["metadata"]["name"] = json!(format!("team-{i:05}"));
+        ns["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(format!("team-{i:05}"));
+        let listed = serde_json::from_value::<PartialObjectMeta<Namespace>>(ns).unwrap();
+        Arc::new(CachedNamespace::of(listed, &strings))
     });
-    per_item("egress summary of a team's policy", n, |_| {
+    per_item("egress summary of a team's policy, whole", n, |_| {
         EgressSummary::of(&serde_json::from_value(team_policy.clone()).unwrap()).map(Arc::new)
     });
-    per_item("an object's name in the names index", n, |i| {
-        format!("team-a-{i:04}-policy")
+    let summaries = Interner::<EgressSummary, EgressSummary>::default();
+    let egress = NamespacedIndex::<EgressSummary>::default();
+    per_index("egress summary in its cache (equal summaries shared)", n, |i| {
+        let p: NetworkPolicy = serde_json::from_value(in_ns(&team_policy, i)).unwrap();
+        egress.apply_with(&watcher::Event::Apply(p), |p| {
+            EgressSummary::of(p).map(|s| summaries.share(s.clone(), || s))
+        });
     });
+    let names = NamespacedIndex::<()>::default();
+    let present = Arc::new(());
+    per_index("an object's name in the names index", n, |i| {
+        let p: NetworkPolicy = serde_json::from_value(in_ns(&team_policy, i)).unwrap();
+        names.apply_with(&watcher::Event::Apply(p), |_| Some(present.clone()));
+    });
+}
+
+/// Heap bytes per object of `n` objects added to a cache by `add` (the cache is kept).
+fn per_index(what: &str, n: usize, add: impl Fn(usize)) {
+    let before = BYTES.load(Ordering::Relaxed);
+    (0..n).for_each(add);
+    let after = BYTES.load(Ordering::Relaxed);
+    println!("| {what} | {} |", (after - before) as usize / n);
 }

@@ -93,7 +93,7 @@ pub fn may_reach(
 }
 
 /// Where an egress rule may send traffic outside the cluster.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Reach {
     /// The rule has no `to`: every destination.
     Anywhere,
@@ -104,7 +104,7 @@ pub enum Reach {
 /// What the bypass check needs of one NetworkPolicy: only its egress rules that can reach an
 /// address outside the cluster. Policies with none are not kept at all, so the cache grows with
 /// the policies that matter, not with every policy in the cluster.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct EgressSummary {
     pub name: String,
     /// The pods it selects, as `kubectl` prints a selector (empty: every pod).

@@ -159,26 +159,13 @@ pub fn has_baseline_owner(meta: &ObjectMeta) -> bool {
         .any(|o| o.kind == "SecurityBaseline" && o.api_version.starts_with(crate::api::GROUP))
 }
 
-/// Where the namespace cache keeps the labels this operator owns, in place of its managedFields
-/// entry (a JSON tree several times the size of the rest of the namespace): in memory only.
+/// Where the namespace cache's metadata (`runtime::namespaces`) carries the labels this operator
+/// owns, in place of its managedFields entry (a JSON tree several times the size of the rest of
+/// the namespace): in memory only.
 pub const OWNED_LABELS_ANNOTATION: &str = "kubebaseline.io/owned-labels";
 
-/// Shrinks a cached namespace to what the controller reads: labels, the labels this operator
-/// owns (see [`OWNED_LABELS_ANNOTATION`]), name, deletion and resource version. Other
-/// annotations and managedFields are dropped.
-pub fn compact_namespace(meta: &mut ObjectMeta) {
-    let owned = owned_labels(meta);
-    meta.managed_fields = None;
-    meta.annotations = (!owned.is_empty()).then(|| {
-        BTreeMap::from([(
-            OWNED_LABELS_ANNOTATION.to_string(),
-            owned.into_iter().collect::<Vec<_>>().join(","),
-        )])
-    });
-}
-
 /// The namespace labels this operator owns, read from its server-side-apply managedFields entry
-/// (or, in the namespace cache, from what [`compact_namespace`] kept of it).
+/// (or, from the namespace cache, from [`OWNED_LABELS_ANNOTATION`]).
 pub fn owned_labels(meta: &ObjectMeta) -> BTreeSet<String> {
     if let Some(kept) = meta.annotations.as_ref().and_then(|a| a.get(OWNED_LABELS_ANNOTATION)) {
         return kept.split(',').filter(|k| !k.is_empty()).map(str::to_string).collect();
@@ -392,38 +379,6 @@ mod tests {
             }]),
             ..Default::default()
         }
-    }
-
-    #[test]
-    fn a_compacted_namespace_keeps_the_labels_the_operator_owns_and_drops_the_rest() {
-        let mut ns = ns_with(
-            &[
-                ("pod-security.kubernetes.io/enforce", "baseline"),
-                ("pod-security.kubernetes.io/warn", "restricted"),
-                ("team", "a"),
-            ],
-            &["pod-security.kubernetes.io/enforce"],
-        );
-        ns.annotations = Some(
-            [(
-                "kubectl.kubernetes.io/last-applied-configuration".to_string(),
-                "{...}".to_string(),
-            )]
-            .into(),
-        );
-        let before = (owned_labels(&ns), selectable_labels(&ns));
-        compact_namespace(&mut ns);
-        assert!(ns.managed_fields.is_none());
-        assert_eq!((owned_labels(&ns), selectable_labels(&ns)), before);
-        assert_eq!(ns.annotations.as_ref().map(|a| a.len()), Some(1));
-        // Compacting twice (a re-list of a cached object) changes nothing.
-        let once = ns.clone();
-        compact_namespace(&mut ns);
-        assert_eq!(ns, once);
-        // Owning nothing leaves no annotation at all.
-        let mut plain = ns_with(&[("team", "a")], &[]);
-        compact_namespace(&mut plain);
-        assert!(plain.annotations.is_none() && owned_labels(&plain).is_empty());
     }
 
     #[test]

@@ -5,11 +5,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::PartialObjectMeta;
 use kube::runtime::events::{EventType, Reporter};
 use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
@@ -21,7 +19,9 @@ use crate::core::egress::EgressSummary;
 use crate::core::status::NsOutcome;
 use crate::error::Result;
 use crate::runtime::index::NamespacedIndex;
+use crate::runtime::managed::ManagedIndex;
 use crate::runtime::metrics::Metrics;
+use crate::runtime::namespaces::CachedNamespace;
 
 /// The resourceVersion a label write produced, and the Pod Security labels it wrote.
 pub type LabelsWritten = (u64, BTreeMap<String, String>);
@@ -67,12 +67,12 @@ pub struct Context {
     pub client: Client,
     pub settings: Settings,
     pub baselines: Store<SecurityBaseline>,
-    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    pub namespaces: Store<CachedNamespace>,
     /// Managed NetworkPolicies, whole.
-    pub policies: Arc<NamespacedIndex<NetworkPolicy>>,
+    pub policies: Arc<ManagedIndex<NetworkPolicy>>,
     /// Every NetworkPolicy that can open an external address, summarised for the bypass check.
     pub egress: Arc<NamespacedIndex<EgressSummary>>,
-    pub bindings: Arc<NamespacedIndex<RoleBinding>>,
+    pub bindings: Arc<ManagedIndex<RoleBinding>>,
     /// The names of every NetworkPolicy and RoleBinding, managed or not: an object not named
     /// here does not exist, so creating it needs no read first (one that exists unlabelled is
     /// looked up, to be adopted).
@@ -104,7 +104,7 @@ impl Context {
         client: Client,
         settings: Settings,
         baselines: Store<SecurityBaseline>,
-        namespaces: Store<PartialObjectMeta<Namespace>>,
+        namespaces: Store<CachedNamespace>,
         metrics: Arc<Metrics>,
     ) -> Self {
         let _reporter = Reporter {

@@ -12,7 +12,7 @@ use kube::api::{Api, ApiResource, DynamicObject, PartialObjectMeta};
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use tracing::debug;
 
 use crate::api::SecurityBaseline;
@@ -21,8 +21,9 @@ use crate::core::egress::EgressSummary;
 use crate::core::objects::{self, BASELINE_LABEL};
 use crate::error::Result;
 use crate::runtime::context::{Context, Settings};
-use crate::runtime::index::NamespacedIndex;
+use crate::runtime::interner::{Interner, Strings};
 use crate::runtime::metrics::Metrics;
+use crate::runtime::namespaces::{self, CachedNamespace};
 use crate::runtime::reconcile::{error_policy, reconcile};
 use crate::runtime::retry::WatchBackoff;
 
@@ -57,7 +58,7 @@ fn spec_changes(
 
 /// The namespaces a baseline change can affect: those it selects, those holding objects it made,
 /// and those whose Pod Security labels this operator set.
-fn affected_namespaces(ctx: &Context, baseline: &SecurityBaseline) -> Vec<ObjectRef<PartialObjectMeta<Namespace>>> {
+fn affected_namespaces(ctx: &Context, baseline: &SecurityBaseline) -> Vec<ObjectRef<CachedNamespace>> {
     let name = baseline.name_any();
     // `out`: the namespaces this baseline's change can touch (enqueued); of those, the ones it
     // selects, made objects in or reported on are what its status waits for.
@@ -67,23 +68,21 @@ fn affected_namespaces(ctx: &Context, baseline: &SecurityBaseline) -> Vec<Object
     for ns in ctx.namespaces.state() {
         let facts = NamespaceFacts {
             name: ns.name_any(),
-            labels: objects::selectable_labels(&ns.metadata),
+            labels: objects::selectable_labels(&ns.meta_with_labels()),
             terminating: false,
         };
         let selected = valid.as_ref().is_some_and(|v| desired::selects(baseline, v, &facts));
         if selected {
             out.insert(facts.name);
-        } else if objects::owned_labels(&ns.metadata)
-            .iter()
-            .any(|k| k.starts_with(PSA_PREFIX))
-        {
+        } else if ns.owned_labels().iter().any(|k| k.starts_with(PSA_PREFIX)) {
             // Pod Security labels carry no baseline name: the one that set them may be this one.
             psa_elsewhere.insert(facts.name);
         }
     }
     let made_by = |labels: &BTreeMap<String, String>| labels.get(BASELINE_LABEL) == Some(&name);
-    out.extend(ctx.policies.namespaces_where(|o| made_by(o.labels())));
-    out.extend(ctx.bindings.namespaces_where(|o| made_by(o.labels())));
+    let made_by = |meta: &kube::api::ObjectMeta| meta.labels.as_ref().is_some_and(made_by);
+    out.extend(ctx.policies.namespaces_where(made_by));
+    out.extend(ctx.bindings.namespaces_where(made_by));
     // Namespaces it reported on before (an Audit baseline makes no objects): their counts must
     // go when the selector no longer matches.
     out.extend(
@@ -109,20 +108,6 @@ fn affected_namespaces(ctx: &Context, baseline: &SecurityBaseline) -> Vec<Object
 /// Watch errors are handled (logged, backed off) by each watch; the controller sees only objects.
 fn no_errors<T, E>(item: &Result<T, E>) -> futures::future::Ready<bool> {
     futures::future::ready(item.is_ok())
-}
-
-/// Whether a watch event is the echo of this operator's own write: an update whose
-/// resourceVersion the cache already holds (written into it from the write's response). Nothing
-/// new, so nothing to reconcile; everything else is.
-fn is_echo<K: Resource>(index: &NamespacedIndex<K>, event: &watcher::Event<K>) -> bool {
-    let watcher::Event::Apply(o) = event else {
-        return false;
-    };
-    let rv = o.meta().resource_version.as_ref();
-    rv.is_some()
-        && index
-            .get(&o.namespace().unwrap_or_default(), &o.name_any())
-            .is_some_and(|cached| cached.meta().resource_version.as_ref() == rv)
 }
 
 /// The object a watch event asks to reconcile the namespace of (as `touched_objects` would),
@@ -198,7 +183,10 @@ pub fn controller(
     let (relisted_tx, relisted) = futures::channel::mpsc::unbounded::<()>();
     let namespaces = watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watch_config())
         .backoff(WatchBackoff::default())
-        .modify(|ns| objects::compact_namespace(&mut ns.metadata))
+        .map_ok({
+            let strings = Strings::default();
+            move |e| namespaces::cached(e, &strings)
+        })
         .reflect(ns_writer)
         .inspect_ok(on_listed(ctx.clone(), |c| &c.namespaces_listed))
         .inspect_ok(on_relist(relisted_tx.clone()))
@@ -222,18 +210,19 @@ pub fn controller(
     // rest only the summary of those that can open an external address.
     let policies = {
         let (managed_index, egress_index, names) = (ctx.policies.clone(), ctx.egress.clone(), ctx.policy_names.clone());
+        // Teams copy policies between namespaces: equal summaries are kept once.
+        let summaries = Interner::<EgressSummary, EgressSummary>::default();
+        let present = Arc::new(());
         watcher(Api::<NetworkPolicy>::all(client.clone()), watch_config())
             .backoff(WatchBackoff::default())
             .modify(|o| o.managed_fields_mut().clear())
             .map_ok({
                 let mut relisted = on_relist(relisted_tx.clone());
                 move |e| {
-                    let echo = is_echo(&managed_index, &e);
-                    managed_index.apply_with(&e, |p: &NetworkPolicy| {
-                        objects::is_managed(&p.metadata).then(|| p.clone())
-                    });
-                    egress_index.apply_with(&e, EgressSummary::of);
-                    names.apply_with(&e, |_| Some(()));
+                    let echo = managed_index.is_echo(&e);
+                    managed_index.apply(&e);
+                    egress_index.apply_with(&e, |p| EgressSummary::of(p).map(|s| summaries.share(s.clone(), || s)));
+                    names.apply_with(&e, |_| Some(present.clone()));
                     relisted(&e);
                     trigger(e, echo)
                 }
@@ -244,17 +233,16 @@ pub fn controller(
     // Every RoleBinding: managed ones kept whole, the others by name only (see Context).
     let bindings = {
         let (index, names) = (ctx.bindings.clone(), ctx.binding_names.clone());
+        let present = Arc::new(());
         watcher(Api::<RoleBinding>::all(client), watch_config())
             .backoff(WatchBackoff::default())
             .modify(|o| o.managed_fields_mut().clear())
             .map_ok({
                 let mut relisted = on_relist(relisted_tx);
                 move |e| {
-                    let echo = is_echo(&index, &e);
-                    index.apply_with(&e, |rb: &RoleBinding| {
-                        objects::is_managed(&rb.metadata).then(|| rb.clone())
-                    });
-                    names.apply_with(&e, |_| Some(()));
+                    let echo = index.is_echo(&e);
+                    index.apply(&e);
+                    names.apply_with(&e, |_| Some(present.clone()));
                     relisted(&e);
                     trigger(e, echo)
                 }

@@ -146,8 +146,7 @@ fn left_to_release(ctx: &Context, b: &SecurityBaseline) -> bool {
             && meta.owner_references.iter().flatten().any(|o| o.uid == uid)
             && (orphan || objects::is_adopted(meta))
     };
-    !ctx.policies.namespaces_where(|p| pending(&p.metadata)).is_empty()
-        || !ctx.bindings.namespaces_where(|r| pending(&r.metadata)).is_empty()
+    !ctx.policies.namespaces_where(pending).is_empty() || !ctx.bindings.namespaces_where(pending).is_empty()
 }
 
 /// One pass over the baselines (run with the status writer): removes the finalizer of a deleted

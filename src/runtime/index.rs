@@ -6,17 +6,20 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use kube::ResourceExt;
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
 use tokio::sync::watch;
 
-type ByNamespace<V> = HashMap<String, BTreeMap<String, Arc<V>>>;
+/// One namespace's values, sorted by name. A namespace holds a handful of objects: a sorted
+/// vector costs a few words per entry where a map would allocate a node sized for eleven.
+type Names<V> = Vec<(Box<str>, Arc<V>)>;
+type ByNamespace<V> = HashMap<Box<str>, Names<V>>;
 
 /// How long a deletion is remembered against a late write of the operator's own (the response
 /// to a write can arrive after the watch already reported the object deleted).
 const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
 
-fn revision(rv: Option<&String>) -> Option<u64> {
+pub(crate) fn revision(rv: Option<&str>) -> Option<u64> {
     rv?.parse().ok()
 }
 
@@ -43,66 +46,47 @@ impl<V> Default for NamespacedIndex<V> {
 
 fn remove<V>(map: &mut ByNamespace<V>, ns: &str, name: &str) {
     if let Some(names) = map.get_mut(ns) {
-        names.remove(name);
+        if let Ok(i) = names.binary_search_by(|(n, _)| (**n).cmp(name)) {
+            names.remove(i);
+        }
         if names.is_empty() {
             map.remove(ns);
+        } else if names.capacity() > 2 * names.len() {
+            names.shrink_to_fit();
         }
+    }
+}
+
+fn insert<V>(map: &mut ByNamespace<V>, ns: &str, name: &str, value: Arc<V>) {
+    let names = match map.get_mut(ns) {
+        Some(names) => names,
+        None => map.entry(ns.into()).or_insert_with(|| Vec::with_capacity(1)),
+    };
+    match names.binary_search_by(|(n, _)| (**n).cmp(name)) {
+        Ok(i) => names[i].1 = value,
+        Err(i) => names.insert(i, (name.into(), value)),
     }
 }
 
 /// Stores what `keep` makes of `obj`, or forgets the object when it keeps nothing (an update
 /// can make an object stop mattering).
-fn upsert<K: Resource, V>(map: &mut ByNamespace<V>, obj: &K, keep: impl Fn(&K) -> Option<V>) {
+fn upsert<K: kube::Resource, V>(map: &mut ByNamespace<V>, obj: &K, keep: impl Fn(&K) -> Option<Arc<V>>) {
     let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
     match keep(obj) {
-        Some(value) => {
-            map.entry(ns).or_default().insert(name, Arc::new(value));
-        }
+        Some(value) => insert(map, &ns, &name, value),
         None => remove(map, &ns, &name),
     }
 }
 
-impl<V: Resource + Clone> NamespacedIndex<V> {
-    /// Applies one watch event, keeping whole objects.
-    pub fn apply(&self, event: &watcher::Event<V>) {
-        self.apply_with(event, |o: &V| Some(o.clone()));
-    }
-
-    /// Records the operator's own write (the API server's response) before the watch reports
-    /// it, so a reconcile in between does not write the same object again. Only a newer
-    /// revision than anything seen for that object counts: the response can arrive after the
-    /// watch reported a later edit or the deletion, and a stale entry would hide that drift.
-    pub fn apply_own(&self, obj: V) {
-        let Some(written) = revision(obj.resource_version().as_ref()) else {
-            return;
-        };
-        let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
-        let mut objects = self.objects.write().unwrap();
-        let cached = objects
-            .get(&ns)
-            .and_then(|names| names.get(&name))
-            .and_then(|o| revision(o.resource_version().as_ref()));
-        let deleted = self
-            .tombstones
-            .lock()
-            .unwrap()
-            .get(&(ns.clone(), name.clone()))
-            .map(|t| t.0);
-        if cached.max(deleted).is_some_and(|seen| seen >= written) {
-            return;
-        }
-        objects.entry(ns).or_default().insert(name, Arc::new(obj));
-    }
-}
-
 impl<V> NamespacedIndex<V> {
-    /// Applies one watch event of kind `K`, keeping what `keep` makes of each object.
-    pub fn apply_with<K: Resource>(&self, event: &watcher::Event<K>, keep: impl Fn(&K) -> Option<V>) {
+    /// Applies one watch event of kind `K`, keeping what `keep` makes of each object (shared:
+    /// equal values may be one allocation).
+    pub fn apply_with<K: kube::Resource>(&self, event: &watcher::Event<K>, keep: impl Fn(&K) -> Option<Arc<V>>) {
         match event {
             watcher::Event::Apply(obj) => upsert(&mut self.objects.write().unwrap(), obj, keep),
             watcher::Event::Delete(obj) => {
                 let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
-                if let Some(rv) = revision(obj.resource_version().as_ref()) {
+                if let Some(rv) = revision(obj.resource_version().as_deref()) {
                     let mut tombstones = self.tombstones.lock().unwrap();
                     tombstones.retain(|_, (_, seen)| seen.elapsed() < TOMBSTONE_TTL);
                     tombstones.insert((ns.clone(), name.clone()), (rv, Instant::now()));
@@ -124,14 +108,58 @@ impl<V> NamespacedIndex<V> {
         }
     }
 
+    /// Records the operator's own write (`value`, made from the API server's response, at
+    /// resourceVersion `written`) before the watch reports it, so a reconcile in between does not
+    /// write the same object again. Only a newer revision than anything seen for that object
+    /// counts: the response can arrive after the watch reported a later edit or the deletion,
+    /// and a stale entry would hide that drift. `revision_of` reads a cached value's revision.
+    pub fn apply_own(
+        &self,
+        ns: &str,
+        name: &str,
+        written: u64,
+        value: Arc<V>,
+        revision_of: impl Fn(&V) -> Option<u64>,
+    ) {
+        let mut objects = self.objects.write().unwrap();
+        let cached = objects
+            .get(ns)
+            .and_then(|names| {
+                names
+                    .binary_search_by(|(n, _)| (**n).cmp(name))
+                    .ok()
+                    .map(|i| &names[i].1)
+            })
+            .and_then(|v| revision_of(v));
+        let deleted = self
+            .tombstones
+            .lock()
+            .unwrap()
+            .get(&(ns.to_string(), name.to_string()))
+            .map(|t| t.0);
+        if cached.max(deleted).is_some_and(|seen| seen >= written) {
+            return;
+        }
+        insert(&mut objects, ns, name, value);
+    }
+
     /// One object.
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<V>> {
-        self.objects.read().unwrap().get(namespace)?.get(name).cloned()
+        let objects = self.objects.read().unwrap();
+        let names = objects.get(namespace)?;
+        let i = names.binary_search_by(|(n, _)| (**n).cmp(name)).ok()?;
+        Some(names[i].1.clone())
     }
 
     /// The objects in one namespace, by name.
     pub fn in_namespace(&self, namespace: &str) -> BTreeMap<String, Arc<V>> {
-        self.objects.read().unwrap().get(namespace).cloned().unwrap_or_default()
+        let objects = self.objects.read().unwrap();
+        objects
+            .get(namespace)
+            .into_iter()
+            .flatten()
+            .map(|(n, v)| (n.to_string(), v.clone()))
+            .collect()
     }
 
     /// The namespaces that hold at least one object matching `pred`.
@@ -139,8 +167,8 @@ impl<V> NamespacedIndex<V> {
         let objects = self.objects.read().unwrap();
         objects
             .iter()
-            .filter(|(_, names)| names.values().any(|o| pred(o)))
-            .map(|(ns, _)| ns.clone())
+            .filter(|(_, names)| names.iter().any(|(_, o)| pred(o)))
+            .map(|(ns, _)| ns.to_string())
             .collect()
     }
 
@@ -169,60 +197,50 @@ mod tests {
         p
     }
 
+    fn apply(index: &NamespacedIndex<NetworkPolicy>, event: watcher::Event<NetworkPolicy>) {
+        index.apply_with(&event, |o| Some(Arc::new(o.clone())));
+    }
+
     #[test]
     fn relist_replaces_contents_and_marks_ready() {
         let index = NamespacedIndex::default();
-        assert!(!*index.ready.borrow());
-        index.apply(&watcher::Event::Init);
-        index.apply(&watcher::Event::InitApply(np("a", "p1")));
-        index.apply(&watcher::Event::InitApply(np("b", "p1")));
-        index.apply(&watcher::Event::InitDone);
-        assert!(*index.ready.borrow());
+        assert!(!index.is_ready());
+        apply(&index, watcher::Event::Init);
+        apply(&index, watcher::Event::InitApply(np("a", "p1")));
+        apply(&index, watcher::Event::InitApply(np("b", "p1")));
+        apply(&index, watcher::Event::InitDone);
+        assert!(index.is_ready());
         assert_eq!(index.in_namespace("a").len() + index.in_namespace("b").len(), 2);
 
         // A relist after a watch error drops what no longer exists.
-        index.apply(&watcher::Event::Init);
-        index.apply(&watcher::Event::InitApply(np("b", "p1")));
+        apply(&index, watcher::Event::Init);
+        apply(&index, watcher::Event::InitApply(np("b", "p1")));
         assert_eq!(
             index.in_namespace("a").len(),
             1,
             "the old view stays until the relist completes"
         );
-        index.apply(&watcher::Event::InitDone);
+        apply(&index, watcher::Event::InitDone);
         assert!(index.in_namespace("a").is_empty());
         assert_eq!(index.in_namespace("b").len(), 1);
     }
 
     #[test]
-    fn a_late_response_to_an_own_write_never_hides_a_newer_change() {
-        let at = |rv: &str| {
-            let mut p = np("a", "p1");
-            p.metadata.resource_version = Some(rv.into());
-            p
-        };
+    fn apply_and_delete_update_one_namespace_in_name_order() {
         let index = NamespacedIndex::default();
-        index.apply(&watcher::Event::Apply(at("10")));
-        // The watch already reported the deletion (rv 12) when the response of a write (rv 11)
-        // comes back: the object stays gone.
-        index.apply(&watcher::Event::Delete(at("12")));
-        index.apply_own(at("11"));
+        for name in ["p3", "p1", "p2"] {
+            apply(&index, watcher::Event::Apply(np("a", name)));
+        }
+        apply(&index, watcher::Event::Delete(np("a", "p1")));
+        assert_eq!(index.in_namespace("a").keys().collect::<Vec<_>>(), vec!["p2", "p3"]);
         assert!(index.get("a", "p1").is_none());
-        // A newer own write counts.
-        index.apply_own(at("13"));
-        assert_eq!(index.get("a", "p1").unwrap().resource_version().as_deref(), Some("13"));
-        // An edit seen by the watch (rv 15) is not overwritten by an older response (rv 14).
-        index.apply(&watcher::Event::Apply(at("15")));
-        index.apply_own(at("14"));
-        assert_eq!(index.get("a", "p1").unwrap().resource_version().as_deref(), Some("15"));
-    }
-
-    #[test]
-    fn apply_and_delete_update_one_namespace() {
-        let index = NamespacedIndex::default();
-        index.apply(&watcher::Event::Apply(np("a", "p1")));
-        index.apply(&watcher::Event::Apply(np("a", "p2")));
-        index.apply(&watcher::Event::Delete(np("a", "p1")));
-        assert_eq!(index.in_namespace("a").keys().collect::<Vec<_>>(), vec!["p2"]);
+        assert_eq!(index.get("a", "p3").unwrap().name_any(), "p3");
         assert_eq!(index.namespaces_where(|p| p.name_any() == "p2"), vec!["a".to_string()]);
+        apply(&index, watcher::Event::Delete(np("a", "p2")));
+        apply(&index, watcher::Event::Delete(np("a", "p3")));
+        assert!(
+            index.namespaces_where(|_| true).is_empty(),
+            "an emptied namespace is forgotten"
+        );
     }
 }

@@ -5,11 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use tracing::{info, instrument, warn};
@@ -20,11 +18,12 @@ use crate::core::evaluate::{self, Findings};
 use crate::core::objects::{self};
 use crate::error::{Error, Result};
 use crate::runtime::context::{Context, ObjectResult};
+use crate::runtime::namespaces::CachedNamespace;
 use crate::runtime::writer::NamespaceWriter;
 
 /// Reconciles one namespace against every baseline.
 #[instrument(skip_all, fields(namespace = %ns.name_any()))]
-pub async fn reconcile(ns: Arc<PartialObjectMeta<Namespace>>, ctx: Arc<Context>) -> Result<Action> {
+pub async fn reconcile(ns: Arc<CachedNamespace>, ctx: Arc<Context>) -> Result<Action> {
     // Bounded: a shutdown stops the streams that would finish the sync, and the controller waits
     // for in-flight reconciles, so an unbounded wait here could hold the process forever.
     if tokio::time::timeout(Duration::from_secs(2), ctx.wait_until_synced())
@@ -36,10 +35,11 @@ pub async fn reconcile(ns: Arc<PartialObjectMeta<Namespace>>, ctx: Arc<Context>)
     let started = Instant::now();
     let name = ns.name_any();
     let _in_flight = crate::runtime::progress::InFlight::new(&ctx.settings.progress, &name);
+    let ns_meta = ns.meta_with_labels();
     let facts = NamespaceFacts {
         name: name.clone(),
-        labels: objects::selectable_labels(&ns.metadata),
-        terminating: ns.metadata.deletion_timestamp.is_some(),
+        labels: objects::selectable_labels(&ns_meta),
+        terminating: ns_meta.deletion_timestamp.is_some(),
     };
     let baselines = ctx.baselines.state();
     let refs: Vec<&SecurityBaseline> = baselines.iter().map(AsRef::as_ref).collect();
@@ -59,14 +59,14 @@ pub async fn reconcile(ns: Arc<PartialObjectMeta<Namespace>>, ctx: Arc<Context>)
     if !facts.terminating && !desired::is_system_namespace(&name, &ctx.settings.system_namespaces) {
         let writer = NamespaceWriter { ctx: &ctx, ns: &name };
         for (key, want) in &plan.objects {
-            let result = writer.ensure(&ns.metadata, key, want).await;
+            let result = writer.ensure(&ns_meta, key, want).await;
             if let ObjectResult::Repaired(how) = result {
                 repairs.push((want.owner.name.clone(), key.clone(), how));
             }
             results.insert(key.clone(), result);
         }
         // Released Pod Security labels belong to no baseline: logged and counted, not attributed.
-        for (owner, key, result) in writer.prune(&ns.metadata, &plan, &known).await {
+        for (owner, key, result) in writer.prune(&ns_meta, &plan, &known).await {
             match (owner, result) {
                 (Some(owner), ObjectResult::Repaired(how)) => repairs.push((owner, key, how)),
                 (Some(owner), ObjectResult::Failed { reason, message }) => failures.push((owner, key, reason, message)),
@@ -76,7 +76,7 @@ pub async fn reconcile(ns: Arc<PartialObjectMeta<Namespace>>, ctx: Arc<Context>)
         }
     }
 
-    let findings = protection_findings(&ctx, &name, &ns.metadata, &plan);
+    let findings = protection_findings(&ctx, &name, &ns_meta, &plan);
     let new_problems = record(&ctx, &name, &plan, &results, &findings, &repairs, &baselines);
     for (baseline, key, how) in &repairs {
         info!(baseline, object = %key, how, "repaired");
@@ -222,7 +222,7 @@ fn record(
     new_problems
 }
 
-pub fn error_policy(_ns: Arc<PartialObjectMeta<Namespace>>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(_ns: Arc<CachedNamespace>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
         .errors
         .get_or_create(&crate::runtime::metrics::ErrorLabel {

@@ -78,7 +78,7 @@ impl Reports {
                 }
             };
             let index = if is_cluster { &self.stored_cluster } else { &self.stored };
-            index.apply_with(&event, |o: &DynamicObject| serde_json::to_value(o).ok());
+            index.apply_with(&event, |o: &DynamicObject| serde_json::to_value(o).ok().map(Arc::new));
             if let watcher::Event::Delete(o) = &event {
                 // Someone removed a report: it is rebuilt on the next pass.
                 let mut r = ctx.results.lock().unwrap();
@@ -207,7 +207,7 @@ impl Reports {
                 // Known at once, so the next pass does not write it again before the watch says so.
                 let index = if cluster { &self.stored_cluster } else { &self.stored };
                 if let Ok(v) = serde_json::to_value(&written) {
-                    index.apply_with(&watcher::Event::Apply(written), |_| Some(v.clone()));
+                    index.apply_with(&watcher::Event::Apply(written), |_| Some(Arc::new(v.clone())));
                 }
                 true
             }

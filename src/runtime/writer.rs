@@ -5,7 +5,6 @@
 mod prune;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -85,7 +84,7 @@ impl<'a> NamespaceWriter<'a> {
         let (kind, result) = match (key, &want.content) {
             (ObjectKey::NetworkPolicy(name), Content::NetworkPolicy(_)) => {
                 let cached = self.ctx.policies.get(self.ns, name);
-                let desired = evaluate::expected_policy(self.ns, name, want, cached.as_deref())
+                let desired = evaluate::expected_policy(self.ns, name, want, cached.as_ref())
                     .expect("policy content for a policy key");
                 if cached.as_ref().is_some_and(|a| objects::policy_in_sync(a, &desired)) {
                     return ObjectResult::InSync;
@@ -98,7 +97,7 @@ impl<'a> NamespaceWriter<'a> {
             }
             (ObjectKey::RoleBinding(name), Content::RoleBinding { .. }) => {
                 let cached = self.ctx.bindings.get(self.ns, name);
-                let desired = evaluate::expected_binding(self.ns, name, want, cached.as_deref())
+                let desired = evaluate::expected_binding(self.ns, name, want, cached.as_ref())
                     .expect("binding content for a binding key");
                 if cached.as_ref().is_some_and(|a| objects::binding_in_sync(a, &desired)) {
                     return ObjectResult::InSync;
@@ -140,7 +139,7 @@ impl<'a> NamespaceWriter<'a> {
         &self,
         name: &str,
         desired: &NetworkPolicy,
-        cached: Option<Arc<NetworkPolicy>>,
+        cached: Option<NetworkPolicy>,
         owner: &Owner,
     ) -> ObjectResult {
         let api: Api<NetworkPolicy> = Api::namespaced(self.ctx.client.clone(), self.ns);
@@ -168,7 +167,7 @@ impl<'a> NamespaceWriter<'a> {
         &self,
         name: &str,
         desired: &RoleBinding,
-        cached: Option<Arc<RoleBinding>>,
+        cached: Option<RoleBinding>,
         owner: &Owner,
     ) -> ObjectResult {
         let api: Api<RoleBinding> = Api::namespaced(self.ctx.client.clone(), self.ns);
@@ -267,7 +266,7 @@ impl<'a> NamespaceWriter<'a> {
         &self,
         name: &str,
         desired: &K,
-        cached: Option<Arc<K>>,
+        cached: Option<K>,
         names: &NamespacedIndex<()>,
         owner: &Owner,
     ) -> kube::Result<(K, Option<K>, Option<Adopting<'a>>)>
@@ -278,7 +277,7 @@ impl<'a> NamespaceWriter<'a> {
             + std::fmt::Debug,
     {
         let existing = match cached {
-            Some(c) => Some((*c).clone()),
+            Some(c) => Some(c),
             None if names.get(self.ns, name).is_none() => None,
             None => {
                 Api::<K>::namespaced(self.ctx.client.clone(), self.ns)

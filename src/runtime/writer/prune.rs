@@ -10,7 +10,6 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
-use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
@@ -53,13 +52,11 @@ impl NamespaceWriter<'_> {
     }
 
     async fn release_policy(&self, obj: &NetworkPolicy) -> ObjectResult {
-        self.release(obj, || self.ctx.policies.apply(&watcher::Event::Delete(obj.clone())))
-            .await
+        self.release(obj, || self.ctx.policies.forget(obj)).await
     }
 
     async fn release_binding(&self, obj: &RoleBinding) -> ObjectResult {
-        self.release(obj, || self.ctx.bindings.apply(&watcher::Event::Delete(obj.clone())))
-            .await
+        self.release(obj, || self.ctx.bindings.forget(obj)).await
     }
 
     /// Hands the Pod Security labels this operator set over to another field manager: they stay
@@ -159,7 +156,7 @@ impl NamespaceWriter<'_> {
                 let result = if release {
                     self.release_policy(&obj).await
                 } else {
-                    self.delete(obj.as_ref()).await
+                    self.delete(&obj).await
                 };
                 out.push((Some(owner), key, result));
             }
@@ -170,7 +167,7 @@ impl NamespaceWriter<'_> {
                 let result = if release {
                     self.release_binding(&obj).await
                 } else {
-                    self.delete(obj.as_ref()).await
+                    self.delete(&obj).await
                 };
                 out.push((Some(owner), key, result));
             }
