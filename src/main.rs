@@ -103,6 +103,7 @@ fn main() -> anyhow::Result<ExitCode> {
         }
         Command::Validate(args) => validate::run(args),
         Command::Run(args) => {
+            kube_baseline::runtime::memory::limit_arenas();
             let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
             let result = runtime.block_on(run(args));
             // Blocking tasks left behind (connection pools, resolvers) must not hold up exit.

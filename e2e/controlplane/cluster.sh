@@ -172,7 +172,7 @@ start_kube_apiserver() {
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
     --service-cluster-ip-range 10.0.0.0/24 --allow-privileged=true \
-    --audit-policy-file "$here/audit-policy.yaml" --audit-log-path "$state/audit.log" \
+    --audit-policy-file "$here/audit-policy.yaml" --audit-log-path "$state/audit.log" --audit-log-maxsize 2048 \
     >>"$logs/kube-apiserver.log" 2>&1 8>&- &
   echo $! >"$pids/kube-apiserver"
   write_kubeconfig "$state/kubeconfig" admin "https://127.0.0.1:$api_port"

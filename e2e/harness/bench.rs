@@ -153,9 +153,27 @@ pub struct AuditedWrite {
     pub received: SystemTime,
 }
 
-/// Write requests the API server received in `[from, to]` (wall clock), from `$CLUSTER_DIR/audit.log`.
+/// Write requests the API server received in `[from, to]` (wall clock), from `$CLUSTER_DIR/audit.log`
+/// and the files it was rotated into (`audit-<time>.log`: the API server's log writer rotates at
+/// `--audit-log-maxsize`, which a 10,000-namespace run can pass).
 pub fn audited_writes(from: SystemTime, to: SystemTime) -> Vec<AuditedWrite> {
-    let text = std::fs::read_to_string(super::cluster_dir().join("audit.log")).unwrap_or_default();
+    let dir = super::cluster_dir();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("audit") && n.ends_with(".log"))
+        })
+        .collect();
+    files.sort();
+    let text: String = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap_or_default())
+        .collect();
     text.lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|e| e["stage"] == "ResponseComplete")

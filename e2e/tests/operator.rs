@@ -999,8 +999,8 @@ async fn converging_many_namespaces_writes_a_bounded_number_of_events() {
     // Past the aggregation window, so the summaries are out too.
     tokio::time::sleep(Duration::from_secs(12)).await;
     let events = s.events(&baseline).await;
-    // 160 objects written: per reason (Created, Updated) one Event when a window opens and one
-    // summary when it closes; converging may straddle one window boundary.
+    // 160 objects written: per reason (Created, Updated) one Event at once, then a summary when
+    // a window closes or the reason goes quiet; converging may straddle one window boundary.
     assert!(
         events.len() <= 8,
         "{} events: {:?}",

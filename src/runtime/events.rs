@@ -1,11 +1,12 @@
-//! Kubernetes Events, bounded: one Event per baseline and reason at the start of a window, and
-//! one summary at its end for everything that happened since (a count and a few example
-//! objects). Converging 10,000 namespaces writes a handful of Events per baseline, not 40,000;
-//! every repair stays visible in logs, status and metrics.
+//! Kubernetes Events, bounded: one Event per baseline and reason when it starts happening, then
+//! summaries (a count and a few example objects) at the end of windows that double while it goes
+//! on (10 s, 20 s, 40 s … 5 min), and one when it has been quiet for 5 s. Converging 10,000
+//! namespaces writes a handful of Events per baseline, O(log time), not 40,000; every repair
+//! stays visible in logs, status and metrics.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
@@ -21,8 +22,15 @@ const CONTROLLER: &str = "kube-baseline";
 /// Events about cluster-scoped baselines live here (where the Recorder puts them too).
 const EVENTS_NAMESPACE: &str = "default";
 
-/// How long repeats of one baseline's reason are gathered into one summary Event.
-pub const WINDOW: Duration = Duration::from_secs(10);
+/// The first window of one baseline's reason.
+const WINDOW: Duration = Duration::from_secs(10);
+/// A reason this long without an occurrence ends its series (summarised at the next tick).
+const QUIET: Duration = Duration::from_secs(5);
+/// How often windows are looked at: a summary goes out at most `QUIET + TICK` after the last
+/// occurrence it counts.
+pub const TICK: Duration = Duration::from_secs(5);
+/// The longest window: a reason that keeps happening is summarised at least this often.
+const MAX_WINDOW: Duration = Duration::from_secs(300);
 /// Example objects named in a summary.
 const EXAMPLES: usize = 5;
 
@@ -32,60 +40,92 @@ enum Kind {
     Warning,
 }
 
-/// What is gathered for one (baseline, type, reason) in the current window.
-#[derive(Debug, Default)]
+/// What is gathered for one (baseline, type, reason) in its current window.
+#[derive(Debug)]
 struct Gathered {
-    /// Whether the window's first Event went out already.
-    opened: bool,
-    /// Occurrences after the first one.
+    started: Instant,
+    last: Instant,
+    span: Duration,
+    /// Occurrences in this window (after the first Event, which went out at once).
     count: usize,
     examples: Vec<String>,
 }
 
 type Key = (String, Kind, String);
 
-/// Gathers Events and decides which to publish. Pure: [`run`] does the publishing.
+/// Gathers Events and decides which to publish. Pure: [`Events`] does the publishing.
 #[derive(Default)]
 pub struct Aggregator {
     windows: Mutex<BTreeMap<Key, Gathered>>,
 }
 
 impl Aggregator {
-    /// Records one occurrence; returns the note to publish now when it opens a window.
-    fn record(&self, key: Key, note: String) -> Option<String> {
+    /// Records one occurrence at `now`; returns the note to publish now when the reason was
+    /// quiet (no window open).
+    fn record(&self, key: Key, note: String, now: Instant) -> Option<String> {
         let mut windows = self.windows.lock().unwrap();
-        let w = windows.entry(key).or_default();
-        if !w.opened {
-            w.opened = true;
-            return Some(note);
+        match windows.get_mut(&key) {
+            None => {
+                windows.insert(
+                    key,
+                    Gathered {
+                        started: now,
+                        last: now,
+                        span: WINDOW,
+                        count: 0,
+                        examples: Vec::new(),
+                    },
+                );
+                Some(note)
+            }
+            Some(w) => {
+                w.last = now;
+                w.count += 1;
+                if w.examples.len() < EXAMPLES {
+                    w.examples.push(note);
+                }
+                None
+            }
         }
-        w.count += 1;
-        if w.examples.len() < EXAMPLES {
-            w.examples.push(note);
-        }
-        None
     }
 
-    /// Closes every window: the summaries to publish, by key. Keys with no repeats are dropped.
-    fn close(&self) -> Vec<(Key, String)> {
-        let windows = std::mem::take(&mut *self.windows.lock().unwrap());
-        windows
-            .into_iter()
-            .filter(|(_, w)| w.count > 0)
-            .map(|((baseline, kind, reason), w)| {
-                let more = w.count - w.examples.len();
-                let mut note = format!(
-                    "{} more {reason} in the last {}s: {}",
-                    w.count,
-                    WINDOW.as_secs(),
-                    w.examples.join("; ")
-                );
-                if more > 0 {
-                    note.push_str(&format!("; and {more} more"));
-                }
-                ((baseline, kind, reason), note)
-            })
-            .collect()
+    /// Closes the windows that have ended by `now` (every window with `all`): the summaries to
+    /// publish, by key. A window that ended while its reason still happens is followed by one
+    /// twice as long; a reason quiet for [`QUIET`] ends its series, so its next occurrence is
+    /// published at once again.
+    fn close(&self, now: Instant, all: bool) -> Vec<(Key, String)> {
+        let mut windows = self.windows.lock().unwrap();
+        let mut out = Vec::new();
+        windows.retain(|(baseline, kind, reason), w| {
+            let quiet = now >= w.last + QUIET;
+            if !all && !quiet && now < w.started + w.span {
+                return true;
+            }
+            if w.count == 0 {
+                return !quiet && !all;
+            }
+            let examples = std::mem::take(&mut w.examples);
+            let more = w.count - examples.len();
+            let mut note = format!(
+                "{} more {reason} in the last {}s: {}",
+                w.count,
+                now.saturating_duration_since(w.started).as_secs_f64().round(),
+                examples.join("; ")
+            );
+            if more > 0 {
+                note.push_str(&format!("; and {more} more"));
+            }
+            out.push(((baseline.clone(), *kind, reason.clone()), note));
+            *w = Gathered {
+                started: now,
+                last: w.last,
+                span: (w.span * 2).min(MAX_WINDOW),
+                count: 0,
+                examples: Vec::new(),
+            };
+            !all && !quiet
+        });
+        out
     }
 }
 
@@ -120,7 +160,8 @@ impl Events {
         } else {
             Kind::Normal
         };
-        if let Some(note) = self.aggregator.record((baseline.into(), kind, reason.into()), note) {
+        let key = (baseline.into(), kind, reason.into());
+        if let Some(note) = self.aggregator.record(key, note, Instant::now()) {
             self.send(baseline, kind, reason, note).await;
         }
     }
@@ -146,19 +187,25 @@ impl Events {
         }
     }
 
-    /// Publishes the summaries at the end of every window, until the process stops.
+    /// Publishes the summaries of the windows that ended, every [`TICK`], until the process
+    /// stops.
     pub async fn run(self: Arc<Self>) {
         loop {
-            tokio::time::sleep(WINDOW).await;
-            self.flush().await;
+            tokio::time::sleep(TICK).await;
+            self.publish_closed(false).await;
         }
     }
 
-    /// Publishes what is gathered now (every window, and at shutdown). Each summary is an Event
-    /// of its own: the Recorder would fold it into the window's first Event as a series (same
-    /// reason and object), keeping that one's note and losing the counts and examples.
+    /// Publishes everything gathered so far (at shutdown).
     pub async fn flush(&self) {
-        for ((baseline, kind, reason), note) in self.aggregator.close() {
+        self.publish_closed(true).await;
+    }
+
+    /// Each summary is an Event of its own: the Recorder would fold it into the first Event as a
+    /// series (same reason and object), keeping that one's note and losing the counts and
+    /// examples.
+    async fn publish_closed(&self, all: bool) {
+        for ((baseline, kind, reason), note) in self.aggregator.close(Instant::now(), all) {
             let Some(b) = self.baselines.get(&ObjectRef::new(&baseline)) else {
                 continue;
             };
@@ -204,14 +251,17 @@ mod tests {
     }
 
     #[test]
-    fn the_first_of_a_window_goes_out_at_once_and_the_rest_as_one_summary() {
+    fn the_first_goes_out_at_once_and_the_rest_as_summaries_of_doubling_windows() {
         let a = Aggregator::default();
-        assert_eq!(a.record(key("Created"), "ns-0".into()), Some("ns-0".into()));
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(a.record(key("Created"), "ns-0".into(), at(0)), Some("ns-0".into()));
         for i in 1..1000 {
-            assert_eq!(a.record(key("Created"), format!("ns-{i}")), None);
+            assert_eq!(a.record(key("Created"), format!("ns-{i}"), at(8)), None);
         }
-        assert_eq!(a.record(key("Pruned"), "p".into()), Some("p".into()));
-        let closed = a.close();
+        assert_eq!(a.record(key("Pruned"), "p".into(), at(1)), Some("p".into()));
+        assert!(a.close(at(5), false).is_empty(), "no window has ended");
+        let closed = a.close(at(10), false);
         assert_eq!(closed.len(), 1, "Pruned had no repeats: {closed:?}");
         let (k, note) = &closed[0];
         assert_eq!(k, &key("Created"));
@@ -220,7 +270,42 @@ mod tests {
             "{note}"
         );
         assert!(note.ends_with("and 994 more"), "{note}");
-        // A new window opens afresh.
-        assert_eq!(a.record(key("Created"), "again".into()), Some("again".into()));
+        // Still going on: gathered, not published, and the next window is twice as long.
+        assert_eq!(a.record(key("Created"), "ns-1000".into(), at(12)), None);
+        assert_eq!(a.record(key("Created"), "ns-1001".into(), at(18)), None);
+        assert!(a.close(at(20), false).is_empty());
+        assert_eq!(a.record(key("Created"), "ns-1002".into(), at(27)), None);
+        let closed = a.close(at(30), false);
+        assert!(
+            closed[0].1.starts_with("3 more Created in the last 20s: ns-1000"),
+            "{closed:?}"
+        );
+        // Quiet for 5 s: the series ends with a summary; the next occurrence goes out at once.
+        assert_eq!(a.record(key("Created"), "ns-1003".into(), at(31)), None);
+        let closed = a.close(at(40), false);
+        assert!(
+            closed[0].1.starts_with("1 more Created in the last 10s: ns-1003"),
+            "{closed:?}"
+        );
+        assert_eq!(a.record(key("Created"), "again".into(), at(41)), Some("again".into()));
+        assert_eq!(a.record(key("Pruned"), "q".into(), at(41)), Some("q".into()));
+    }
+
+    #[test]
+    fn a_reason_that_never_stops_is_summarised_o_log_t_times() {
+        let a = Aggregator::default();
+        let t0 = Instant::now();
+        let mut events = 0;
+        // Every second for an hour, windows closed every tick as `run` does.
+        for s in 0..3600u64 {
+            let now = t0 + Duration::from_secs(s);
+            events += usize::from(a.record(key("Created"), format!("ns-{s}"), now).is_some());
+            if s % TICK.as_secs() == 0 {
+                events += a.close(now, false).len();
+            }
+        }
+        // 1 at once, then windows of 10, 20, 40, 80, 160 s, then one every 300 s.
+        assert!(events <= 1 + 5 + 12, "{events} Events");
+        assert!(!a.close(t0, true).is_empty(), "shutdown publishes what is gathered");
     }
 }

@@ -9,6 +9,7 @@ pub mod index;
 pub mod interner;
 pub mod leader;
 pub mod managed;
+pub mod memory;
 pub mod metrics;
 pub mod namespaces;
 pub mod progress;
