@@ -12,9 +12,9 @@ use kube::api::PartialObjectMeta;
 use kube::runtime::watcher;
 use kube_baseline::core::egress::EgressSummary;
 use kube_baseline::runtime::index::NamespacedIndex;
-use kube_baseline::runtime::interner::{Interner, Strings};
+use kube_baseline::runtime::interner::Interner;
 use kube_baseline::runtime::managed::ManagedIndex;
-use kube_baseline::runtime::namespaces::CachedNamespace;
+use kube_baseline::runtime::namespaces::{self, CachedNamespace};
 use serde_json::json;
 
 struct Counting;
@@ -102,13 +102,13 @@ fn main() {
     per_item("namespace metadata as listed (own managedFields entry)", n, |_| {
         Arc::new(serde_json::from_value::<PartialObjectMeta<Namespace>>(namespace.clone()).unwrap())
     });
-    let strings = Strings::default();
-    per_item("namespace as cached (labels' strings shared)", n, |i| {
+    let shared = namespaces::Shared::default();
+    per_item("namespace as cached (label sets shared)", n, |i| {
         let mut ns = namespace.clone();
         ns["metadata"]["name"] = json!(format!("team-{i:05}"));
         ns["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(format!("team-{i:05}"));
         let listed = serde_json::from_value::<PartialObjectMeta<Namespace>>(ns).unwrap();
-        Arc::new(CachedNamespace::of(listed, &strings))
+        Arc::new(CachedNamespace::of(listed, &shared))
     });
     per_item("egress summary of a team's policy, whole", n, |_| {
         EgressSummary::of(&serde_json::from_value(team_policy.clone()).unwrap()).map(Arc::new)

@@ -235,7 +235,7 @@ pub fn outcomes(
         problems.extend(found.iter().flat_map(|f| f.problems.iter().cloned()));
         let mut outcome = NsOutcome::from_problems(problems, verdict.exemption.clone());
         outcome.warnings = found.map(|f| f.warnings.clone()).unwrap_or_default();
-        outcome.wanted = verdict.wanted.clone();
+        outcome.wanted = std::sync::Arc::new(verdict.wanted.clone());
         out.insert(bname.clone(), outcome);
     }
     out

@@ -78,7 +78,7 @@ pub fn namespace_results(ns: &str, outcomes: &[BaselineOutcome]) -> Vec<Value> {
                 "properties": {"mode": format!("{:?}", o.mode)},
             })
         };
-        for key in &o.outcome.wanted {
+        for key in o.outcome.wanted.iter() {
             let object = key.to_string();
             let problems: Vec<_> = o.outcome.problems.iter().filter(|p| p.object == object).collect();
             let verdict = match problems.iter().map(|p| p.reason.as_str()).next() {

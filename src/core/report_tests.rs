@@ -4,10 +4,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 fn outcome(problems: Vec<Problem>, exemption: Option<ActiveExemption>) -> NsOutcome {
     let mut o = NsOutcome::from_problems(problems, exemption);
-    o.wanted = vec![
+    o.wanted = std::sync::Arc::new(vec![
         ObjectKey::NetworkPolicy("restrict-instance-metadata".into()),
         ObjectKey::RoleBinding("team-dev".into()),
-    ];
+    ]);
     o
 }
 
@@ -95,7 +95,7 @@ fn an_exempted_control_is_skipped_until_its_expiry() {
         expires: Time(Timestamp::from_second(2_000_000_000).unwrap()),
     };
     let mut o = outcome(vec![], Some(ex));
-    o.wanted.retain(|k| !matches!(k, ObjectKey::NetworkPolicy(_)));
+    std::sync::Arc::make_mut(&mut o.wanted).retain(|k| !matches!(k, ObjectKey::NetworkPolicy(_)));
     let report = namespace_report(
         "a",
         &[BaselineOutcome {

@@ -33,7 +33,8 @@ pub struct NsOutcome {
     /// The baseline generation this outcome was computed against.
     pub generation: Option<i64>,
     /// The objects the baseline wants here and gets as it wants them (the report's results).
-    pub wanted: Vec<crate::core::desired::ObjectKey>,
+    /// Shared: every namespace of a baseline usually wants the same keys.
+    pub wanted: std::sync::Arc<Vec<crate::core::desired::ObjectKey>>,
 }
 
 impl NsOutcome {
@@ -59,7 +60,7 @@ impl NsOutcome {
             exemption,
             warnings: Vec::new(),
             generation: None,
-            wanted: Vec::new(),
+            wanted: Default::default(),
         }
     }
 }

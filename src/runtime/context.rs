@@ -14,7 +14,7 @@ use kube::{Client, ResourceExt};
 use tracing::info;
 
 use crate::api::SecurityBaseline;
-use crate::core::desired::{self};
+use crate::core::desired::{self, ObjectKey};
 use crate::core::egress::EgressSummary;
 use crate::core::status::NsOutcome;
 use crate::error::Result;
@@ -85,6 +85,8 @@ pub struct Context {
     pub reports: Option<Arc<crate::runtime::reports::Reports>>,
     pub metrics: Arc<Metrics>,
     synced: tokio::sync::OnceCell<()>,
+    /// The object keys outcomes list as wanted, kept once per distinct list.
+    pub wanted_keys: crate::runtime::interner::Interner<Vec<ObjectKey>, Vec<ObjectKey>>,
     /// This process's release-finalizer writes and the writes in flight that need one.
     pub finalizers: crate::runtime::finalizer::Tracker,
     /// Namespace -> (resourceVersion, Pod Security labels) of this process's last label write,
@@ -100,6 +102,18 @@ pub struct Context {
 pub use crate::core::evaluate::ObjectResult;
 
 impl Context {
+    /// The namespace cache has the namespace at resourceVersion `rv`: a label write of this
+    /// process up to that version is no longer "just written" (see `labels_written`).
+    pub fn label_write_seen(&self, ns: &str, rv: Option<&str>) {
+        let Some(seen) = rv.and_then(|rv| rv.parse::<u64>().ok()) else {
+            return;
+        };
+        let mut written = self.labels_written.lock().unwrap();
+        if written.get(ns).is_some_and(|(at, _)| *at <= seen) {
+            written.remove(ns);
+        }
+    }
+
     pub fn new(
         client: Client,
         settings: Settings,
@@ -129,6 +143,7 @@ impl Context {
             synced: tokio::sync::OnceCell::new(),
             synced_at: std::sync::OnceLock::new(),
             finalizers: Default::default(),
+            wanted_keys: Default::default(),
             labels_written: Mutex::default(),
             baselines_listed: tokio::sync::watch::Sender::new(false),
             namespaces_listed: tokio::sync::watch::Sender::new(false),

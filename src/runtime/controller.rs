@@ -21,7 +21,7 @@ use crate::core::egress::EgressSummary;
 use crate::core::objects::{self, BASELINE_LABEL};
 use crate::error::Result;
 use crate::runtime::context::{Context, Settings};
-use crate::runtime::interner::{Interner, Strings};
+use crate::runtime::interner::Interner;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::namespaces::{self, CachedNamespace};
 use crate::runtime::reconcile::{error_policy, reconcile};
@@ -152,6 +152,17 @@ fn decoded(event: watcher::Event<DynamicObject>) -> watcher::Event<SecurityBasel
     }
 }
 
+/// Every namespace is reconciled again this often, against events missed for any reason.
+const RESYNC: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A tick every `period`, the first one `period` from now.
+fn every(period: std::time::Duration) -> impl Stream<Item = ()> {
+    stream::unfold((), move |()| async move {
+        tokio::time::sleep(period).await;
+        Some(((), ()))
+    })
+}
+
 /// Watches end on the server within 25 s and restart (cheaply, from their resource version), so
 /// a connection that died silently is noticed within the client's 30 s read timeout.
 fn watch_config() -> watcher::Config {
@@ -184,10 +195,20 @@ pub fn controller(
     let namespaces = watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watch_config())
         .backoff(WatchBackoff::default())
         .map_ok({
-            let strings = Strings::default();
-            move |e| namespaces::cached(e, &strings)
+            let shared = namespaces::Shared::default();
+            move |e| namespaces::cached(e, &shared)
         })
         .reflect(ns_writer)
+        // Once the cache holds a namespace at a version, a label write up to it is no longer
+        // "just written".
+        .inspect_ok({
+            let ctx = ctx.clone();
+            move |e| {
+                if let watcher::Event::Apply(ns) = e {
+                    ctx.label_write_seen(&ns.name_any(), ns.metadata.resource_version.as_deref());
+                }
+            }
+        })
         .inspect_ok(on_listed(ctx.clone(), |c| &c.namespaces_listed))
         .inspect_ok(on_relist(relisted_tx.clone()))
         .applied_objects()
@@ -261,7 +282,7 @@ pub fn controller(
         .watches_stream(baselines, move |b| affected_namespaces(&mapper_ctx, &b))
         .watches_stream(policies, |p: NetworkPolicy| p.namespace().map(|ns| ObjectRef::new(&ns)))
         .watches_stream(bindings, |b: RoleBinding| b.namespace().map(|ns| ObjectRef::new(&ns)))
-        .reconcile_all_on(relisted)
+        .reconcile_all_on(futures::stream::select(relisted, every(RESYNC)))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| {

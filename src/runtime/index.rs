@@ -10,10 +10,16 @@ use kube::ResourceExt;
 use kube::runtime::watcher;
 use tokio::sync::watch;
 
+use crate::runtime::interner::Strings;
+
 /// One namespace's values, sorted by name. A namespace holds a handful of objects: a sorted
 /// vector costs a few words per entry where a map would allocate a node sized for eleven.
-type Names<V> = Vec<(Box<str>, Arc<V>)>;
-type ByNamespace<V> = HashMap<Box<str>, Names<V>>;
+type Names<V> = Vec<(Arc<str>, Arc<V>)>;
+type ByNamespace<V> = HashMap<Arc<str>, Names<V>>;
+
+/// Namespace and object names, kept once for every index: each namespace's name is a key in
+/// several, and object names repeat from namespace to namespace.
+static NAMES: std::sync::LazyLock<Strings> = std::sync::LazyLock::new(Strings::default);
 
 /// How long a deletion is remembered against a late write of the operator's own (the response
 /// to a write can arrive after the watch already reported the object deleted).
@@ -60,11 +66,11 @@ fn remove<V>(map: &mut ByNamespace<V>, ns: &str, name: &str) {
 fn insert<V>(map: &mut ByNamespace<V>, ns: &str, name: &str, value: Arc<V>) {
     let names = match map.get_mut(ns) {
         Some(names) => names,
-        None => map.entry(ns.into()).or_insert_with(|| Vec::with_capacity(1)),
+        None => map.entry(NAMES.share(ns)).or_insert_with(|| Vec::with_capacity(1)),
     };
     match names.binary_search_by(|(n, _)| (**n).cmp(name)) {
         Ok(i) => names[i].1 = value,
-        Err(i) => names.insert(i, (name.into(), value)),
+        Err(i) => names.insert(i, (NAMES.share(name), value)),
     }
 }
 

@@ -1,7 +1,9 @@
 //! What the namespace cache keeps of each namespace: its name, uid, resourceVersion and deletion
-//! mark, its labels (strings shared across namespaces: thousands of namespaces carry the same few
-//! keys and values) and which of them this operator owns. The controller's store holds these;
-//! a reconcile asks for the metadata the core reads ([`CachedNamespace::meta_with_labels`]), built when needed.
+//! mark, its labels and which of them this operator owns. Thousands of namespaces carry the same
+//! few label sets (but for `kubernetes.io/metadata.name`, which the API server sets to the name):
+//! each distinct set is kept once and shared. The controller's store holds these; a reconcile
+//! asks for the metadata the core reads ([`CachedNamespace::meta_with_labels`]), built when
+//! needed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -13,18 +15,35 @@ use kube::runtime::watcher;
 use serde::{Deserialize, Serialize};
 
 use crate::core::objects;
-use crate::runtime::interner::Strings;
+use crate::runtime::interner::{Interner, Strings};
+
+/// The label the API server sets on every namespace, to its name.
+const NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+type Labels = Vec<(Arc<str>, Arc<str>)>;
+
+/// Where the cached namespaces' shared parts are kept.
+#[derive(Default)]
+pub struct Shared {
+    strings: Strings,
+    labels: Interner<Labels, Labels>,
+    owned: Interner<Vec<Arc<str>>, Vec<Arc<str>>>,
+}
 
 /// A namespace as the controller caches it.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct CachedNamespace {
     /// Name, uid, resourceVersion and deletionTimestamp; nothing else.
     pub metadata: ObjectMeta,
+    /// The labels but [`NAME_LABEL`] when it holds the name, sorted by key.
     #[serde(skip)]
-    labels: Box<[(Arc<str>, Arc<str>)]>,
+    labels: Arc<Labels>,
+    /// Whether [`NAME_LABEL`] is set to the name.
+    #[serde(skip)]
+    name_label: bool,
     /// The label keys this operator owns (server-side apply), sorted.
     #[serde(skip)]
-    owned: Box<[Arc<str>]>,
+    owned: Arc<Vec<Arc<str>>>,
 }
 
 impl kube::Resource for CachedNamespace {
@@ -53,17 +72,23 @@ impl kube::Resource for CachedNamespace {
 
 impl CachedNamespace {
     /// What is kept of `ns` as listed or watched.
-    pub fn of(ns: PartialObjectMeta<Namespace>, strings: &Strings) -> Self {
-        let owned = objects::owned_labels(&ns.metadata);
+    pub fn of(ns: PartialObjectMeta<Namespace>, shared: &Shared) -> Self {
+        let owned: Vec<Arc<str>> = objects::owned_labels(&ns.metadata)
+            .iter()
+            .map(|k| shared.strings.share(k))
+            .collect();
         let meta = ns.metadata;
+        let name = meta.name.as_deref().unwrap_or_default();
+        let all = meta.labels.iter().flatten();
+        let name_label = all.clone().any(|(k, v)| k == NAME_LABEL && v == name);
+        let labels: Labels = all
+            .filter(|(k, v)| !(name_label && k.as_str() == NAME_LABEL && v.as_str() == name))
+            .map(|(k, v)| (shared.strings.share(k), shared.strings.share(v)))
+            .collect();
         Self {
-            labels: meta
-                .labels
-                .iter()
-                .flatten()
-                .map(|(k, v)| (strings.share(k), strings.share(v)))
-                .collect(),
-            owned: owned.iter().map(|k| strings.share(k)).collect(),
+            labels: shared.labels.share(labels.clone(), || labels),
+            name_label,
+            owned: shared.owned.share(owned.clone(), || owned),
             metadata: ObjectMeta {
                 name: meta.name,
                 uid: meta.uid,
@@ -78,12 +103,15 @@ impl CachedNamespace {
     /// [`objects::OWNED_LABELS_ANNOTATION`]).
     pub fn meta_with_labels(&self) -> ObjectMeta {
         let mut meta = self.metadata.clone();
-        meta.labels = Some(
-            self.labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        );
+        let mut labels: BTreeMap<String, String> = self
+            .labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if self.name_label {
+            labels.insert(NAME_LABEL.into(), meta.name.clone().unwrap_or_default());
+        }
+        meta.labels = Some(labels);
         meta.annotations = (!self.owned.is_empty()).then(|| {
             BTreeMap::from([(
                 objects::OWNED_LABELS_ANNOTATION.to_string(),
@@ -100,16 +128,13 @@ impl CachedNamespace {
 }
 
 /// The watch's events, as cached namespaces.
-pub fn cached(
-    event: watcher::Event<PartialObjectMeta<Namespace>>,
-    strings: &Strings,
-) -> watcher::Event<CachedNamespace> {
+pub fn cached(event: watcher::Event<PartialObjectMeta<Namespace>>, shared: &Shared) -> watcher::Event<CachedNamespace> {
     use watcher::Event::*;
     match event {
-        Apply(o) => Apply(CachedNamespace::of(o, strings)),
-        Delete(o) => Delete(CachedNamespace::of(o, strings)),
+        Apply(o) => Apply(CachedNamespace::of(o, shared)),
+        Delete(o) => Delete(CachedNamespace::of(o, shared)),
         Init => Init,
-        InitApply(o) => InitApply(CachedNamespace::of(o, strings)),
+        InitApply(o) => InitApply(CachedNamespace::of(o, shared)),
         InitDone => InitDone,
     }
 }
@@ -124,14 +149,14 @@ mod tests {
         let listed: PartialObjectMeta<Namespace> = serde_json::from_value(json!({
             "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
             "metadata": {"name": "team-a", "uid": "u1", "resourceVersion": "7",
-                "labels": {"team": "a", "pod-security.kubernetes.io/enforce": "baseline"},
+                "labels": {"team": "a", "pod-security.kubernetes.io/enforce": "baseline", NAME_LABEL: "team-a"},
                 "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{...}"},
                 "managedFields": [{"manager": objects::FIELD_MANAGER, "operation": "Apply", "fieldsType": "FieldsV1",
                     "fieldsV1": {"f:metadata": {"f:labels": {"f:pod-security.kubernetes.io/enforce": {}}}}}]}
         }))
         .unwrap();
-        let strings = Strings::default();
-        let cached = CachedNamespace::of(listed.clone(), &strings);
+        let shared = Shared::default();
+        let cached = CachedNamespace::of(listed.clone(), &shared);
         let meta = cached.meta_with_labels();
         assert_eq!(
             objects::selectable_labels(&meta),
@@ -144,8 +169,17 @@ mod tests {
             (meta.name, meta.uid, meta.resource_version),
             (Some("team-a".into()), Some("u1".into()), Some("7".into()))
         );
-        // A second namespace with the same labels shares their strings.
-        let other = CachedNamespace::of(listed, &strings);
-        assert!(Arc::ptr_eq(&cached.labels[0].0, &other.labels[0].0));
+        // Another namespace with the same labels (but its name) shares them.
+        let mut other = listed;
+        other.metadata.name = Some("team-b".into());
+        other
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(NAME_LABEL.into(), "team-b".into());
+        let other = CachedNamespace::of(other, &shared);
+        assert!(Arc::ptr_eq(&cached.labels, &other.labels));
+        assert_eq!(other.meta_with_labels().labels.unwrap()[NAME_LABEL], "team-b");
     }
 }

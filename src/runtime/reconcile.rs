@@ -125,22 +125,20 @@ pub async fn reconcile(ns: Arc<CachedNamespace>, ctx: Arc<Context>) -> Result<Ac
 }
 
 /// When to look at a namespace again: failures back off exponentially up to five minutes
-/// (never a hot loop); an exemption is re-evaluated the moment it expires; otherwise a slow
-/// resync guards against missed events.
+/// (never a hot loop); an exemption is re-evaluated the moment it expires; otherwise only on a
+/// change, or at the controller's hourly resync of every namespace (one timer for all of them,
+/// not one each: a scheduled entry per namespace cost ~750 bytes).
 fn next_action(failed_attempts: u32, next_expiry: Option<Timestamp>, now: Timestamp) -> Action {
-    let resync = Duration::from_secs(3600);
     let expiry = next_expiry.map(|t| {
         let secs = t.duration_since(now).as_secs_f64().max(0.0);
         Duration::from_secs_f64(secs) + Duration::from_millis(500)
     });
     let backoff = (failed_attempts > 0)
         .then(|| Duration::from_secs(5 * 2u64.pow(failed_attempts.min(7) - 1)).min(Duration::from_secs(300)));
-    let after = [Some(resync), expiry, backoff]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(resync);
-    Action::requeue(after)
+    match [expiry, backoff].into_iter().flatten().min() {
+        Some(after) => Action::requeue(after),
+        None => Action::await_change(),
+    }
 }
 
 /// The findings of every baseline in namespace `ns`, from the cached policy summaries.
@@ -185,6 +183,9 @@ fn record(
             continue;
         };
         outcome.generation = b.metadata.generation;
+        outcome.wanted = ctx
+            .wanted_keys
+            .share((*outcome.wanted).clone(), || (*outcome.wanted).clone());
         let previous = outcomes.insert(ns.to_string(), outcome.clone());
         if previous.as_ref() != Some(&outcome) {
             changed = true;
@@ -243,7 +244,7 @@ mod tests {
         assert_eq!(next_action(1, None, now), Action::requeue(Duration::from_secs(5)));
         assert_eq!(next_action(3, None, now), Action::requeue(Duration::from_secs(20)));
         assert_eq!(next_action(30, None, now), Action::requeue(Duration::from_secs(300)));
-        assert_eq!(next_action(0, None, now), Action::requeue(Duration::from_secs(3600)));
+        assert_eq!(next_action(0, None, now), Action::await_change());
     }
 
     #[test]
