@@ -240,8 +240,11 @@ pub fn controller(
             .map_ok({
                 let mut relisted = on_relist(relisted_tx.clone());
                 move |e| {
+                    // An echo is already cached, from the write's response.
                     let echo = managed_index.is_echo(&e);
-                    managed_index.apply(&e);
+                    if !echo {
+                        managed_index.apply(&e);
+                    }
                     egress_index.apply_with(&e, |p| EgressSummary::of(p).map(|s| summaries.share(s.clone(), || s)));
                     names.apply_with(&e, |_| Some(present.clone()));
                     relisted(&e);
@@ -262,7 +265,9 @@ pub fn controller(
                 let mut relisted = on_relist(relisted_tx);
                 move |e| {
                     let echo = index.is_echo(&e);
-                    index.apply(&e);
+                    if !echo {
+                        index.apply(&e);
+                    }
                     names.apply_with(&e, |_| Some(present.clone()));
                     relisted(&e);
                     trigger(e, echo)

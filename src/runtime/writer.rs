@@ -22,7 +22,7 @@ use crate::core::evaluate;
 use crate::core::objects::{self, FIELD_MANAGER};
 use crate::runtime::context::{Context, ObjectResult};
 use crate::runtime::finalizer::Adopting;
-use crate::runtime::index::NamespacedIndex;
+use crate::runtime::index::{NamespacedIndex, revision};
 use crate::runtime::metrics::Metrics;
 
 fn classify(e: &kube::Error) -> (String, String) {
@@ -109,6 +109,18 @@ impl<'a> NamespaceWriter<'a> {
                 ("RoleBinding", result)
             }
             (ObjectKey::PodSecurityLabels, Content::PodSecurityLabels(labels)) => {
+                // The cache may hold a newer namespace than this reconcile's snapshot (the watch
+                // reporting this process's own label write, which also ends its memo): judge that.
+                let newest = self
+                    .ctx
+                    .namespaces
+                    .get(&ObjectRef::new(self.ns))
+                    .map(|n| n.meta_with_labels());
+                let revision = |m: &kube::api::ObjectMeta| revision(m.resource_version.as_deref());
+                let ns_meta = newest
+                    .as_ref()
+                    .filter(|n| revision(n) > revision(ns_meta))
+                    .unwrap_or(ns_meta);
                 let labels = objects::pod_security_floor(ns_meta, labels);
                 if objects::pod_security_in_sync(ns_meta, &labels) || self.just_wrote(ns_meta, &labels) {
                     return ObjectResult::InSync;
