@@ -1,9 +1,9 @@
-//! What the namespace cache keeps of each namespace: its name, uid, resourceVersion and deletion
-//! mark, its labels and which of them this operator owns. Thousands of namespaces carry the same
-//! few label sets (but for `kubernetes.io/metadata.name`, which the API server sets to the name):
-//! each distinct set is kept once and shared. The controller's store holds these; a reconcile
-//! asks for the metadata the core reads ([`CachedNamespace::meta_with_labels`]), built when
-//! needed.
+//! What the namespace cache keeps of each namespace: its name, resourceVersion and deletion mark
+//! (not its uid: nothing reads it, and the controller's store would keep it twice), its labels
+//! and which of them this operator owns. Thousands of namespaces carry the same few label sets
+//! (but for `kubernetes.io/metadata.name`, which the API server sets to the name): each distinct
+//! set is kept once and shared. The controller's store holds these; a reconcile asks for the
+//! metadata the core reads ([`CachedNamespace::meta_with_labels`]), built when needed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -33,7 +33,7 @@ pub struct Shared {
 /// A namespace as the controller caches it.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct CachedNamespace {
-    /// Name, uid, resourceVersion and deletionTimestamp; nothing else.
+    /// Name, resourceVersion and deletionTimestamp; nothing else.
     pub metadata: ObjectMeta,
     /// The labels but [`NAME_LABEL`] when it holds the name, sorted by key.
     #[serde(skip)]
@@ -91,7 +91,6 @@ impl CachedNamespace {
             owned: shared.owned.share(owned.clone(), || owned),
             metadata: ObjectMeta {
                 name: meta.name,
-                uid: meta.uid,
                 resource_version: meta.resource_version,
                 deletion_timestamp: meta.deletion_timestamp,
                 ..Default::default()
@@ -167,7 +166,7 @@ mod tests {
         assert_eq!(meta.labels, listed.metadata.labels);
         assert_eq!(
             (meta.name, meta.uid, meta.resource_version),
-            (Some("team-a".into()), Some("u1".into()), Some("7".into()))
+            (Some("team-a".into()), None, Some("7".into()))
         );
         // Another namespace with the same labels (but its name) shares them.
         let mut other = listed;
