@@ -95,6 +95,8 @@ pub struct Context {
     pub labels_written: Mutex<HashMap<String, LabelsWritten>>,
     /// When every cache had its first full list.
     pub synced_at: std::sync::OnceLock<Instant>,
+    /// Set once every namespace has been reconciled since start (see the status writer).
+    pub all_seen: std::sync::OnceLock<()>,
     pub(crate) baselines_listed: tokio::sync::watch::Sender<bool>,
     pub(crate) namespaces_listed: tokio::sync::watch::Sender<bool>,
 }
@@ -143,6 +145,7 @@ impl Context {
             synced: tokio::sync::OnceCell::new(),
             synced_at: std::sync::OnceLock::new(),
             finalizers: Default::default(),
+            all_seen: Default::default(),
             wanted_keys: Default::default(),
             labels_written: Mutex::default(),
             baselines_listed: tokio::sync::watch::Sender::new(false),

@@ -145,11 +145,26 @@ fn all_namespaces_seen(ctx: &Context) -> bool {
     if !ctx.is_synced() {
         return false;
     }
-    if ctx.synced_at.get().is_some_and(|t| t.elapsed() > FIRST_PASS_DEADLINE) {
+    if ctx.all_seen.get().is_some() {
         return true;
     }
+    if ctx.synced_at.get().is_some_and(|t| t.elapsed() > FIRST_PASS_DEADLINE) {
+        let _ = ctx.all_seen.set(());
+        return true;
+    }
+    // Once true it stays true: only the first pass after a start can leave counts partial. Until
+    // then this runs every pass, so it costs no allocation (it ran O(namespaces) clones per pass).
     let r = ctx.results.lock().unwrap();
-    ctx.namespaces.state().iter().all(|ns| r.seen.contains(&ns.name_any()))
+    let all = r.seen.len() >= ctx.namespaces.len()
+        && ctx
+            .namespaces
+            .state()
+            .iter()
+            .all(|ns| ns.metadata.name.as_deref().is_some_and(|n| r.seen.contains(n)));
+    if all {
+        let _ = ctx.all_seen.set(());
+    }
+    all
 }
 
 /// Writes every baseline status that changed; false when a write failed.
