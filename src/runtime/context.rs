@@ -68,10 +68,11 @@ pub struct Context {
     pub settings: Settings,
     pub baselines: Store<SecurityBaseline>,
     pub namespaces: Store<CachedNamespace>,
-    /// Managed NetworkPolicies, whole.
+    /// Managed NetworkPolicies (compact; read back whole).
     pub policies: Arc<ManagedIndex<NetworkPolicy>>,
     /// Every NetworkPolicy that can open an external address, summarised for the bypass check.
     pub egress: Arc<NamespacedIndex<EgressSummary>>,
+    /// Managed RoleBindings (compact; read back whole).
     pub bindings: Arc<ManagedIndex<RoleBinding>>,
     /// The names of every NetworkPolicy and RoleBinding, managed or not: an object not named
     /// here does not exist, so creating it needs no read first (one that exists unlabelled is
