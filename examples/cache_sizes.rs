@@ -118,7 +118,7 @@ fn main() {
     per_index("egress summary in its cache (equal summaries shared)", n, |i| {
         let p: NetworkPolicy = serde_json::from_value(in_ns(&team_policy, i)).unwrap();
         egress.apply_with(&watcher::Event::Apply(p), |p| {
-            EgressSummary::of(p).map(|s| summaries.share(s.clone(), || s))
+            EgressSummary::of(p).map(|s| summaries.intern(s))
         });
     });
     let names = NamespacedIndex::<()>::default();

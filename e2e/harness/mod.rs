@@ -308,13 +308,18 @@ pub fn install() {
         "-k",
         repo_root().join("config/default").to_str().unwrap(),
     ]);
+    wait_established("securitybaselines.kubebaseline.io");
+}
+
+/// Waits (up to a minute) until the API server serves the CRD `name`.
+pub fn wait_established(name: &str) {
     kubectl(&[
         "wait",
         "--for",
         "condition=established",
         "--timeout",
         "60s",
-        "crd/securitybaselines.kubebaseline.io",
+        &format!("crd/{name}"),
     ]);
 }
 

@@ -27,16 +27,8 @@ fn install_report_crds() {
         "-f",
         dir.trim(),
     ]);
-    for crd in ["policyreports.wgpolicyk8s.io", "clusterpolicyreports.wgpolicyk8s.io"] {
-        kubectl(&[
-            "wait",
-            "--for",
-            "condition=established",
-            "--timeout",
-            "60s",
-            &format!("crd/{crd}"),
-        ]);
-    }
+    wait_established("policyreports.wgpolicyk8s.io");
+    wait_established("clusterpolicyreports.wgpolicyk8s.io");
 }
 
 fn reports(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
@@ -51,6 +43,13 @@ fn cluster_reports(client: &kube::Client) -> Api<DynamicObject> {
         "ClusterPolicyReport",
     ));
     Api::all_with(client.clone(), &ar)
+}
+
+/// The cluster summary's result for `baseline`.
+async fn summary_row(client: &kube::Client, baseline: &str) -> Option<serde_json::Value> {
+    let r = cluster_reports(client).get_opt("kube-baseline").await.ok()??;
+    let row = r.data["results"].as_array()?.iter().find(|x| x["policy"] == baseline)?;
+    Some(row.clone())
 }
 
 /// (rule, result, resource name) of every result, and the summary.
@@ -130,12 +129,7 @@ async fn policy_reports_follow_drift_and_repair_and_a_restart_writes_none() {
         assert_eq!(r.data["scope"]["name"].as_str(), Some(ns.as_str()));
     }
     let summary = eventually("the cluster summary", WAIT, || async {
-        let r = cluster_reports(&s.client).get_opt("kube-baseline").await.ok()??;
-        let row = r.data["results"]
-            .as_array()?
-            .iter()
-            .find(|x| x["policy"] == name)?
-            .clone();
+        let row = summary_row(&s.client, &name).await?;
         (row["result"] == "pass").then_some(row)
     })
     .await;
@@ -160,12 +154,7 @@ async fn policy_reports_follow_drift_and_repair_and_a_restart_writes_none() {
     );
     assert_eq!(summary["pass"], 3);
     eventually("the summary fails", WAIT, || async {
-        let r = cluster_reports(&s.client).get_opt("kube-baseline").await.ok()??;
-        let row = r.data["results"]
-            .as_array()?
-            .iter()
-            .find(|x| x["policy"] == name)?
-            .clone();
+        let row = summary_row(&s.client, &name).await?;
         (row["result"] == "fail" && row["message"].as_str()?.contains(a.as_str())).then_some(())
     })
     .await;

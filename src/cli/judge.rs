@@ -22,56 +22,13 @@ pub struct Row {
     pub namespace: String,
     pub baseline: String,
     pub mode: Mode,
-    pub state: State,
+    pub state: NsState,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<Problem>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<Problem>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exemption: Option<ActiveExemption>,
-}
-
-/// The state of a namespace, as `audit` prints it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    Failed,
-    Bypassed,
-    Conflicted,
-    Drifted,
-    Exempted,
-    Compliant,
-}
-
-impl State {
-    /// Compliant and exempted (an accepted, time-boxed exception) comply; nothing else does.
-    pub fn complies(self) -> bool {
-        matches!(self, Self::Compliant | Self::Exempted)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Failed => "failed",
-            Self::Bypassed => "bypassed",
-            Self::Conflicted => "conflicted",
-            Self::Drifted => "drifted",
-            Self::Exempted => "exempted",
-            Self::Compliant => "compliant",
-        }
-    }
-}
-
-impl From<NsState> for State {
-    fn from(s: NsState) -> Self {
-        match s {
-            NsState::Failed => Self::Failed,
-            NsState::Bypassed => Self::Bypassed,
-            NsState::Conflicted => Self::Conflicted,
-            NsState::Drifted => Self::Drifted,
-            NsState::Exempted => Self::Exempted,
-            NsState::Compliant => Self::Compliant,
-        }
-    }
 }
 
 /// A baseline the operator could not apply.
@@ -153,7 +110,7 @@ pub fn judge(
                 namespace: ns.clone(),
                 baseline,
                 mode,
-                state: outcome.state.into(),
+                state: outcome.state,
                 problems: outcome.problems,
                 warnings: outcome.warnings,
                 exemption: outcome.exemption,

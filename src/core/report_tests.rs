@@ -11,6 +11,16 @@ fn outcome(problems: Vec<Problem>, exemption: Option<ActiveExemption>) -> NsOutc
     o
 }
 
+/// The report of namespace `a` with one baseline, `aks`, in `mode`.
+fn report_of(o: &NsOutcome, mode: Mode, previous: Option<&Value>, now: Timestamp) -> Value {
+    let list = [BaselineOutcome {
+        baseline: "aks",
+        mode,
+        outcome: o,
+    }];
+    namespace_report("a", &list, previous, now).unwrap()
+}
+
 fn problem(object: &str, reason: &str) -> Problem {
     Problem {
         namespace: "a".into(),
@@ -38,17 +48,7 @@ fn results_of(report: &Value) -> Vec<(String, String, String)> {
 #[test]
 fn a_compliant_namespace_reports_a_pass_per_object() {
     let o = outcome(vec![], None);
-    let report = namespace_report(
-        "a",
-        &[BaselineOutcome {
-            baseline: "aks",
-            mode: Mode::Enforce,
-            outcome: &o,
-        }],
-        None,
-        Timestamp::UNIX_EPOCH,
-    )
-    .unwrap();
+    let report = report_of(&o, Mode::Enforce, None, Timestamp::UNIX_EPOCH);
     assert_eq!(report["kind"], "PolicyReport");
     assert_eq!(report["metadata"]["namespace"], "a");
     assert_eq!(report["summary"]["pass"], 2);
@@ -65,17 +65,7 @@ fn drift_fails_the_object_and_a_bypass_fails_the_policy_that_opens_the_address()
         ],
         None,
     );
-    let report = namespace_report(
-        "a",
-        &[BaselineOutcome {
-            baseline: "aks",
-            mode: Mode::Audit,
-            outcome: &o,
-        }],
-        None,
-        Timestamp::UNIX_EPOCH,
-    )
-    .unwrap();
+    let report = report_of(&o, Mode::Audit, None, Timestamp::UNIX_EPOCH);
     let results = results_of(&report);
     assert!(results.contains(&("roleBindings".into(), "fail".into(), "team-dev".into())));
     assert!(results.contains(&("metadataEgress".into(), "fail".into(), "allow-all".into())));
@@ -96,17 +86,7 @@ fn an_exempted_control_is_skipped_until_its_expiry() {
     };
     let mut o = outcome(vec![], Some(ex));
     std::sync::Arc::make_mut(&mut o.wanted).retain(|k| !matches!(k, ObjectKey::NetworkPolicy(_)));
-    let report = namespace_report(
-        "a",
-        &[BaselineOutcome {
-            baseline: "aks",
-            mode: Mode::Enforce,
-            outcome: &o,
-        }],
-        None,
-        Timestamp::UNIX_EPOCH,
-    )
-    .unwrap();
+    let report = report_of(&o, Mode::Enforce, None, Timestamp::UNIX_EPOCH);
     assert!(results_of(&report).contains(&("metadataEgress".into(), "skip".into(), "a".into())));
     assert_eq!(report["summary"]["skip"], 1);
 }
@@ -114,21 +94,15 @@ fn an_exempted_control_is_skipped_until_its_expiry() {
 #[test]
 fn an_unchanged_result_keeps_its_timestamp_so_the_report_is_not_rewritten() {
     let o = outcome(vec![], None);
-    let list = [BaselineOutcome {
-        baseline: "aks",
-        mode: Mode::Enforce,
-        outcome: &o,
-    }];
-    let first = namespace_report("a", &list, None, Timestamp::from_second(100).unwrap()).unwrap();
-    let again = namespace_report("a", &list, Some(&first), Timestamp::from_second(999).unwrap()).unwrap();
+    let (at_100, at_999) = (
+        Timestamp::from_second(100).unwrap(),
+        Timestamp::from_second(999).unwrap(),
+    );
+    let first = report_of(&o, Mode::Enforce, None, at_100);
+    let again = report_of(&o, Mode::Enforce, Some(&first), at_999);
     assert!(same(&first, &again));
     let drifted = outcome(vec![problem("RoleBinding/team-dev", "Drift")], None);
-    let list = [BaselineOutcome {
-        baseline: "aks",
-        mode: Mode::Enforce,
-        outcome: &drifted,
-    }];
-    let changed = namespace_report("a", &list, Some(&first), Timestamp::from_second(999).unwrap()).unwrap();
+    let changed = report_of(&drifted, Mode::Enforce, Some(&first), at_999);
     assert!(!same(&first, &changed));
     let stamps: Vec<i64> = changed["results"]
         .as_array()

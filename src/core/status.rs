@@ -11,8 +11,9 @@ use crate::api::{ActiveExemption, Mode, NamespaceCounts, Problem, SecurityBaseli
 /// At most this many problems are listed in status; the counts cover the rest.
 pub const MAX_PROBLEMS: usize = 50;
 
-/// The state of one namespace for one baseline, worst first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// The state of one namespace for one baseline, worst first (`audit` prints it in lower case).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum NsState {
     Failed,
     Bypassed,
@@ -20,6 +21,24 @@ pub enum NsState {
     Drifted,
     Exempted,
     Compliant,
+}
+
+impl NsState {
+    /// Compliant and exempted (an accepted, time-boxed exception) comply; nothing else does.
+    pub fn complies(self) -> bool {
+        matches!(self, Self::Compliant | Self::Exempted)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Failed => "failed",
+            Self::Bypassed => "bypassed",
+            Self::Conflicted => "conflicted",
+            Self::Drifted => "drifted",
+            Self::Exempted => "exempted",
+            Self::Compliant => "compliant",
+        }
+    }
 }
 
 /// The result of reconciling one namespace, as far as one baseline is concerned.

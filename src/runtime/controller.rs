@@ -245,7 +245,7 @@ pub fn controller(
                     if !echo {
                         managed_index.apply(&e);
                     }
-                    egress_index.apply_with(&e, |p| EgressSummary::of(p).map(|s| summaries.share(s.clone(), || s)));
+                    egress_index.apply_with(&e, |p| EgressSummary::of(p).map(|s| summaries.intern(s)));
                     names.apply_with(&e, |_| Some(present.clone()));
                     relisted(&e);
                     trigger(e, echo)

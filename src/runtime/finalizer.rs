@@ -160,7 +160,7 @@ pub async fn settle(ctx: &Context) -> bool {
         let has = ctx.finalizers.settled(&name, has_finalizer(&b));
         let deleting = b.metadata.deletion_timestamp.is_some();
         if !has {
-            if !deleting && needed(ctx, &b) && !ctx.finalizers.in_flight(&name) {
+            if !deleting && left_to_release(ctx, &b) && !ctx.finalizers.in_flight(&name) {
                 ok &= set(ctx, &name, true).await.is_ok();
             }
             continue;
@@ -178,19 +178,13 @@ pub async fn settle(ctx: &Context) -> bool {
                 .is_none_or(|(_, left)| left.is_empty());
             reconciled && !left_to_release(ctx, &b)
         } else {
-            !needed(ctx, &b)
+            !left_to_release(ctx, &b)
         };
         if done {
             ok &= set(ctx, &name, false).await.is_ok();
         }
     }
     ok
-}
-
-/// Whether a live baseline needs its finalizer: something it would release on deletion (what
-/// it adopted; with deletionPolicy Orphan, everything it made) is there.
-fn needed(ctx: &Context, b: &SecurityBaseline) -> bool {
-    left_to_release(ctx, b)
 }
 
 #[cfg(test)]

@@ -21,6 +21,13 @@ impl<Key, T> Default for Interner<Key, T> {
     }
 }
 
+impl<T: Hash + Eq + Clone> Interner<T, T> {
+    /// `value`, or the equal one already kept.
+    pub fn intern(&self, value: T) -> Arc<T> {
+        self.share(value.clone(), || value)
+    }
+}
+
 impl<Key: Hash + Eq, T> Interner<Key, T> {
     pub fn share(&self, key: Key, make: impl FnOnce() -> T) -> Arc<T> {
         let mut guard = self.table.lock().unwrap();

@@ -86,9 +86,9 @@ impl CachedNamespace {
             .map(|(k, v)| (shared.strings.share(k), shared.strings.share(v)))
             .collect();
         Self {
-            labels: shared.labels.share(labels.clone(), || labels),
+            labels: shared.labels.intern(labels),
             name_label,
-            owned: shared.owned.share(owned.clone(), || owned),
+            owned: shared.owned.intern(owned),
             metadata: ObjectMeta {
                 name: meta.name,
                 resource_version: meta.resource_version,

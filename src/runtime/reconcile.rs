@@ -183,9 +183,7 @@ fn record(
             continue;
         };
         outcome.generation = b.metadata.generation;
-        outcome.wanted = ctx
-            .wanted_keys
-            .share((*outcome.wanted).clone(), || (*outcome.wanted).clone());
+        outcome.wanted = ctx.wanted_keys.intern((*outcome.wanted).clone());
         let previous = outcomes.insert(ns.to_string(), outcome.clone());
         if previous.as_ref() != Some(&outcome) {
             changed = true;
