@@ -52,6 +52,53 @@ pub fn rss_mib(pid: u32) -> f64 {
     kib / 1024.0
 }
 
+/// The pid a control-plane component was started with (`$CLUSTER_DIR/pids/<component>`), 0 if none.
+pub fn control_plane_pid(component: &str) -> u32 {
+    std::fs::read_to_string(super::cluster_dir().join("pids").join(component))
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU seconds of kube-apiserver, etcd and kube-controller-manager (whose garbage collector
+/// tracks every object with an ownerReference): the other side of every request.
+pub fn control_plane_cpu() -> [f64; 3] {
+    ["kube-apiserver", "etcd", "kube-controller-manager"].map(|c| cpu_seconds(control_plane_pid(c)))
+}
+
+/// "a / b / c s": the control plane's CPU seconds between two readings of [`control_plane_cpu`].
+pub fn control_plane_cell(before: [f64; 3], after: [f64; 3]) -> String {
+    format!(
+        "{:.1} / {:.1} / {:.1} s",
+        after[0] - before[0],
+        after[1] - before[1],
+        after[2] - before[2]
+    )
+}
+
+/// `BENCH_APISERVER_PROFILE=DIR`: a CPU profile of kube-apiserver over the next `secs` seconds
+/// (its `/debug/pprof/profile`, on by default, read as the admin), written to `DIR/<phase>.pprof`
+/// for `go tool pprof`. Returns the task to await, or `None` when profiling is off.
+pub fn profile_apiserver(client: &kube::Client, phase: &str, secs: u64) -> Option<tokio::task::JoinHandle<()>> {
+    let dir = std::path::PathBuf::from(std::env::var_os("BENCH_APISERVER_PROFILE")?);
+    let (client, path) = (client.clone(), dir.join(format!("{phase}.pprof")));
+    Some(tokio::spawn(async move {
+        use futures::AsyncReadExt;
+        let request = http::Request::get(format!("/debug/pprof/profile?seconds={secs}"))
+            .body(Vec::new())
+            .unwrap();
+        let mut bytes = Vec::new();
+        match client.request_stream(request).await {
+            Ok(mut body) => {
+                let _ = body.read_to_end(&mut bytes).await;
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, bytes).unwrap();
+            }
+            Err(e) => eprintln!("apiserver profile {}: {e}", path.display()),
+        }
+    }))
+}
+
 /// The `p` quantile (0..=1) of sorted durations, nearest rank.
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -82,14 +129,28 @@ pub async fn raw_write_floor(
     concurrency: usize,
     managed_by: &str,
 ) -> Duration {
+    raw_write_floor_owned(client, namespaces, label, concurrency, managed_by, None).await
+}
+
+/// [`raw_write_floor`], the objects owned (an ownerReference, as the operator sets) by `owner`,
+/// a SecurityBaseline that exists (the garbage collector deletes objects of a missing owner).
+pub async fn raw_write_floor_owned(
+    client: &kube::Client,
+    namespaces: &[String],
+    label: &str,
+    concurrency: usize,
+    managed_by: &str,
+    owner: Option<desired::Owner>,
+) -> Duration {
     let baseline = kube_baseline::api::SecurityBaseline::new("floor", aks_spec(label));
     let valid = desired::validate(&baseline).unwrap();
     let wanted = desired::wanted_objects(&baseline, &valid);
-    let owner = desired::Owner {
+    // Without a uid the builders set no ownerReference.
+    let owner = owner.unwrap_or_else(|| desired::Owner {
         name: "floor".into(),
         uid: String::new(),
         mode: kube_baseline::api::Mode::Enforce,
-    };
+    });
     let params = PatchParams::apply("bench-floor").force();
     let relabel = |meta: &mut kube::api::ObjectMeta| {
         if let Some(labels) = meta.labels.as_mut() {
@@ -105,7 +166,6 @@ pub async fn raw_write_floor(
                     match (key, content) {
                         (desired::ObjectKey::NetworkPolicy(name), desired::Content::NetworkPolicy(spec)) => {
                             let mut np = objects::network_policy(ns, &name, &spec, &owner);
-                            np.metadata.owner_references = None;
                             relabel(&mut np.metadata);
                             Api::<NetworkPolicy>::namespaced(client.clone(), ns)
                                 .patch(&name, &params, &Patch::Apply(&np))
@@ -117,7 +177,6 @@ pub async fn raw_write_floor(
                             desired::Content::RoleBinding { role_ref, subjects },
                         ) => {
                             let mut rb = objects::role_binding(ns, &name, &role_ref, &subjects, &owner);
-                            rb.metadata.owner_references = None;
                             relabel(&mut rb.metadata);
                             Api::<RoleBinding>::namespaced(client.clone(), ns)
                                 .patch(&name, &params, &Patch::Apply(&rb))

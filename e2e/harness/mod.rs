@@ -78,7 +78,10 @@ pub fn kubectl(args: &[&str]) -> String {
 }
 
 async fn config() -> Config {
-    let path = kubeconfig_path();
+    config_of(&kubeconfig_path()).await
+}
+
+async fn config_of(path: &Path) -> Config {
     let kubeconfig = Kubeconfig::read_from(&path)
         .unwrap_or_else(|e| panic!("no control plane at {}: run `make cluster-up` ({e})", path.display()));
     Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
@@ -89,6 +92,11 @@ async fn config() -> Config {
 /// A client with the admin identity (`system:masters`).
 pub async fn client() -> Client {
     Client::try_from(config().await).expect("client")
+}
+
+/// A client with the identity of a kubeconfig file (e.g. [`operator_kubeconfig`]'s token).
+pub async fn client_of(kubeconfig: &Path) -> Client {
+    Client::try_from(config_of(kubeconfig).await).expect("client")
 }
 
 /// A client acting as a ServiceAccount, by impersonation: what that account may do, exactly.

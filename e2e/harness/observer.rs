@@ -17,11 +17,24 @@ use kube::{Client, Resource, ResourceExt};
 /// (kind, namespace, name) -> arrival instants of its Apply events, in order.
 type Seen = Arc<Mutex<HashMap<(&'static str, String, String), Vec<Instant>>>>;
 
+/// Its watches stop when it is dropped.
 pub struct Observer {
     seen: Seen,
+    watches: Vec<tokio::task::JoinHandle<()>>,
 }
 
-fn observe<K>(api: Api<K>, kind: &'static str, seen: Seen, ready: tokio::sync::mpsc::Sender<()>)
+impl Drop for Observer {
+    fn drop(&mut self) {
+        self.watches.iter().for_each(|w| w.abort());
+    }
+}
+
+fn observe<K>(
+    api: Api<K>,
+    kind: &'static str,
+    seen: Seen,
+    ready: tokio::sync::mpsc::Sender<()>,
+) -> tokio::task::JoinHandle<()>
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: Default,
@@ -51,7 +64,7 @@ where
                 .or_default()
                 .push(Instant::now());
         }
-    });
+    })
 }
 
 impl Observer {
@@ -60,28 +73,30 @@ impl Observer {
     pub async fn start(client: &Client) -> Self {
         let seen: Seen = Arc::default();
         let (tx, mut rx) = tokio::sync::mpsc::channel(3);
-        observe(
-            Api::<NetworkPolicy>::all(client.clone()),
-            "NetworkPolicy",
-            seen.clone(),
-            tx.clone(),
-        );
-        observe(
-            Api::<RoleBinding>::all(client.clone()),
-            "RoleBinding",
-            seen.clone(),
-            tx.clone(),
-        );
-        observe(
-            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-            "Namespace",
-            seen.clone(),
-            tx,
-        );
+        let watches = vec![
+            observe(
+                Api::<NetworkPolicy>::all(client.clone()),
+                "NetworkPolicy",
+                seen.clone(),
+                tx.clone(),
+            ),
+            observe(
+                Api::<RoleBinding>::all(client.clone()),
+                "RoleBinding",
+                seen.clone(),
+                tx.clone(),
+            ),
+            observe(
+                Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+                "Namespace",
+                seen.clone(),
+                tx,
+            ),
+        ];
         for _ in 0..3 {
             rx.recv().await;
         }
-        Self { seen }
+        Self { seen, watches }
     }
 
     /// The first Apply of (kind, namespace, name) that arrived after `since`.

@@ -60,26 +60,11 @@ async fn scale_and_repair_latency() {
     let kubeconfig = operator_kubeconfig("operator-bench.kubeconfig").await;
     let mut s = Scenario::without_shared_operator("bench").await;
     let foreign: bool = std::env::var("BENCH_FOREIGN_POLICIES").map_or(true, |v| v != "0");
-    // The floor first, in namespaces no baseline selects, on the same API server.
+    // The floor's namespaces, which no baseline selects, on the same API server.
     let floor_label = unique("bench-floor");
     let mut floor_namespaces = Vec::with_capacity(n);
     for _ in 0..n {
         floor_namespaces.push(create_namespace(&s.client, "floor", &[]).await);
-    }
-    let floor = raw_write_floor(&s.client, &floor_namespaces, &floor_label, 8, FLOOR_MANAGED_BY).await;
-    // BENCH_FLOOR_AS_OPERATOR=1: the same floor again in N more namespaces, written as the
-    // operator's ServiceAccount, so it pays what the API server does for that identity only
-    // (the fence's ValidatingAdmissionPolicy matches it); the difference is the fence's cost.
-    let mut floor_as_operator = None;
-    if std::env::var("BENCH_FLOOR_AS_OPERATOR").is_ok_and(|v| v == "1") {
-        let as_operator = client_as_service_account("kube-baseline-system", "kube-baseline").await;
-        for _ in 0..n {
-            floor_namespaces.push(create_namespace(&s.client, "floor", &[]).await);
-        }
-        // The fence lets that identity write only objects labelled as the operator's, so these
-        // carry its managed-by value (and the operator caches them: its RSS counts them too).
-        let managed = kube_baseline::core::objects::MANAGED_BY_VALUE;
-        floor_as_operator = Some(raw_write_floor(&as_operator, &floor_namespaces[n..], &floor_label, 8, managed).await);
     }
     let mut namespaces = Vec::with_capacity(n);
     for _ in 0..n {
@@ -92,6 +77,19 @@ async fn scale_and_repair_latency() {
         }
         namespaces.push(ns);
     }
+    // The floor runs once every namespace exists, so that it and the convergence meet an API
+    // server holding the same objects (measured first, it met a cluster of N namespaces, the
+    // convergence one of 2 N and their policies).
+    let (cp0, client0) = (control_plane_cpu(), cpu_seconds(std::process::id()));
+    let profile = profile_apiserver(&s.client, "floor", 3);
+    let floor = raw_write_floor(&s.client, &floor_namespaces, &floor_label, 8, FLOOR_MANAGED_BY).await;
+    let floor_cpu = (
+        control_plane_cell(cp0, control_plane_cpu()),
+        cpu_seconds(std::process::id()) - client0,
+    );
+    if let Some(p) = profile {
+        p.await.unwrap();
+    }
     // Convergence: from the baseline's creation to every namespace compliant.
     let op = Operator::start_with_env("bench", &kubeconfig, &[], SHIPPED_LOGGING);
     eventually("operator ready", WAIT, || async {
@@ -99,9 +97,10 @@ async fn scale_and_repair_latency() {
     })
     .await;
     let rss_before = rss_mib(op.pid());
-    let cpu_before = cpu_seconds(op.pid());
+    let (cpu_before, cp0) = (cpu_seconds(op.pid()), control_plane_cpu());
     let start = Instant::now();
     let start_wall = SystemTime::now();
+    let profile = profile_apiserver(&s.client, "converge", 3);
     let baseline = s.baseline("aks", aks_spec(&s.label)).await;
     let long = Duration::from_secs(600);
     eventually("all compliant", long, || async {
@@ -112,6 +111,10 @@ async fn scale_and_repair_latency() {
     })
     .await;
     let converge = start.elapsed();
+    let converge_control_plane = control_plane_cell(cp0, control_plane_cpu());
+    if let Some(p) = profile {
+        p.await.unwrap();
+    }
     let writes = op.metric("kube_baseline_write_requests_total").await;
     let status_writes = op.metric("kube_baseline_status_writes_total").await;
     // Writes by verb and kind: every object should be written once.
@@ -231,17 +234,16 @@ async fn scale_and_repair_latency() {
         "| raw-write floor: the same objects applied by a tight client (concurrency 8) | {:.1} s |",
         floor.as_secs_f64()
     );
-    if let Some(f) = floor_as_operator {
-        println!(
-            "| the same floor written as the operator's ServiceAccount (fence admission included) | {:.1} s |",
-            f.as_secs_f64()
-        );
-    }
+    println!(
+        "| … kube-apiserver / etcd / kube-controller-manager CPU; the benchmark client's CPU | {}; {:.1} s |",
+        floor_cpu.0, floor_cpu.1
+    );
     println!(
         "| converge: baseline created → all compliant | {:.1} s ({:.2} × the floor) |",
         converge.as_secs_f64(),
         converge.as_secs_f64() / floor.as_secs_f64()
     );
+    println!("| … kube-apiserver / etcd / kube-controller-manager CPU | {converge_control_plane} |");
     println!(
         "| operator CPU while converging | {cpu:.1} s ({:.1} ms per namespace) |",
         cpu * 1e3 / n as f64
@@ -309,9 +311,103 @@ async fn scale_and_repair_latency() {
         println!("| … by kind and verb | {} |", restart_audited.by_kind());
     }
     drop(op);
+    drop(observer);
+    floor_variants(&s.client, n, &kubeconfig, &mut floor_namespaces).await;
     // Deleted only now: the namespace controller's work must not overlap the measurements.
     for ns in &floor_namespaces {
         delete_namespace(&s.client, ns).await;
     }
     s.cleanup().await;
+}
+
+/// The floor variants `BENCH_FLOOR_VARIANTS` names (`all`, or some of them comma-separated), run
+/// after the operator has stopped, each in N fresh namespaces: the floor again (`admin`), then
+/// with one thing the operator's writes carry and the floor's do not, to tell what the API server
+/// pays for each (printed with its CPU): an ownerReference on every object (`owned`), a client
+/// watching what is written (`watched`), the operator's ServiceAccount token (`operator`: RBAC,
+/// the RoleBinding bind check, the fence), and that token with the fence's binding removed for
+/// the run (`operator-unfenced`).
+const FLOOR_VARIANTS: [&str; 5] = ["admin", "owned", "watched", "operator", "operator-unfenced"];
+
+async fn floor_variants(admin: &kube::Client, n: usize, kubeconfig: &std::path::Path, namespaces: &mut Vec<String>) {
+    let asked = std::env::var("BENCH_FLOOR_VARIANTS").unwrap_or_default();
+    let variants: Vec<&str> = FLOOR_VARIANTS
+        .into_iter()
+        .filter(|v| asked == "all" || asked.split(',').any(|a| a.trim() == *v))
+        .collect();
+    if variants.is_empty() {
+        return;
+    }
+    use kube_baseline::api::SecurityBaseline;
+    use kube_baseline::core::{desired, objects};
+    let label = unique("bench-floor");
+    let baselines: Api<SecurityBaseline> = Api::all(admin.clone());
+    let owner_name = unique("bench-floor-owner");
+    let owner = SecurityBaseline::new(&owner_name, aks_spec(&unique("selects-nothing")));
+    let owner = apply(&baselines, &owner_name, &owner).await;
+    let owner = desired::Owner {
+        name: owner.metadata.name.clone().unwrap(),
+        uid: owner.metadata.uid.clone().unwrap(),
+        mode: kube_baseline::api::Mode::Enforce,
+    };
+    let operator = client_of(kubeconfig).await;
+    for variant in variants {
+        let start = namespaces.len();
+        for _ in 0..n {
+            namespaces.push(create_namespace(admin, "floor", &[]).await);
+        }
+        let mut observer = None;
+        let (client, managed_by, owner, what) = match variant {
+            "admin" => (admin, FLOOR_MANAGED_BY, None, "the floor again, as the admin"),
+            "owned" => (
+                admin,
+                FLOOR_MANAGED_BY,
+                Some(owner.clone()),
+                "… each object owned by a SecurityBaseline",
+            ),
+            "watched" => {
+                observer = Some(harness::observer::Observer::start(admin).await);
+                (
+                    admin,
+                    FLOOR_MANAGED_BY,
+                    None,
+                    "… while a client watches NetworkPolicies, RoleBindings, Namespaces",
+                )
+            }
+            "operator" => (
+                &operator,
+                objects::MANAGED_BY_VALUE,
+                None,
+                "… as the operator's ServiceAccount (token)",
+            ),
+            _ => {
+                kubectl(&["delete", "validatingadmissionpolicybinding", "kube-baseline-fence"]);
+                // The API server drops a policy binding when its informer sees the delete.
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                (
+                    &operator,
+                    objects::MANAGED_BY_VALUE,
+                    None,
+                    "… as the operator's ServiceAccount, fence binding removed",
+                )
+            }
+        };
+        let (cp0, client0) = (control_plane_cpu(), cpu_seconds(std::process::id()));
+        let profile = profile_apiserver(admin, &format!("floor-{variant}"), 3);
+        let took = raw_write_floor_owned(client, &namespaces[start..], &label, 8, managed_by, owner).await;
+        let control_plane = control_plane_cell(cp0, control_plane_cpu());
+        let client_cpu = cpu_seconds(std::process::id()) - client0;
+        if let Some(p) = profile {
+            p.await.unwrap();
+        }
+        drop(observer);
+        if variant == "operator-unfenced" {
+            install();
+        }
+        println!(
+            "| floor variant: {what} | {:.1} s; kube-apiserver / etcd / kube-controller-manager CPU {control_plane}; client {client_cpu:.1} s |",
+            took.as_secs_f64()
+        );
+    }
+    baselines.delete(&owner_name, &DeleteParams::default()).await.unwrap();
 }

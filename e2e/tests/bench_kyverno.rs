@@ -91,28 +91,6 @@ impl Drop for Kyverno {
     }
 }
 
-fn pid_file(component: &str) -> u32 {
-    std::fs::read_to_string(cluster_dir().join("pids").join(component))
-        .ok()
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// CPU seconds of kube-apiserver, etcd and kube-controller-manager (whose garbage collector
-/// tracks every object with an ownerReference): the other side of every request.
-fn control_plane_cpu() -> [f64; 3] {
-    ["kube-apiserver", "etcd", "kube-controller-manager"].map(|c| cpu_seconds(pid_file(c)))
-}
-
-fn control_plane_cell(before: [f64; 3], after: [f64; 3]) -> String {
-    format!(
-        "{:.1} / {:.1} / {:.1} s",
-        after[0] - before[0],
-        after[1] - before[1],
-        after[2] - before[2]
-    )
-}
-
 fn cpu(pids: &[u32]) -> f64 {
     pids.iter().map(|p| cpu_seconds(*p)).sum()
 }
