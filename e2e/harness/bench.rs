@@ -76,11 +76,16 @@ pub fn control_plane_cell(before: [f64; 3], after: [f64; 3]) -> String {
     )
 }
 
-/// `BENCH_APISERVER_PROFILE=DIR`: a CPU profile of kube-apiserver over the next `secs` seconds
-/// (its `/debug/pprof/profile`, on by default, read as the admin), written to `DIR/<phase>.pprof`
-/// for `go tool pprof`. Returns the task to await, or `None` when profiling is off.
-pub fn profile_apiserver(client: &kube::Client, phase: &str, secs: u64) -> Option<tokio::task::JoinHandle<()>> {
+/// `BENCH_APISERVER_PROFILE=DIR`: a CPU profile of kube-apiserver over the next
+/// `BENCH_APISERVER_PROFILE_SECONDS` (default 3) seconds (its `/debug/pprof/profile`, on by
+/// default, read as the admin), written to `DIR/<phase>.pprof` for `go tool pprof`. Returns the
+/// task to await, or `None` when profiling is off.
+pub fn profile_apiserver(client: &kube::Client, phase: &str) -> Option<tokio::task::JoinHandle<()>> {
     let dir = std::path::PathBuf::from(std::env::var_os("BENCH_APISERVER_PROFILE")?);
+    let secs: u64 = std::env::var("BENCH_APISERVER_PROFILE_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
     let (client, path) = (client.clone(), dir.join(format!("{phase}.pprof")));
     Some(tokio::spawn(async move {
         use futures::AsyncReadExt;

@@ -80,9 +80,33 @@ async fn scale_and_repair_latency() {
     // The floor runs once every namespace exists, so that it and the convergence meet an API
     // server holding the same objects (measured first, it met a cluster of N namespaces, the
     // convergence one of 2 N and their policies).
+    // The baseline exists from here on, selecting no namespace until the convergence starts: the
+    // API server then runs the protection policy (`config/admission`, one parameter per baseline)
+    // on the floor's writes as on the operator's, and the floor's objects are owned by it as the
+    // operator's are (an ownerReference each, which the garbage collector tracks).
+    let baseline = s.baseline("aks", aks_spec(&unique("bench-none"))).await;
+    let owner = {
+        let b = Api::<kube_baseline::api::SecurityBaseline>::all(s.client.clone())
+            .get(&baseline)
+            .await
+            .unwrap();
+        kube_baseline::core::desired::Owner {
+            name: baseline.clone(),
+            uid: b.metadata.uid.unwrap(),
+            mode: kube_baseline::api::Mode::Enforce,
+        }
+    };
     let (cp0, client0) = (control_plane_cpu(), cpu_seconds(std::process::id()));
-    let profile = profile_apiserver(&s.client, "floor", 3);
-    let floor = raw_write_floor(&s.client, &floor_namespaces, &floor_label, 8, FLOOR_MANAGED_BY).await;
+    let profile = profile_apiserver(&s.client, "floor");
+    let floor = raw_write_floor_owned(
+        &s.client,
+        &floor_namespaces,
+        &floor_label,
+        8,
+        FLOOR_MANAGED_BY,
+        Some(owner.clone()),
+    )
+    .await;
     let floor_cpu = (
         control_plane_cell(cp0, control_plane_cpu()),
         cpu_seconds(std::process::id()) - client0,
@@ -90,7 +114,7 @@ async fn scale_and_repair_latency() {
     if let Some(p) = profile {
         p.await.unwrap();
     }
-    // Convergence: from the baseline's creation to every namespace compliant.
+    // Convergence: from the baseline selecting the namespaces to every one compliant.
     let op = Operator::start_with_env("bench", &kubeconfig, &[], SHIPPED_LOGGING);
     eventually("operator ready", WAIT, || async {
         (op.http_get("/readyz").await?.0 == 200).then_some(())
@@ -100,8 +124,8 @@ async fn scale_and_repair_latency() {
     let (cpu_before, cp0) = (cpu_seconds(op.pid()), control_plane_cpu());
     let start = Instant::now();
     let start_wall = SystemTime::now();
-    let profile = profile_apiserver(&s.client, "converge", 3);
-    let baseline = s.baseline("aks", aks_spec(&s.label)).await;
+    let profile = profile_apiserver(&s.client, "converge");
+    s.baseline("aks", aks_spec(&s.label)).await;
     let long = Duration::from_secs(600);
     eventually("all compliant", long, || async {
         s.status(&baseline)
@@ -231,7 +255,7 @@ async fn scale_and_repair_latency() {
         if foreign { 3 } else { 0 }
     );
     println!(
-        "| raw-write floor: the same objects applied by a tight client (concurrency 8) | {:.1} s |",
+        "| raw-write floor: the same objects (owned by the baseline, which selects nothing yet) applied by a tight client (concurrency 8) | {:.1} s |",
         floor.as_secs_f64()
     );
     println!(
@@ -312,7 +336,7 @@ async fn scale_and_repair_latency() {
     }
     drop(op);
     drop(observer);
-    floor_variants(&s.client, n, &kubeconfig, &mut floor_namespaces).await;
+    floor_variants(&s.client, n, &kubeconfig, &owner, &mut floor_namespaces).await;
     // Deleted only now: the namespace controller's work must not overlap the measurements.
     for ns in &floor_namespaces {
         delete_namespace(&s.client, ns).await;
@@ -321,79 +345,62 @@ async fn scale_and_repair_latency() {
 }
 
 /// The floor variants `BENCH_FLOOR_VARIANTS` names (`all`, or some of them comma-separated), run
-/// after the operator has stopped, each in N fresh namespaces: the floor again (`admin`), then
-/// with one thing the operator's writes carry and the floor's do not, to tell what the API server
-/// pays for each (printed with its CPU): an ownerReference on every object (`owned`), a client
-/// watching what is written (`watched`), the operator's ServiceAccount token (`operator`: RBAC,
-/// the RoleBinding bind check, the fence), and that token with the fence's binding removed for
-/// the run (`operator-unfenced`).
-const FLOOR_VARIANTS: [&str; 5] = ["admin", "owned", "watched", "operator", "operator-unfenced"];
+/// after the operator has stopped, each in N fresh namespaces: the floor again (`again`), then
+/// with one thing changed, to tell what the API server pays for each (printed with its CPU):
+/// without ownerReferences (`unowned`), while a client watches what is written (`watched`), as
+/// the operator's ServiceAccount token (`operator`: RBAC, the RoleBinding bind check, the fence),
+/// and as that token with the fence's binding removed for the run (`operator-unfenced`).
+const FLOOR_VARIANTS: [&str; 5] = ["again", "unowned", "watched", "operator", "operator-unfenced"];
 
-async fn floor_variants(admin: &kube::Client, n: usize, kubeconfig: &std::path::Path, namespaces: &mut Vec<String>) {
+async fn floor_variants(
+    admin: &kube::Client,
+    n: usize,
+    kubeconfig: &std::path::Path,
+    owner: &kube_baseline::core::desired::Owner,
+    namespaces: &mut Vec<String>,
+) {
     let asked = std::env::var("BENCH_FLOOR_VARIANTS").unwrap_or_default();
     let variants: Vec<&str> = FLOOR_VARIANTS
         .into_iter()
         .filter(|v| asked == "all" || asked.split(',').any(|a| a.trim() == *v))
         .collect();
-    if variants.is_empty() {
-        return;
-    }
-    use kube_baseline::api::SecurityBaseline;
-    use kube_baseline::core::{desired, objects};
     let label = unique("bench-floor");
-    let baselines: Api<SecurityBaseline> = Api::all(admin.clone());
-    let owner_name = unique("bench-floor-owner");
-    let owner = SecurityBaseline::new(&owner_name, aks_spec(&unique("selects-nothing")));
-    let owner = apply(&baselines, &owner_name, &owner).await;
-    let owner = desired::Owner {
-        name: owner.metadata.name.clone().unwrap(),
-        uid: owner.metadata.uid.clone().unwrap(),
-        mode: kube_baseline::api::Mode::Enforce,
-    };
     let operator = client_of(kubeconfig).await;
+    let managed = kube_baseline::core::objects::MANAGED_BY_VALUE;
     for variant in variants {
         let start = namespaces.len();
         for _ in 0..n {
             namespaces.push(create_namespace(admin, "floor", &[]).await);
         }
         let mut observer = None;
+        let owned = Some(owner.clone());
         let (client, managed_by, owner, what) = match variant {
-            "admin" => (admin, FLOOR_MANAGED_BY, None, "the floor again, as the admin"),
-            "owned" => (
-                admin,
-                FLOOR_MANAGED_BY,
-                Some(owner.clone()),
-                "… each object owned by a SecurityBaseline",
-            ),
+            "again" => (admin, FLOOR_MANAGED_BY, owned, "the floor again"),
+            "unowned" => (admin, FLOOR_MANAGED_BY, None, "… without ownerReferences"),
             "watched" => {
                 observer = Some(harness::observer::Observer::start(admin).await);
                 (
                     admin,
                     FLOOR_MANAGED_BY,
-                    None,
+                    owned,
                     "… while a client watches NetworkPolicies, RoleBindings, Namespaces",
                 )
             }
-            "operator" => (
-                &operator,
-                objects::MANAGED_BY_VALUE,
-                None,
-                "… as the operator's ServiceAccount (token)",
-            ),
+            "operator" => (&operator, managed, owned, "… as the operator's ServiceAccount (token)"),
             _ => {
                 kubectl(&["delete", "validatingadmissionpolicybinding", "kube-baseline-fence"]);
                 // The API server drops a policy binding when its informer sees the delete.
                 tokio::time::sleep(Duration::from_secs(3)).await;
                 (
                     &operator,
-                    objects::MANAGED_BY_VALUE,
-                    None,
+                    managed,
+                    owned,
                     "… as the operator's ServiceAccount, fence binding removed",
                 )
             }
         };
         let (cp0, client0) = (control_plane_cpu(), cpu_seconds(std::process::id()));
-        let profile = profile_apiserver(admin, &format!("floor-{variant}"), 3);
+        let profile = profile_apiserver(admin, &format!("floor-{variant}"));
         let took = raw_write_floor_owned(client, &namespaces[start..], &label, 8, managed_by, owner).await;
         let control_plane = control_plane_cell(cp0, control_plane_cpu());
         let client_cpu = cpu_seconds(std::process::id()) - client0;
@@ -409,5 +416,4 @@ async fn floor_variants(admin: &kube::Client, n: usize, kubeconfig: &std::path::
             took.as_secs_f64()
         );
     }
-    baselines.delete(&owner_name, &DeleteParams::default()).await.unwrap();
 }
