@@ -146,7 +146,8 @@ fn left_to_release(ctx: &Context, b: &SecurityBaseline) -> bool {
             && meta.owner_references.iter().flatten().any(|o| o.uid == uid)
             && (orphan || objects::is_adopted(meta))
     };
-    !ctx.policies.namespaces_where(pending).is_empty() || !ctx.bindings.namespaces_where(pending).is_empty()
+    // Every status pass asks, for every baseline: it must not walk every managed object.
+    ctx.policies.any(pending) || ctx.bindings.any(pending)
 }
 
 /// One pass over the baselines (run with the status writer): removes the finalizer of a deleted

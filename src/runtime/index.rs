@@ -178,6 +178,12 @@ impl<V> NamespacedIndex<V> {
             .collect()
     }
 
+    /// Whether any kept value satisfies `pred` (stops at the first).
+    pub fn any(&self, pred: impl Fn(&V) -> bool) -> bool {
+        let objects = self.objects.read().unwrap();
+        objects.values().any(|names| names.iter().any(|(_, o)| pred(o)))
+    }
+
     /// Whether the first full list has been received.
     pub fn is_ready(&self) -> bool {
         *self.ready.borrow()

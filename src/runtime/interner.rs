@@ -44,6 +44,13 @@ impl<Key: Hash + Eq, T> Interner<Key, T> {
         value
     }
 
+    /// Whether a value still held by some user satisfies `pred`: a few distinct values are
+    /// looked at, not every holder.
+    pub fn any_alive(&self, pred: impl Fn(&T) -> bool) -> bool {
+        let guard = self.table.lock().unwrap();
+        guard.0.values().filter_map(Weak::upgrade).any(|v| pred(&v))
+    }
+
     /// How many distinct values the table holds (some possibly dead until the next sweep).
     pub fn entries(&self) -> usize {
         self.table.lock().unwrap().0.len()

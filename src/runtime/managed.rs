@@ -149,6 +149,13 @@ impl<K: Resource + Clone + Serialize> ManagedIndex<K> {
         self.index.namespaces_where(|s| pred(s.meta()))
     }
 
+    /// Whether any object's labels, annotations or owners match `pred`. Those live in the shared
+    /// parts, so when no shared part still in use matches (the usual answer), no object does, and
+    /// the objects themselves are not looked at.
+    pub fn any(&self, pred: impl Fn(&ObjectMeta) -> bool) -> bool {
+        self.shared.any_alive(|k| pred(k.meta())) && self.index.any(|s| pred(s.meta()))
+    }
+
     /// Forgets one object (after releasing it, before the watch reports that).
     pub fn forget(&self, obj: &K) {
         self.index
@@ -204,6 +211,26 @@ mod tests {
                 .is_some_and(|b| b == "other")
         };
         assert_eq!(index.namespaces_where(of_other), vec!["d"]);
+    }
+
+    #[test]
+    fn any_finds_an_object_by_its_shared_part_and_only_while_one_holds_it() {
+        let index = ManagedIndex::default();
+        let of = |baseline: &'static str| {
+            move |m: &ObjectMeta| {
+                m.labels
+                    .as_ref()
+                    .and_then(|l| l.get(objects::BASELINE_LABEL))
+                    .is_some_and(|b| b == baseline)
+            }
+        };
+        index.apply(&watcher::Event::Apply(managed("a", "1", "aks")));
+        index.apply(&watcher::Event::Apply(managed("b", "2", "other")));
+        assert!(index.any(of("aks")) && index.any(of("other")));
+        assert!(!index.any(of("none")));
+        index.forget(&managed("b", "2", "other"));
+        assert!(!index.any(of("other")), "no object holds that content any more");
+        assert!(index.any(of("aks")));
     }
 
     #[test]
