@@ -24,6 +24,7 @@ pub async fn run(ctx: Arc<Context>) {
     // write yet; comparing with both keeps a status from being written twice.
     let mut written: HashMap<String, SecurityBaselineStatus> = HashMap::new();
     let mut pacing = Pacing::default();
+    let trimmer = crate::runtime::memory::Trimmer::default();
     loop {
         ctx.status_changed.notified().await;
         tokio::time::sleep(ctx.settings.status_debounce).await;
@@ -34,6 +35,8 @@ pub async fn run(ctx: Arc<Context>) {
         }
         let settled = crate::runtime::finalizer::settle(&ctx).await;
         let statuses_written = write_all(&ctx, &mut written, Some(&mut pacing)).await;
+        // What the reconciles since the last pass allocated and dropped goes back to the kernel.
+        trimmer.soon();
         // After the statuses: what is gone has been forgotten, and reports follow suit.
         if let Some(reports) = &ctx.reports
             && !reports.sync(&ctx).await
