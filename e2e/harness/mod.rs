@@ -82,7 +82,7 @@ async fn config() -> Config {
 }
 
 async fn config_of(path: &Path) -> Config {
-    let kubeconfig = Kubeconfig::read_from(&path)
+    let kubeconfig = Kubeconfig::read_from(path)
         .unwrap_or_else(|e| panic!("no control plane at {}: run `make cluster-up` ({e})", path.display()));
     Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
