@@ -263,7 +263,7 @@ async fn scale_and_repair_latency() {
         floor_cpu.0, floor_cpu.1
     );
     println!(
-        "| converge: baseline created → all compliant | {:.1} s ({:.2} × the floor) |",
+        "| converge: baseline selects the namespaces → all compliant | {:.1} s ({:.2} × the floor) |",
         converge.as_secs_f64(),
         converge.as_secs_f64() / floor.as_secs_f64()
     );

@@ -13,13 +13,28 @@ use std::time::Duration;
 /// How long after a status pass the free pages are returned (passes in between share one trim).
 const TRIM_AFTER: Duration = Duration::from_secs(5);
 
-/// Caps the allocator's arenas. Called before any thread is started.
+/// Blocks of this size and larger are mapped on their own and unmapped when freed.
+const MMAP_THRESHOLD: i32 = 128 * 1024;
+
+/// Caps the allocator's arenas and fixes its mmap threshold. Called before any thread is started.
+///
+/// glibc raises the mmap threshold each time a mapped block is freed (up to 32 MiB), after which
+/// the large transient buffers (a page of a list, a watch event's body) come from the heap and
+/// leave it fragmented when dropped. Setting the threshold (to its initial 128 KiB) keeps it
+/// there. `MALLOC_ARENA_MAX` and `MALLOC_MMAP_THRESHOLD_`, when set, win.
 pub fn limit_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+    {
         // SAFETY: mallopt only changes a tuning parameter; called before other threads exist.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
+        if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+            unsafe {
+                libc::mallopt(libc::M_ARENA_MAX, 2);
+            }
+        }
+        if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+            unsafe {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+            }
         }
     }
 }
