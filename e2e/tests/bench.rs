@@ -364,6 +364,9 @@ async fn floor_variants(
         .into_iter()
         .filter(|v| asked == "all" || asked.split(',').any(|a| a.trim() == *v))
         .collect();
+    if variants.is_empty() {
+        return;
+    }
     let label = unique("bench-floor");
     let operator = client_of(kubeconfig).await;
     let managed = kube_baseline::core::objects::MANAGED_BY_VALUE;
