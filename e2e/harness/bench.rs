@@ -76,6 +76,59 @@ pub fn control_plane_cell(before: [f64; 3], after: [f64; 3]) -> String {
     )
 }
 
+/// kube-apiserver's `apiserver_request_total`, summed by (verb, resource[/subresource]), read as
+/// the admin: the difference of two readings is what every client asked in between.
+pub async fn apiserver_requests(client: &kube::Client) -> BTreeMap<(String, String), f64> {
+    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let text = client.request_text(request).await.unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let Some((labels, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        // name="value",name="value"... (these values hold no `",`).
+        let labels: BTreeMap<&str, &str> = labels
+            .trim_start_matches("apiserver_request_total{")
+            .trim_end_matches('}')
+            .split("\",")
+            .filter_map(|pair| pair.split_once("=\""))
+            .map(|(name, value)| (name, value.trim_end_matches('"')))
+            .collect();
+        let label = |name: &str| labels.get(name).copied().unwrap_or_default().to_string();
+        let resource = match label("subresource").as_str() {
+            "" => label("resource"),
+            sub => format!("{}/{sub}", label("resource")),
+        };
+        *out.entry((label("verb"), resource)).or_default() += value.parse::<f64>().unwrap_or(0.0);
+    }
+    out
+}
+
+/// "VERB resource N, ..." for the reads (GET, LIST, WATCH) between two [`apiserver_requests`]
+/// readings, most first.
+pub fn reads_between(before: &BTreeMap<(String, String), f64>, after: &BTreeMap<(String, String), f64>) -> String {
+    let mut rows: Vec<(f64, &str, &str)> = after
+        .iter()
+        .filter(|((verb, _), _)| matches!(verb.as_str(), "GET" | "LIST" | "WATCH"))
+        .map(|((verb, resource), n)| {
+            (
+                n - before.get(&(verb.clone(), resource.clone())).unwrap_or(&0.0),
+                verb.as_str(),
+                resource.as_str(),
+            )
+        })
+        .filter(|(n, _, _)| *n > 0.0)
+        .collect();
+    rows.sort_by(|a, b| b.0.total_cmp(&a.0));
+    if rows.is_empty() {
+        return "none".into();
+    }
+    rows.iter()
+        .map(|(n, verb, resource)| format!("{verb} {resource} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `BENCH_APISERVER_PROFILE=DIR`: a CPU profile of kube-apiserver over the next
 /// `BENCH_APISERVER_PROFILE_SECONDS` (default 3) seconds (its `/debug/pprof/profile`, on by
 /// default, read as the admin), written to `DIR/<phase>.pprof` for `go tool pprof`. Returns the

@@ -122,6 +122,7 @@ async fn scale_and_repair_latency() {
     .await;
     let rss_before = rss_mib(op.pid());
     let (cpu_before, cp0) = (cpu_seconds(op.pid()), control_plane_cpu());
+    let requests_before = apiserver_requests(&s.client).await;
     let start = Instant::now();
     let start_wall = SystemTime::now();
     let profile = profile_apiserver(&s.client, "converge");
@@ -136,6 +137,7 @@ async fn scale_and_repair_latency() {
     .await;
     let converge = start.elapsed();
     let converge_control_plane = control_plane_cell(cp0, control_plane_cpu());
+    let converge_reads = reads_between(&requests_before, &apiserver_requests(&s.client).await);
     if let Some(p) = profile {
         p.await.unwrap();
     }
@@ -268,6 +270,7 @@ async fn scale_and_repair_latency() {
         converge.as_secs_f64() / floor.as_secs_f64()
     );
     println!("| … kube-apiserver / etcd / kube-controller-manager CPU | {converge_control_plane} |");
+    println!("| … read requests to the API server by every client (its request counter) | {converge_reads} |");
     println!(
         "| operator CPU while converging | {cpu:.1} s ({:.1} ms per namespace) |",
         cpu * 1e3 / n as f64
