@@ -177,22 +177,11 @@ pub fn p50_p99_ms(sorted: &[Duration]) -> String {
 pub const FLOOR_MANAGED_BY: &str = "kube-baseline-floor";
 
 /// The raw-write floor: the objects the baseline wants in each of `namespaces`, built by the
-/// operator's own builders (without its ownerReference, labelled `managed_by`, normally
-/// [`FLOOR_MANAGED_BY`]) and server-side applied by this client, `concurrency` namespaces at a
-/// time. Returns how long it took.
+/// operator's own builders (labelled `managed_by`, normally [`FLOOR_MANAGED_BY`]) and
+/// server-side applied by this client, `concurrency` namespaces at a time. With an `owner` (a
+/// SecurityBaseline that exists: the garbage collector deletes objects of a missing owner) they
+/// carry its ownerReference as the operator's do; without one, none. Returns how long it took.
 pub async fn raw_write_floor(
-    client: &kube::Client,
-    namespaces: &[String],
-    label: &str,
-    concurrency: usize,
-    managed_by: &str,
-) -> Duration {
-    raw_write_floor_owned(client, namespaces, label, concurrency, managed_by, None).await
-}
-
-/// [`raw_write_floor`], the objects owned (an ownerReference, as the operator sets) by `owner`,
-/// a SecurityBaseline that exists (the garbage collector deletes objects of a missing owner).
-pub async fn raw_write_floor_owned(
     client: &kube::Client,
     namespaces: &[String],
     label: &str,

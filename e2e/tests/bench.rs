@@ -98,7 +98,7 @@ async fn scale_and_repair_latency() {
     };
     let (cp0, client0) = (control_plane_cpu(), cpu_seconds(std::process::id()));
     let profile = profile_apiserver(&s.client, "floor");
-    let floor = raw_write_floor_owned(
+    let floor = raw_write_floor(
         &s.client,
         &floor_namespaces,
         &floor_label,
@@ -407,7 +407,7 @@ async fn floor_variants(
         };
         let (cp0, client0) = (control_plane_cpu(), cpu_seconds(std::process::id()));
         let profile = profile_apiserver(admin, &format!("floor-{variant}"));
-        let took = raw_write_floor_owned(client, &namespaces[start..], &label, 8, managed_by, owner).await;
+        let took = raw_write_floor(client, &namespaces[start..], &label, 8, managed_by, owner).await;
         let control_plane = control_plane_cell(cp0, control_plane_cpu());
         let client_cpu = cpu_seconds(std::process::id()) - client0;
         if let Some(p) = profile {

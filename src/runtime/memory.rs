@@ -27,13 +27,14 @@ const MMAP_THRESHOLD: i32 = 128 * 1024;
 pub fn limit_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        // SAFETY: mallopt only changes a tuning parameter; called before other threads exist.
         if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+            // SAFETY: mallopt only changes a tuning parameter; called before other threads exist.
             unsafe {
                 libc::mallopt(libc::M_ARENA_MAX, 2);
             }
         }
         if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+            // SAFETY: as above.
             unsafe {
                 libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
             }
