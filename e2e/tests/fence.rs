@@ -129,7 +129,9 @@ fn assert_fenced<T: std::fmt::Debug>(result: Result<T, kube::Error>, says: &str)
     match &result {
         Err(kube::Error::Api(s))
             if s.code == 403
-                && s.message.contains("ValidatingAdmissionPolicy 'kube-baseline-fence'")
+                && (s.message.contains("ValidatingAdmissionPolicy 'kube-baseline-fence'")
+                    || s.message
+                        .contains("ValidatingAdmissionPolicy 'kube-baseline-fence-system-namespaces'"))
                 && s.message.contains("kube-baseline's ServiceAccount may")
                 && s.message.contains(says) => {}
         _ => panic!("expected the fence to refuse, saying {says:?}; got {result:?}"),
@@ -676,6 +678,32 @@ fn fence_variable(fence: &Value, name: &str) -> Vec<String> {
     cel_string_list(variable["expression"].as_str().unwrap())
 }
 
+/// The namespace names a policy's `matchConstraints.namespaceSelector` matches with `operator`.
+fn selected_namespaces(policy: &Value, operator: &str) -> Vec<String> {
+    let expressions = policy["spec"]["matchConstraints"]["namespaceSelector"]["matchExpressions"]
+        .as_array()
+        .unwrap();
+    assert_eq!(expressions.len(), 1, "{expressions:?}");
+    let e = &expressions[0];
+    assert_eq!(e["key"], "kubernetes.io/metadata.name");
+    assert_eq!(e["operator"], operator);
+    e["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The roles the fence's match condition lets through without its rules (its routine).
+fn routine_roles(fence: &Value) -> Vec<String> {
+    let condition = fence["spec"]["matchConditions"][0]["expression"].as_str().unwrap();
+    let (_, rest) = condition
+        .split_once("object.roleRef.name in ")
+        .expect("the routine names its roles");
+    cel_string_list(&rest[..=rest.find(']').unwrap()])
+}
+
 /// The roles the operator may `bind` (RBAC) and the roles the fence lets it bind, sorted.
 fn allow_lists(docs: &[Value]) -> (Vec<String>, Vec<String>) {
     let role = find(docs, "ClusterRole", "kube-baseline-bind-allowlist");
@@ -711,6 +739,17 @@ fn fence_and_rbac_allow_the_same_roles() {
         "the allow-admin component widens one list but not the other"
     );
     assert_eq!(rbac, ["admin", "edit", "view"]);
+
+    // What the match condition lets through unchecked must be allowed by the rules too.
+    for config in ["config/default", "config/overlays/allow-admin"] {
+        let docs = render(config);
+        let (allowed, _) = allow_lists(&docs);
+        let routine = routine_roles(find(&docs, "ValidatingAdmissionPolicy", "kube-baseline-fence"));
+        assert!(
+            routine.iter().all(|r| allowed.contains(r)),
+            "{config}: the fence's routine binds {routine:?}, the allow-list is {allowed:?}"
+        );
+    }
 }
 
 #[test]
@@ -723,20 +762,36 @@ fn fence_matches_the_installed_identity_and_its_system_namespaces() {
         account["metadata"]["namespace"].as_str().unwrap(),
         account["metadata"]["name"].as_str().unwrap()
     );
-    let condition = fence["spec"]["matchConditions"][0]["expression"].as_str().unwrap();
-    assert!(
-        condition.contains(&format!("'{user}'")),
-        "{condition} does not name {user}"
+    let system = find(
+        &docs,
+        "ValidatingAdmissionPolicy",
+        "kube-baseline-fence-system-namespaces",
     );
+    for policy in [fence, system] {
+        let condition = policy["spec"]["matchConditions"][0]["expression"].as_str().unwrap();
+        assert!(
+            condition.contains(&format!("'{user}'")),
+            "{condition} does not name {user}"
+        );
+    }
 
-    let binding = find(&docs, "ValidatingAdmissionPolicyBinding", "kube-baseline-fence");
-    assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
-    assert!(
-        binding["metadata"]["labels"].get(MANAGED_BY).is_none(),
-        "the operator may write what carries its managed-by label; the fence's binding must not"
+    for name in ["kube-baseline-fence", "kube-baseline-fence-system-namespaces"] {
+        let binding = find(&docs, "ValidatingAdmissionPolicyBinding", name);
+        assert_eq!(binding["spec"]["policyName"], name);
+        assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
+        assert!(
+            binding["metadata"]["labels"].get(MANAGED_BY).is_none(),
+            "the operator may write what carries its managed-by label; the fence's binding {name} must not"
+        );
+    }
+
+    // The fence skips exactly the namespaces the system-namespaces policy refuses everything in.
+    let protected = selected_namespaces(system, "In");
+    assert_eq!(
+        selected_namespaces(fence, "NotIn"),
+        protected,
+        "the fence and its system-namespaces policy disagree on the system namespaces"
     );
-
-    let protected = fence_variable(fence, "protectedNamespaces");
     let deployment = find(&docs, "Deployment", "kube-baseline");
     let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
         .as_array()
