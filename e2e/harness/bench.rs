@@ -9,7 +9,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube_baseline::core::{desired, objects};
 
 use super::scenario::aks_spec;
@@ -176,9 +176,31 @@ pub fn p50_p99_ms(sorted: &[Duration]) -> String {
 /// its memory would count twice the objects it manages.
 pub const FLOOR_MANAGED_BY: &str = "kube-baseline-floor";
 
+/// A SecurityBaseline as the owner the operator's builders put in an ownerReference.
+pub async fn owner_of(client: &kube::Client, baseline: &str) -> desired::Owner {
+    let b = Api::<kube_baseline::api::SecurityBaseline>::all(client.clone())
+        .get(baseline)
+        .await
+        .unwrap();
+    desired::Owner {
+        name: baseline.to_string(),
+        uid: b.metadata.uid.unwrap(),
+        mode: kube_baseline::api::Mode::Enforce,
+    }
+}
+
+/// How the floor writes its policy and bindings (the Pod Security labels are always applied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FloorWrites {
+    /// Server-side apply, forced: the floor issue 9 defines.
+    Apply,
+    /// Create (POST), as the operator writes an object nobody has yet.
+    Create,
+}
+
 /// The raw-write floor: the objects the baseline wants in each of `namespaces`, built by the
-/// operator's own builders (labelled `managed_by`, normally [`FLOOR_MANAGED_BY`]) and
-/// server-side applied by this client, `concurrency` namespaces at a time. With an `owner` (a
+/// operator's own builders (labelled `managed_by`, normally [`FLOOR_MANAGED_BY`]) and written by
+/// this client as `writes` says, `concurrency` namespaces at a time. With an `owner` (a
 /// SecurityBaseline that exists: the garbage collector deletes objects of a missing owner) they
 /// carry its ownerReference as the operator's do; without one, none. Returns how long it took.
 pub async fn raw_write_floor(
@@ -187,6 +209,7 @@ pub async fn raw_write_floor(
     label: &str,
     concurrency: usize,
     managed_by: &str,
+    writes: FloorWrites,
     owner: Option<desired::Owner>,
 ) -> Duration {
     let baseline = kube_baseline::api::SecurityBaseline::new("floor", aks_spec(label));
@@ -198,7 +221,7 @@ pub async fn raw_write_floor(
         uid: String::new(),
         mode: kube_baseline::api::Mode::Enforce,
     });
-    let params = PatchParams::apply("bench-floor").force();
+    let params = PatchParams::apply(FLOOR_FIELD_MANAGER).force();
     let relabel = |meta: &mut kube::api::ObjectMeta| {
         if let Some(labels) = meta.labels.as_mut() {
             labels.insert(objects::MANAGED_BY_LABEL.into(), managed_by.into());
@@ -214,10 +237,13 @@ pub async fn raw_write_floor(
                         (desired::ObjectKey::NetworkPolicy(name), desired::Content::NetworkPolicy(spec)) => {
                             let mut np = objects::network_policy(ns, &name, &spec, &owner);
                             relabel(&mut np.metadata);
-                            Api::<NetworkPolicy>::namespaced(client.clone(), ns)
-                                .patch(&name, &params, &Patch::Apply(&np))
-                                .await
-                                .unwrap();
+                            write(
+                                &Api::<NetworkPolicy>::namespaced(client.clone(), ns),
+                                &name,
+                                &np,
+                                writes,
+                            )
+                            .await;
                         }
                         (
                             desired::ObjectKey::RoleBinding(name),
@@ -225,10 +251,7 @@ pub async fn raw_write_floor(
                         ) => {
                             let mut rb = objects::role_binding(ns, &name, &role_ref, &subjects, &owner);
                             relabel(&mut rb.metadata);
-                            Api::<RoleBinding>::namespaced(client.clone(), ns)
-                                .patch(&name, &params, &Patch::Apply(&rb))
-                                .await
-                                .unwrap();
+                            write(&Api::<RoleBinding>::namespaced(client.clone(), ns), &name, &rb, writes).await;
                         }
                         (_, desired::Content::PodSecurityLabels(labels)) => {
                             let patch = serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
@@ -246,6 +269,33 @@ pub async fn raw_write_floor(
         .await;
     start.elapsed()
 }
+
+/// One of the floor's writes, as `writes` says.
+async fn write<K>(api: &Api<K>, name: &str, object: &K, writes: FloorWrites)
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match writes {
+        FloorWrites::Apply => api
+            .patch(
+                name,
+                &PatchParams::apply(FLOOR_FIELD_MANAGER).force(),
+                &Patch::Apply(object),
+            )
+            .await
+            .map(drop),
+        FloorWrites::Create => {
+            let params = PostParams {
+                field_manager: Some(FLOOR_FIELD_MANAGER.into()),
+                ..Default::default()
+            };
+            api.create(&params, object).await.map(drop)
+        }
+    }
+    .unwrap();
+}
+
+const FLOOR_FIELD_MANAGER: &str = "bench-floor";
 
 /// One write request as the API server's audit log recorded it (`e2e/controlplane/audit-policy.yaml`
 /// records create, update, patch, delete and deletecollection at the Metadata level).

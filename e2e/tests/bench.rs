@@ -85,17 +85,7 @@ async fn scale_and_repair_latency() {
     // on the floor's writes as on the operator's, and the floor's objects are owned by it as the
     // operator's are (an ownerReference each, which the garbage collector tracks).
     let baseline = s.baseline("aks", aks_spec(&unique("bench-none"))).await;
-    let owner = {
-        let b = Api::<kube_baseline::api::SecurityBaseline>::all(s.client.clone())
-            .get(&baseline)
-            .await
-            .unwrap();
-        kube_baseline::core::desired::Owner {
-            name: baseline.clone(),
-            uid: b.metadata.uid.unwrap(),
-            mode: kube_baseline::api::Mode::Enforce,
-        }
-    };
+    let owner = owner_of(&s.client, &baseline).await;
     let (cp0, client0) = (control_plane_cpu(), cpu_seconds(std::process::id()));
     let profile = profile_apiserver(&s.client, "floor");
     let floor = raw_write_floor(
@@ -104,6 +94,7 @@ async fn scale_and_repair_latency() {
         &floor_label,
         8,
         FLOOR_MANAGED_BY,
+        FloorWrites::Apply,
         Some(owner.clone()),
     )
     .await;
@@ -339,7 +330,7 @@ async fn scale_and_repair_latency() {
     }
     drop(op);
     drop(observer);
-    floor_variants(&s.client, n, &kubeconfig, &owner, &mut floor_namespaces).await;
+    floor_variants(&s.client, n, &kubeconfig, &owner, converge, &mut floor_namespaces).await;
     // Deleted only now: the namespace controller's work must not overlap the measurements.
     for ns in &floor_namespaces {
         delete_namespace(&s.client, ns).await;
@@ -347,22 +338,33 @@ async fn scale_and_repair_latency() {
     s.cleanup().await;
 }
 
-/// The floor variants `BENCH_FLOOR_VARIANTS` names (`all`, or some of them comma-separated), run
-/// after the operator has stopped, each in N fresh namespaces: the floor again (`again`), then
-/// with one thing changed, to tell what the API server pays for each (printed with its CPU):
-/// without ownerReferences (`unowned`), while a client watches what is written (`watched`), as
-/// the operator's ServiceAccount token (`operator`: RBAC, the RoleBinding bind check, the fence),
-/// and as that token with the fence's binding removed for the run (`operator-unfenced`).
-const FLOOR_VARIANTS: [&str; 5] = ["again", "unowned", "watched", "operator", "operator-unfenced"];
+/// The floor variants `BENCH_FLOOR_VARIANTS` names (`all`, some of them comma-separated, or
+/// `none`; unset means `created`), run after the operator has stopped, each in N fresh
+/// namespaces: the policy and bindings created (POST) rather than applied, as the operator writes
+/// objects nobody has yet (`created`, printed with the convergence's ratio to it); the floor
+/// again (`again`); then with one thing changed, to tell what the API server pays for each
+/// (printed with its CPU): without ownerReferences (`unowned`), while a client watches what is
+/// written (`watched`), as the operator's ServiceAccount token (`operator`: RBAC, the
+/// RoleBinding bind check, the fence), and as that token with the fence's binding removed for the
+/// run (`operator-unfenced`).
+const FLOOR_VARIANTS: [&str; 6] = [
+    "created",
+    "again",
+    "unowned",
+    "watched",
+    "operator",
+    "operator-unfenced",
+];
 
 async fn floor_variants(
     admin: &kube::Client,
     n: usize,
     kubeconfig: &std::path::Path,
     owner: &kube_baseline::core::desired::Owner,
+    converge: Duration,
     namespaces: &mut Vec<String>,
 ) {
-    let asked = std::env::var("BENCH_FLOOR_VARIANTS").unwrap_or_default();
+    let asked = std::env::var("BENCH_FLOOR_VARIANTS").unwrap_or_else(|_| "created".into());
     let variants: Vec<&str> = FLOOR_VARIANTS
         .into_iter()
         .filter(|v| asked == "all" || asked.split(',').any(|a| a.trim() == *v))
@@ -380,7 +382,18 @@ async fn floor_variants(
         }
         let mut observer = None;
         let owned = Some(owner.clone());
+        let writes = if variant == "created" {
+            FloorWrites::Create
+        } else {
+            FloorWrites::Apply
+        };
         let (client, managed_by, owner, what) = match variant {
+            "created" => (
+                admin,
+                FLOOR_MANAGED_BY,
+                owned,
+                "the floor with the policy and bindings created (POST), as the operator creates them",
+            ),
             "again" => (admin, FLOOR_MANAGED_BY, owned, "the floor again"),
             "unowned" => (admin, FLOOR_MANAGED_BY, None, "… without ownerReferences"),
             "watched" => {
@@ -407,7 +420,7 @@ async fn floor_variants(
         };
         let (cp0, client0) = (control_plane_cpu(), cpu_seconds(std::process::id()));
         let profile = profile_apiserver(admin, &format!("floor-{variant}"));
-        let took = raw_write_floor(client, &namespaces[start..], &label, 8, managed_by, owner).await;
+        let took = raw_write_floor(client, &namespaces[start..], &label, 8, managed_by, writes, owner).await;
         let control_plane = control_plane_cell(cp0, control_plane_cpu());
         let client_cpu = cpu_seconds(std::process::id()) - client0;
         if let Some(p) = profile {
@@ -417,9 +430,102 @@ async fn floor_variants(
         if variant == "operator-unfenced" {
             install();
         }
+        let ratio = if variant == "created" {
+            format!(
+                " (convergence {:.2} × this)",
+                converge.as_secs_f64() / took.as_secs_f64()
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "| floor variant: {what} | {:.1} s; kube-apiserver / etcd / kube-controller-manager CPU {control_plane}; client {client_cpu:.1} s |",
+            "| floor variant: {what} | {:.1} s{ratio}; kube-apiserver / etcd / kube-controller-manager CPU {control_plane}; client {client_cpu:.1} s |",
             took.as_secs_f64()
         );
     }
+}
+
+/// What the API server spends on one write, by how the floor's objects are written (created or
+/// server-side applied) and by whom (the admin, or the operator's ServiceAccount token under its
+/// RBAC and fence): `BENCH_STYLE_NAMESPACES` (default 500) fresh namespaces per style and round,
+/// the four styles interleaved over three rounds on one cluster, so that the drift of a shared
+/// machine falls on all of them alike. Each namespace gets a policy, two bindings and its Pod
+/// Security labels (always applied), as the operator writes them. The operator is not running.
+/// Named to run after `scale_and_repair_latency` (tests run by name): its namespaces are deleted
+/// at its end, and the namespace controller's work must not overlap that test's measurements.
+#[tokio::test]
+#[ignore = "benchmark: run with `make bench`"]
+async fn write_cost_by_style_and_identity() {
+    install();
+    let kubeconfig = operator_kubeconfig("operator-bench-styles.kubeconfig").await;
+    let operator = client_of(&kubeconfig).await;
+    let mut s = Scenario::without_shared_operator("styles").await;
+    let baseline = s.baseline("aks", aks_spec(&unique("styles-none"))).await;
+    let owner = owner_of(&s.client, &baseline).await;
+    let per: usize = std::env::var("BENCH_STYLE_NAMESPACES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    let label = unique("bench-floor");
+    let operators = kube_baseline::core::objects::MANAGED_BY_VALUE;
+    let styles = [
+        (
+            "server-side apply, as the admin",
+            &s.client,
+            FloorWrites::Apply,
+            FLOOR_MANAGED_BY,
+        ),
+        ("create, as the admin", &s.client, FloorWrites::Create, FLOOR_MANAGED_BY),
+        (
+            "server-side apply, as the operator's token",
+            &operator,
+            FloorWrites::Apply,
+            operators,
+        ),
+        (
+            "create, as the operator's token",
+            &operator,
+            FloorWrites::Create,
+            operators,
+        ),
+    ];
+    let mut per_write: Vec<Vec<f64>> = vec![Vec::new(); styles.len()];
+    let mut namespaces = Vec::new();
+    for _round in 0..3 {
+        for (i, (_, client, writes, managed_by)) in styles.iter().enumerate() {
+            let start = namespaces.len();
+            for _ in 0..per {
+                namespaces.push(create_namespace(&s.client, "style", &[]).await);
+            }
+            let cp0 = control_plane_cpu();
+            raw_write_floor(
+                client,
+                &namespaces[start..],
+                &label,
+                8,
+                managed_by,
+                *writes,
+                Some(owner.clone()),
+            )
+            .await;
+            let spent = control_plane_cpu()[0] - cp0[0];
+            per_write[i].push(spent * 1e3 / (4 * per) as f64);
+        }
+    }
+    println!(
+        "\n| write style ({per} namespaces × 4 writes, per round) | kube-apiserver CPU per write, rounds 1 / 2 / 3 | mean |"
+    );
+    println!("|---|---|---|");
+    for ((what, ..), ms) in styles.iter().zip(&per_write) {
+        let rounds: Vec<String> = ms.iter().map(|m| format!("{m:.2}")).collect();
+        println!(
+            "| {what} | {} ms | {:.2} ms |",
+            rounds.join(" / "),
+            ms.iter().sum::<f64>() / ms.len() as f64
+        );
+    }
+    for ns in &namespaces {
+        delete_namespace(&s.client, ns).await;
+    }
+    s.cleanup().await;
 }

@@ -289,7 +289,16 @@ async fn operator_and_kyverno_side_by_side() {
     // The watch that times both sides runs during the floor too, so all three pay its fan-out.
     let observer = Observer::start(&client).await;
     let cp0 = control_plane_cpu();
-    let floor = raw_write_floor(&client, &floor_namespaces, &floor_label, 8, FLOOR_MANAGED_BY, None).await;
+    let floor = raw_write_floor(
+        &client,
+        &floor_namespaces,
+        &floor_label,
+        8,
+        FLOOR_MANAGED_BY,
+        FloorWrites::Apply,
+        None,
+    )
+    .await;
     let floor_control_plane = control_plane_cell(cp0, control_plane_cpu());
     let mut op_namespaces = Vec::with_capacity(n);
     for _ in 0..n {
