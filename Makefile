@@ -4,7 +4,7 @@ CLUSTER := e2e/controlplane/cluster.sh
 CRD := crds/securitybaselines.kubebaseline.io.yaml
 E2E_TESTS := $(patsubst e2e/tests/%.rs,--test e2e_%,$(wildcard e2e/tests/*.rs))
 
-.PHONY: all build test fmt-check clippy unit crds check-crds e2e cluster-up cluster-down cluster-status run bench bench-kyverno clean
+.PHONY: all build test fmt-check clippy unit crds check-crds e2e cluster-up cluster-down cluster-status run bench bench-writes bench-kyverno clean
 .PHONY: tools image chart-sync check-chart check-monitoring
 
 all: build
@@ -52,7 +52,11 @@ run:
 
 ## Scale and latency on the local control plane (release build); see BENCHMARKS.md.
 bench:
-	e2e/scripts/with-cluster.sh cargo test --release --test e2e_bench -- --ignored --nocapture --test-threads 1
+	e2e/scripts/with-cluster.sh cargo test --release --test e2e_bench scale_and_repair_latency -- --ignored --nocapture --test-threads 1
+
+## What the API server spends on one write, by write style (create, server-side apply) and identity.
+bench-writes:
+	e2e/scripts/with-cluster.sh cargo test --release --test e2e_bench cost_of_one_write -- --ignored --nocapture --test-threads 1
 
 ## The operator and Kyverno v1.19.1 side by side on a fresh control plane of their own (not in `make test`).
 bench-kyverno:

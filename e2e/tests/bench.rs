@@ -451,11 +451,10 @@ async fn floor_variants(
 /// the four styles interleaved over three rounds on one cluster, so that the drift of a shared
 /// machine falls on all of them alike. Each namespace gets a policy, two bindings and its Pod
 /// Security labels (always applied), as the operator writes them. The operator is not running.
-/// Named to run before `scale_and_repair_latency` (tests run by name, one at a time), on a quiet
-/// cluster; it waits until its namespaces are gone, so that the namespace controller's work does
-/// not overlap the next test's measurements.
+/// `make bench-writes`, on a control plane of its own: the namespace controller's deleting its
+/// namespaces afterwards must not overlap another benchmark's measurements.
 #[tokio::test]
-#[ignore = "benchmark: run with `make bench`"]
+#[ignore = "benchmark: run with `make bench-writes`"]
 async fn cost_of_one_write_by_style_and_identity() {
     install();
     let kubeconfig = operator_kubeconfig("operator-bench-styles.kubeconfig").await;
@@ -528,24 +527,5 @@ async fn cost_of_one_write_by_style_and_identity() {
     for ns in &namespaces {
         delete_namespace(&s.client, ns).await;
     }
-    let all = Api::<k8s_openapi::api::core::v1::Namespace>::all(s.client.clone());
     s.cleanup().await;
-    let ours: std::collections::HashSet<&String> = namespaces.iter().collect();
-    let deadline = Instant::now() + Duration::from_secs(900);
-    loop {
-        let names = all.list_metadata(&Default::default()).await.unwrap();
-        let left = names
-            .items
-            .iter()
-            .filter(|n| n.metadata.name.as_ref().is_some_and(|n| ours.contains(n)))
-            .count();
-        if left == 0 {
-            break;
-        }
-        if Instant::now() > deadline {
-            println!("({left} namespaces of this test are still terminating as the next test starts)");
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
 }
