@@ -44,6 +44,16 @@ fn is_taken(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409 && s.reason == "AlreadyExists")
 }
 
+/// Where a write starts (see [`NamespaceWriter::create_or_find`]).
+enum Start<'a, K> {
+    Created(K, Option<Adopting<'a>>),
+    Exists {
+        desired: K,
+        existing: K,
+        adopting: Option<Adopting<'a>>,
+    },
+}
+
 /// The controller half that talks to the API server for one namespace.
 pub(crate) struct NamespaceWriter<'a> {
     pub(crate) ctx: &'a Context,
@@ -175,6 +185,46 @@ impl<'a> NamespaceWriter<'a> {
         }
     }
 
+    /// Where a write starts: created just now (nobody had an object by that name), or what
+    /// exists under the name with the object to write over it. The finalizer guard lives until
+    /// the written object is in the cache (`apply_own`).
+    async fn create_or_find<K>(
+        &self,
+        api: &Api<K>,
+        name: &str,
+        desired: &K,
+        cached: Option<K>,
+        names: &NamespacedIndex<()>,
+        owner: &Owner,
+    ) -> kube::Result<Start<'a, K>>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::Serialize
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let (mut cached, mut read) = (cached, false);
+        loop {
+            let (desired, existing, adopting) = self
+                .before_write(name, desired, cached.take(), names, owner, read)
+                .await?;
+            if let Some(existing) = existing {
+                return Ok(Start::Exists {
+                    desired,
+                    existing,
+                    adopting,
+                });
+            }
+            match self.write(api, name, &desired, true).await {
+                Ok(created) => return Ok(Start::Created(created, adopting)),
+                // Made since the caches were read: read it, then adopt or update it.
+                Err(e) if is_taken(&e) && !read => read = true,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Writes a policy. One missing from the cache is looked up first: a same-named object no
     /// baseline owns is then adopted, one whose labels were stripped merely repaired.
     async fn apply_policy(
@@ -187,26 +237,24 @@ impl<'a> NamespaceWriter<'a> {
         let api: Api<NetworkPolicy> = Api::namespaced(self.ctx.client.clone(), self.ns);
         let was_cached = cached.is_some();
         let names = &self.ctx.policy_names;
-        let (mut cached, mut read) = (cached, false);
-        loop {
-            // `_adopting` lives until the written object is in the cache (`apply_own`).
-            let (desired, existing, _adopting) = match self
-                .before_write(name, desired, cached.take(), names, owner, read)
-                .await
-            {
-                Ok(all) => all,
-                Err(e) => return self.failed("NetworkPolicy", e),
-            };
-            match self.write(&api, name, &desired, existing.is_none()).await {
-                Ok(written) => {
-                    // The cache learns of our own write now, not when the watch catches up, so a
-                    // reconcile in between does not write the same object again.
-                    self.ctx.policies.apply_own(written);
-                    return ObjectResult::Repaired(verb(was_cached, existing.as_ref().map(|e| &e.metadata)));
-                }
-                Err(e) if is_taken(&e) && !read => read = true,
-                Err(e) => return self.failed("NetworkPolicy", e),
+        let (written, existing, _adopting) = match self.create_or_find(&api, name, desired, cached, names, owner).await
+        {
+            Ok(Start::Created(created, adopting)) => (Ok(created), None, adopting),
+            Ok(Start::Exists {
+                desired,
+                existing,
+                adopting,
+            }) => (self.write(&api, name, &desired, false).await, Some(existing), adopting),
+            Err(e) => (Err(e), None, None),
+        };
+        match written {
+            Ok(written) => {
+                // The cache learns of our own write now, not when the watch catches up, so a
+                // reconcile in between does not write the same object again.
+                self.ctx.policies.apply_own(written);
+                ObjectResult::Repaired(verb(was_cached, existing.as_ref().map(|e| &e.metadata)))
             }
+            Err(e) => self.failed("NetworkPolicy", e),
         }
     }
 
@@ -221,34 +269,27 @@ impl<'a> NamespaceWriter<'a> {
         let api: Api<RoleBinding> = Api::namespaced(self.ctx.client.clone(), self.ns);
         let was_cached = cached.is_some();
         let names = &self.ctx.binding_names;
-        let (mut cached, mut read) = (cached, false);
-        // `_adopting` lives until the written object is in the cache (`apply_own`).
-        let (desired, existing, _adopting) = loop {
-            let (desired, existing, adopting) = match self
-                .before_write(name, desired, cached.take(), names, owner, read)
-                .await
-            {
-                Ok(all) => all,
-                Err(e) => return self.failed("RoleBinding", e),
-            };
-            if existing.is_some() {
-                break (desired, existing, adopting);
+        let (desired, existing, _adopting) = match self.create_or_find(&api, name, desired, cached, names, owner).await
+        {
+            Ok(Start::Created(created, _adopting)) => {
+                self.ctx.bindings.apply_own(created);
+                return ObjectResult::Repaired(verb(was_cached, None));
             }
-            match self.write(&api, name, &desired, true).await {
-                Ok(written) => {
-                    self.ctx.bindings.apply_own(written);
-                    return ObjectResult::Repaired(verb(was_cached, None));
-                }
-                Err(e) if is_taken(&e) && !read => read = true,
-                Err(e) => return self.failed("RoleBinding", e),
-            }
+            Ok(Start::Exists {
+                desired,
+                existing,
+                adopting,
+            }) => (desired, existing, adopting),
+            Err(e) => return self.failed("RoleBinding", e),
         };
         let desired = &desired;
         // roleRef is immutable: a binding to another role is replaced, not patched. The API
         // server must first accept the new binding (a dry run under a scratch name: the
         // escalation check and validation run, nothing is stored), so a refused role never
         // leaves the namespace without the old binding.
-        if let Some(old) = existing.as_ref().filter(|old| old.role_ref != desired.role_ref) {
+        let replacing = existing.role_ref != desired.role_ref;
+        if replacing {
+            let old = &existing;
             let mut probe = desired.clone();
             probe.metadata.name = Some(format!(
                 "{}-kube-baseline-probe",
@@ -307,10 +348,10 @@ impl<'a> NamespaceWriter<'a> {
             match self.write(&api, name, desired, false).await {
                 Ok(written) => {
                     self.ctx.bindings.apply_own(written);
-                    return ObjectResult::Repaired(verb(was_cached, existing.as_ref().map(|e| &e.metadata)));
+                    return ObjectResult::Repaired(verb(was_cached, Some(&existing.metadata)));
                 }
                 Err(e) => match retries.next() {
-                    Some(ms) if existing.as_ref().is_some_and(|old| old.role_ref != desired.role_ref) => {
+                    Some(ms) if replacing => {
                         warn!(namespace = self.ns, error = %e, "apply after replacing a binding failed; retrying");
                         tokio::time::sleep(Duration::from_millis(ms)).await;
                     }
