@@ -209,6 +209,24 @@ fn the_drift_check_sees_a_difference() {
 }
 
 #[test]
+fn a_narrower_allow_list_narrows_the_fences_routine_too() {
+    // The fence lets the operator's routine bindings through without its rules: only roles the
+    // allow-list keeps may be in it.
+    for (allow, routine) in [
+        ("rbac.bindAllowlist={view}", "object.roleRef.name in ['view']"),
+        (
+            "rbac.bindAllowlist={view,edit,admin}",
+            "object.roleRef.name in ['view', 'edit']",
+        ),
+    ] {
+        let docs = helm_template(NS, &["--set", allow]);
+        let fence = find(&docs, "ValidatingAdmissionPolicy", "kube-baseline-fence").expect("the fence");
+        let condition = fence["spec"]["matchConditions"][0]["expression"].as_str().unwrap();
+        assert!(condition.contains(routine), "{allow}: {condition}");
+    }
+}
+
+#[test]
 fn chart_ships_the_alert_rules_and_dashboard_of_monitoring() {
     let docs = helm_template(NS, EVERYTHING);
     let rules: Value =
