@@ -6,7 +6,7 @@
 //! (see [`limit_arenas`]), and freed pages returned to the kernel (`malloc_trim`) a few seconds
 //! after the status writer's last pass. Elsewhere than glibc they are no-ops. Measured at 10,000
 //! namespaces (BENCHMARKS.md): without the trim RSS was 63–66 MiB, with it 61.8–65.2, with the
-//! fixed threshold as well 60.7–61.4.
+//! fixed threshold as well 60.6–61.9.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

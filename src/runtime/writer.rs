@@ -161,8 +161,8 @@ impl<'a> NamespaceWriter<'a> {
     }
 
     /// The write itself: an object nobody has yet is created (POST), anything else is applied
-    /// (server-side apply, forced). The API server spends about 40 % less on a create than on
-    /// an apply that creates (BENCHMARKS.md), and converging is nearly all creates. A created
+    /// (server-side apply, forced). The API server spends a third less on a create than on an
+    /// apply that creates (`make bench-writes`), and converging is nearly all creates. A created
     /// object's fields are recorded as this manager's `Update` rather than `Apply`: a later
     /// forced apply takes over every field it changes, and fields it stops declaring stay (the
     /// kinds' declared fields never change; a stale ownerReference is the garbage collector's
@@ -363,8 +363,7 @@ impl<'a> NamespaceWriter<'a> {
 
     /// Before a write: what exists under `name` (the cached object; else read, but only when
     /// an object by that name exists at all, which the name index knows, or when `read` says a
-    /// create found the name taken), and the object to
-    /// write. One that exists but no baseline made is adopted (marked, so it is released rather
+    /// create found the name taken), and the object to write. One that exists but no baseline made is adopted (marked, so it is released rather
     /// than deleted later); a baseline that will have something to release (an adopted object,
     /// or deletionPolicy Orphan) gets its finalizer first, so deleting it cannot let the garbage
     /// collector delete what it must release.
