@@ -17,12 +17,14 @@ use super::scenario::aks_spec;
 /// The operator's identity in the benchmarks (the ServiceAccount `config/default` installs).
 pub const OPERATOR_USER: &str = "system:serviceaccount:kube-baseline-system:kube-baseline";
 
+/// A number the benchmark reads from the environment (`default` when unset or not a number).
+pub fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 /// `BENCH_NAMESPACES` (default 1000).
 pub fn bench_namespaces() -> usize {
-    std::env::var("BENCH_NAMESPACES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000)
+    env_number("BENCH_NAMESPACES", 1000)
 }
 
 /// CPU seconds (user + system) a process has used.
@@ -80,7 +82,11 @@ pub fn control_plane_cell(before: [f64; 3], after: [f64; 3]) -> String {
 /// the admin: the difference of two readings is what every client asked in between.
 pub async fn apiserver_requests(client: &kube::Client) -> BTreeMap<(String, String), f64> {
     let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
-    let text = client.request_text(request).await.unwrap_or_default();
+    request_totals(&client.request_text(request).await.unwrap_or_default())
+}
+
+/// [`apiserver_requests`] from the text of a `/metrics` page.
+pub fn request_totals(text: &str) -> BTreeMap<(String, String), f64> {
     let mut out = BTreeMap::new();
     for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
         let Some((labels, value)) = line.rsplit_once(' ') else {
@@ -135,10 +141,7 @@ pub fn reads_between(before: &BTreeMap<(String, String), f64>, after: &BTreeMap<
 /// task to await, or `None` when profiling is off.
 pub fn profile_apiserver(client: &kube::Client, phase: &str) -> Option<tokio::task::JoinHandle<()>> {
     let dir = std::path::PathBuf::from(std::env::var_os("BENCH_APISERVER_PROFILE")?);
-    let secs: u64 = std::env::var("BENCH_APISERVER_PROFILE_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
+    let secs: u64 = env_number("BENCH_APISERVER_PROFILE_SECONDS", 3);
     let (client, path) = (client.clone(), dir.join(format!("{phase}.pprof")));
     Some(tokio::spawn(async move {
         use futures::AsyncReadExt;
@@ -212,9 +215,7 @@ pub async fn raw_write_floor(
     writes: FloorWrites,
     owner: Option<desired::Owner>,
 ) -> Duration {
-    let baseline = kube_baseline::api::SecurityBaseline::new("floor", aks_spec(label));
-    let valid = desired::validate(&baseline).unwrap();
-    let wanted = desired::wanted_objects(&baseline, &valid);
+    let wanted = floor_objects(label);
     // Without a uid the builders set no ownerReference.
     let owner = owner.unwrap_or_else(|| desired::Owner {
         name: "floor".into(),
@@ -268,6 +269,18 @@ pub async fn raw_write_floor(
         })
         .await;
     start.elapsed()
+}
+
+/// What the floor writes in each namespace: what the benchmark's baseline (`aks_spec`) wants.
+fn floor_objects(label: &str) -> Vec<(kube_baseline::api::Control, desired::ObjectKey, desired::Content)> {
+    let baseline = kube_baseline::api::SecurityBaseline::new("floor", aks_spec(label));
+    let valid = desired::validate(&baseline).unwrap();
+    desired::wanted_objects(&baseline, &valid)
+}
+
+/// How many write requests the floor makes in each namespace (the labels are one).
+pub fn floor_writes_per_namespace() -> usize {
+    floor_objects("any").len()
 }
 
 /// One of the floor's writes, as `writes` says.

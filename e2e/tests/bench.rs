@@ -462,10 +462,7 @@ async fn cost_of_one_write_by_style_and_identity() {
     let mut s = Scenario::without_shared_operator("styles").await;
     let baseline = s.baseline("aks", aks_spec(&unique("styles-none"))).await;
     let owner = owner_of(&s.client, &baseline).await;
-    let per: usize = std::env::var("BENCH_STYLE_NAMESPACES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(500);
+    let per: usize = env_number("BENCH_STYLE_NAMESPACES", 500);
     let label = unique("bench-floor");
     let operators = kube_baseline::core::objects::MANAGED_BY_VALUE;
     let styles = [
@@ -509,11 +506,12 @@ async fn cost_of_one_write_by_style_and_identity() {
             )
             .await;
             let spent = control_plane_cpu()[0] - cp0[0];
-            per_write[i].push(spent * 1e3 / (4 * per) as f64);
+            per_write[i].push(spent * 1e3 / (floor_writes_per_namespace() * per) as f64);
         }
     }
     println!(
-        "\n| write style ({per} namespaces × 4 writes, per round) | kube-apiserver CPU per write, rounds 1 / 2 / 3 | mean |"
+        "\n| write style ({per} namespaces × {} writes, per round) | kube-apiserver CPU per write, rounds 1 / 2 / 3 | mean |",
+        floor_writes_per_namespace()
     );
     println!("|---|---|---|");
     for ((what, ..), ms) in styles.iter().zip(&per_write) {
@@ -528,4 +526,35 @@ async fn cost_of_one_write_by_style_and_identity() {
         delete_namespace(&s.client, ns).await;
     }
     s.cleanup().await;
+}
+
+#[test]
+fn request_counts_are_summed_by_verb_and_resource_and_only_reads_are_reported() {
+    let page = |get_pods: u32, list_ns: u32| {
+        format!(
+            "# HELP apiserver_request_total Counter of apiserver requests\n\
+             apiserver_request_total{{code=\"200\",component=\"apiserver\",resource=\"pods\",subresource=\"\",verb=\"GET\"}} {get_pods}\n\
+             apiserver_request_total{{code=\"404\",component=\"apiserver\",resource=\"pods\",subresource=\"\",verb=\"GET\"}} 1\n\
+             apiserver_request_total{{code=\"200\",component=\"apiserver\",resource=\"namespaces\",subresource=\"\",verb=\"LIST\"}} {list_ns}\n\
+             apiserver_request_total{{code=\"200\",component=\"apiserver\",resource=\"securitybaselines\",subresource=\"status\",verb=\"PATCH\"}} 9\n\
+             apiserver_request_duration_seconds_count{{resource=\"pods\",verb=\"GET\"}} 99\n"
+        )
+    };
+    let before = request_totals(&page(3, 2));
+    assert_eq!(
+        before[&("GET".to_string(), "pods".to_string())],
+        4.0,
+        "codes are summed"
+    );
+    assert_eq!(
+        before[&("PATCH".to_string(), "securitybaselines/status".to_string())],
+        9.0
+    );
+    let after = request_totals(&page(10, 2));
+    assert_eq!(
+        reads_between(&before, &after),
+        "GET pods 7",
+        "unchanged and write counters are left out"
+    );
+    assert_eq!(reads_between(&after, &after), "none");
 }

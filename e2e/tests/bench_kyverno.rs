@@ -269,12 +269,7 @@ fn converge_cell(result: Result<Instant, usize>, start: Instant, n: usize, floor
 #[ignore = "benchmark: run with `make bench-kyverno`"]
 async fn operator_and_kyverno_side_by_side() {
     let n = bench_namespaces();
-    let kyverno_timeout = Duration::from_secs(
-        std::env::var("BENCH_KYVERNO_TIMEOUT")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(3600),
-    );
+    let kyverno_timeout = Duration::from_secs(env_number("BENCH_KYVERNO_TIMEOUT", 3600));
     install();
     let kubeconfig = operator_kubeconfig("operator-bench-kyverno.kubeconfig").await;
     let mut s = Scenario::without_shared_operator("bench-op").await;
