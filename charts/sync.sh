@@ -50,6 +50,8 @@ put "$chart/crds/securitybaselines.kubebaseline.io.yaml" <crds/securitybaselines
 put "$chart/files/admission-protection.yaml" <config/admission/policy/protection.yaml
 put "$chart/files/fence-policy.yaml" <config/fence/policy.yaml
 put "$chart/files/fence-system-namespaces.yaml" <config/fence/system-namespaces.yaml
+put "$chart/files/fence-baselines.yaml" <config/fence/baselines.yaml
+put "$chart/files/fence-per-baseline.yaml" <config/fence/per-baseline.yaml
 put "$chart/files/alerts.yaml" <monitoring/alerts.yaml
 put "$chart/files/dashboard.json" <monitoring/dashboard.json
 prometheus_rule | put monitoring/prometheusrule.yaml

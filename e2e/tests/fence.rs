@@ -13,6 +13,7 @@ mod harness;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use harness::*;
 use k8s_openapi::api::admissionregistration::v1::{
@@ -21,10 +22,11 @@ use k8s_openapi::api::admissionregistration::v1::{
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicySpec};
 use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, ResourceExt};
+use kube_baseline::api::SecurityBaseline;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
@@ -49,10 +51,56 @@ async fn operator_kubeconfig_file() -> PathBuf {
     static PATH: OnceCell<PathBuf> = OnceCell::const_new();
     PATH.get_or_init(|| async {
         install();
+        fence_baseline().await;
         operator_kubeconfig("operator-fence.kubeconfig").await
     })
     .await
     .clone()
+}
+
+/// The label that makes a namespace one the shared fence baseline selects.
+const SELECTED: &str = "e2e.kubebaseline.io/fence";
+
+/// The baseline every managed object of these tests names (its name and uid): it selects the
+/// namespaces made by [`selected_namespace`], asks for the NetworkPolicy `POLICY_NAME` and the
+/// RoleBindings team-dev (edit) and team-read (view) to `GROUP`. No operator runs in this
+/// binary: the requests below are the operator's, sent by hand.
+static FENCE_BASELINE: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+const POLICY_NAME: &str = "restrict-instance-metadata";
+
+async fn fence_baseline() -> &'static (String, String) {
+    if let Some(b) = FENCE_BASELINE.get() {
+        return b;
+    }
+    let name = unique("fence-test");
+    let baseline: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "kubebaseline.io/v1alpha1",
+        "kind": "SecurityBaseline",
+        "metadata": {"name": name},
+        "spec": {
+            "namespaceSelector": {"matchLabels": {SELECTED: name}},
+            "metadataEgress": {"policyName": POLICY_NAME},
+            "roleBindings": [
+                {"name": "team-dev", "clusterRole": "edit", "groups": [GROUP]},
+                {"name": "team-read", "clusterRole": "view", "groups": [GROUP]},
+            ],
+        },
+    }))
+    .unwrap();
+    let made = baselines_api(client().await)
+        .create(&PostParams::default(), &baseline)
+        .await
+        .expect("the fence tests' baseline");
+    let _ = FENCE_BASELINE.set((name, made.metadata.uid.unwrap()));
+    FENCE_BASELINE.get().unwrap()
+}
+
+/// A namespace the shared fence baseline selects.
+async fn selected_namespace(admin: &Client, prefix: &str, extra: &[(&str, &str)]) -> String {
+    let baseline = &fence_baseline().await.0;
+    let mut labels = vec![(SELECTED, baseline.as_str())];
+    labels.extend_from_slice(extra);
+    create_namespace(admin, prefix, &labels).await
 }
 
 /// The operator's identity, authenticated by its own token: its RBAC, then the fence.
@@ -63,6 +111,7 @@ async fn operator() -> Client {
 /// The operator's user name with RBAC out of the way (`system:masters`): only the fence stands.
 async fn operator_with_unlimited_rbac() -> Client {
     install();
+    fence_baseline().await;
     let kubeconfig = Kubeconfig::read_from(kubeconfig_path()).expect("kubeconfig");
     let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
@@ -72,19 +121,49 @@ async fn operator_with_unlimited_rbac() -> Client {
     Client::try_from(config).expect("client")
 }
 
-/// The labels the operator puts on everything it makes.
-fn managed_labels() -> BTreeMap<String, String> {
-    labels(&[
-        (MANAGED_BY, "kube-baseline"),
-        ("kubebaseline.io/baseline", "fence-test"),
-    ])
+/// The labels and controller ownerReference the operator puts on everything it makes for the
+/// shared fence baseline.
+fn managed_meta(name: &str) -> ObjectMeta {
+    let (baseline, uid) = FENCE_BASELINE
+        .get()
+        .expect("operator() or operator_with_unlimited_rbac() first");
+    owned_by(name, baseline, uid)
+}
+
+/// Labelled and owned as the operator does it, for the baseline `baseline` (which need not exist).
+fn owned_by(name: &str, baseline: &str, uid: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        labels: Some(labels(&[
+            (MANAGED_BY, "kube-baseline"),
+            ("kubebaseline.io/baseline", baseline),
+        ])),
+        owner_references: Some(vec![OwnerReference {
+            api_version: "kubebaseline.io/v1alpha1".into(),
+            kind: "SecurityBaseline".into(),
+            name: baseline.into(),
+            uid: uid.into(),
+            controller: Some(true),
+            block_owner_deletion: None,
+        }]),
+        ..Default::default()
+    }
+}
+
+/// Labelled and owned for a baseline that does not exist: only policy.yaml's rules apply then,
+/// so each test below sees the refusal it is about.
+fn ghost_meta(name: &str) -> ObjectMeta {
+    owned_by(name, "no-such-baseline", "00000000-0000-0000-0000-000000000000")
 }
 
 fn meta(name: &str, managed: bool) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.into()),
-        labels: managed.then(managed_labels),
-        ..Default::default()
+    if managed {
+        managed_meta(name)
+    } else {
+        ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        }
     }
 }
 
@@ -129,9 +208,14 @@ fn assert_fenced<T: std::fmt::Debug>(result: Result<T, kube::Error>, says: &str)
     match &result {
         Err(kube::Error::Api(s))
             if s.code == 403
-                && (s.message.contains("ValidatingAdmissionPolicy 'kube-baseline-fence'")
-                    || s.message
-                        .contains("ValidatingAdmissionPolicy 'kube-baseline-fence-system-namespaces'"))
+                && [
+                    "kube-baseline-fence",
+                    "kube-baseline-fence-system-namespaces",
+                    "kube-baseline-fence-baselines",
+                    "kube-baseline-fence-per-baseline",
+                ]
+                .iter()
+                .any(|p| s.message.contains(&format!("ValidatingAdmissionPolicy '{p}'")))
                 && s.message.contains("kube-baseline's ServiceAccount may")
                 && s.message.contains(says) => {}
         _ => panic!("expected the fence to refuse, saying {says:?}; got {result:?}"),
@@ -199,7 +283,7 @@ async fn bindings_and_policies_in_system_namespaces_are_refused() {
 #[tokio::test]
 async fn a_labelled_edit_binding_in_a_user_namespace_is_allowed_and_an_unlabelled_one_refused() {
     let admin = client().await;
-    let ns = create_namespace(&admin, "fence-rb", &[]).await;
+    let ns = selected_namespace(&admin, "fence-rb", &[]).await;
     let bindings: Api<RoleBinding> = Api::namespaced(operator().await, &ns);
 
     assert_fenced(
@@ -217,12 +301,19 @@ async fn a_labelled_edit_binding_in_a_user_namespace_is_allowed_and_an_unlabelle
         .patch("team-dev", &apply_as_operator(), &Patch::Apply(&desired))
         .await
         .expect("a labelled edit binding is the operator's job");
-    let mut repaired = desired.clone();
-    repaired.subjects = Some(vec![group("6b1c0f7e-2a3d-4c5e-8f90-123456789abc")]);
-    bindings
-        .patch("team-dev", &apply_as_operator(), &Patch::Apply(&repaired))
+    // Someone adds a subject; the repair takes it out again.
+    Api::<RoleBinding>::namespaced(admin.clone(), &ns)
+        .patch(
+            "team-dev",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"subjects": [group(GROUP), group("6b1c0f7e-2a3d-4c5e-8f90-123456789abc")]})),
+        )
         .await
-        .expect("updating it too");
+        .unwrap();
+    bindings
+        .patch("team-dev", &apply_as_operator(), &Patch::Apply(&desired))
+        .await
+        .expect("repairing it too");
     // Stripping its label while changing what it grants is not something the operator does;
     // stripping it alone is releasing (content kept), which it does.
     assert_fenced(
@@ -231,10 +322,10 @@ async fn a_labelled_edit_binding_in_a_user_namespace_is_allowed_and_an_unlabelle
                 "team-dev",
                 &PatchParams::default(),
                 &Patch::Merge(json!({"metadata": {"labels": {MANAGED_BY: null}},
-                    "subjects": [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "3f2504e0-4f89-11d3-9a0c-0305e82c3301"}]})),
+                    "subjects": [group("6b1c0f7e-2a3d-4c5e-8f90-123456789abc")]})),
             )
             .await,
-        "would not be",
+        "without changing its content",
     );
     bindings
         .delete("team-dev", &DeleteParams::default())
@@ -263,7 +354,8 @@ async fn bindings_to_roles_off_the_allow_list_are_refused() {
     let bindings: Api<RoleBinding> = Api::namespaced(operator().await, &ns);
     let unlimited: Api<RoleBinding> = Api::namespaced(operator_with_unlimited_rbac().await, &ns);
     for role in ["cluster-admin", "admin"] {
-        let desired = binding(&format!("team-{role}"), role, true);
+        let mut desired = binding(&format!("team-{role}"), role, false);
+        desired.metadata = ghost_meta(&format!("team-{role}"));
         // With its own token the API server's escalation check refuses first: `bind` is granted
         // for view and edit only, and RoleBinding storage checks it before admission runs.
         let err = bindings.create(&PostParams::default(), &desired).await.unwrap_err();
@@ -277,7 +369,8 @@ async fn bindings_to_roles_off_the_allow_list_are_refused() {
         );
     }
     // A namespaced Role of the same name is no way around it.
-    let mut to_a_role = binding("team-role", "edit", true);
+    let mut to_a_role = binding("team-role", "edit", false);
+    to_a_role.metadata = ghost_meta("team-role");
     to_a_role.role_ref.kind = "Role".into();
     assert_fenced(
         unlimited.create(&PostParams::default(), &to_a_role).await,
@@ -307,7 +400,8 @@ async fn bindings_to_users_service_accounts_or_system_groups_are_refused() {
         group("system:authenticated"),
     ];
     for subject in subjects {
-        let mut desired = binding("team-dev", "edit", true);
+        let mut desired = binding("team-dev", "edit", false);
+        desired.metadata = ghost_meta("team-dev");
         desired.subjects = Some(vec![group(GROUP), subject.clone()]);
         assert_fenced(
             bindings.create(&PostParams::default(), &desired).await,
@@ -322,9 +416,10 @@ async fn the_dry_run_probe_before_a_role_change_passes() {
     // Before replacing a binding whose role changes, the operator dry-runs the new one under a
     // scratch name (src/controller.rs): the fence must let it through, and store nothing.
     let admin = client().await;
-    let ns = create_namespace(&admin, "fence-probe", &[]).await;
+    let ns = selected_namespace(&admin, "fence-probe", &[]).await;
     let bindings: Api<RoleBinding> = Api::namespaced(operator().await, &ns);
-    let probe = binding("team-dev-kube-baseline-probe", "view", true);
+    // The probe stands for team-dev as the baseline now asks for it (edit).
+    let probe = binding("team-dev-kube-baseline-probe", "edit", true);
     bindings
         .create(&dry_run(), &probe)
         .await
@@ -339,7 +434,7 @@ async fn the_dry_run_probe_before_a_role_change_passes() {
     // A dry run is checked like the real request.
     assert_fenced(
         bindings
-            .create(&dry_run(), &binding("team-dev-kube-baseline-probe", "view", false))
+            .create(&dry_run(), &binding("team-dev-kube-baseline-probe", "edit", false))
             .await,
         "would not be",
     );
@@ -349,11 +444,11 @@ async fn the_dry_run_probe_before_a_role_change_passes() {
 #[tokio::test]
 async fn only_labelled_policies_are_deleted_and_a_hand_made_one_can_be_adopted() {
     let admin = client().await;
-    let ns = create_namespace(&admin, "fence-np", &[]).await;
+    let ns = selected_namespace(&admin, "fence-np", &[]).await;
     let as_admin: Api<NetworkPolicy> = Api::namespaced(admin.clone(), &ns);
     let policies: Api<NetworkPolicy> = Api::namespaced(operator().await, &ns);
     as_admin
-        .create(&PostParams::default(), &policy("team-own", false))
+        .create(&PostParams::default(), &policy(POLICY_NAME, false))
         .await
         .unwrap();
     as_admin
@@ -362,27 +457,241 @@ async fn only_labelled_policies_are_deleted_and_a_hand_made_one_can_be_adopted()
         .unwrap();
 
     assert_fenced(
-        policies.delete("team-own", &DeleteParams::default()).await,
+        policies.delete(POLICY_NAME, &DeleteParams::default()).await,
         &format!(
-            "may only delete objects labelled app.kubernetes.io/managed-by=kube-baseline, and NetworkPolicy {ns}/team-own is not"
+            "may only delete objects labelled app.kubernetes.io/managed-by=kube-baseline, and NetworkPolicy {ns}/{POLICY_NAME} is not"
         ),
     );
-    assert!(policies.get_opt("team-own").await.unwrap().is_some());
+    assert!(policies.get_opt(POLICY_NAME).await.unwrap().is_some());
     policies
         .delete("ours", &DeleteParams::default())
         .await
         .expect("a labelled policy may be pruned");
 
-    // Adoption: the operator server-side-applies its labels onto the hand-made policy.
+    // Putting the labels on a hand-made policy is adoption only when the request says so.
+    assert_fenced(
+        policies
+            .patch(
+                POLICY_NAME,
+                &apply_as_operator(),
+                &Patch::Apply(&policy(POLICY_NAME, true)),
+            )
+            .await,
+        "only adoption does that",
+    );
+    // Adoption: the operator server-side-applies its labels and the mark onto the hand-made policy.
     let adopted = policies
         .patch(
-            "team-own",
+            POLICY_NAME,
             &apply_as_operator(),
-            &Patch::Apply(&policy("team-own", true)),
+            &Patch::Apply(&adopting(policy(POLICY_NAME, true))),
         )
         .await
-        .expect("adopting adds the label, which the new object carries");
+        .expect("adopting a hand-made policy the baseline asks for");
     assert_eq!(adopted.labels()[MANAGED_BY], "kube-baseline");
+    // What was adopted is released, never deleted: it was somebody's before.
+    assert_fenced(
+        policies.delete(POLICY_NAME, &DeleteParams::default()).await,
+        "an adopted object is released, never deleted",
+    );
+    delete_namespace(&admin, &ns).await;
+}
+
+/// `object` as the operator sends it when adopting.
+fn adopting<K: kube::Resource>(mut object: K) -> K {
+    object
+        .meta_mut()
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert("kubebaseline.io/adopted".into(), "true".into());
+    object
+}
+
+#[tokio::test]
+async fn a_teams_own_policy_cannot_be_taken_over_and_opened() {
+    // The review's attack: label a team's deny-ingress policy as the operator's, open it, then
+    // delete it as if pruning.
+    let admin = client().await;
+    let ns = selected_namespace(&admin, "fence-takeover", &[]).await;
+    let team: NetworkPolicy = serde_json::from_value(json!({
+        "metadata": {"name": "deny-ingress"},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+    }))
+    .unwrap();
+    Api::<NetworkPolicy>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &team)
+        .await
+        .unwrap();
+    let policies: Api<NetworkPolicy> = Api::namespaced(operator().await, &ns);
+    let open_everything = |meta: ObjectMeta| NetworkPolicy {
+        metadata: meta,
+        spec: Some(
+            serde_json::from_value(json!({"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]})).unwrap(),
+        ),
+    };
+    // As a merge patch of labels and spec, without and with the adoption mark, naming the test's
+    // baseline or one that does not exist: refused every way.
+    let labels = json!({MANAGED_BY: "kube-baseline", "kubebaseline.io/baseline": fence_baseline().await.0});
+    for patch in [
+        json!({"metadata": {"labels": labels}, "spec": {"policyTypes": ["Egress"], "egress": [{}]}}),
+        json!({"metadata": {"labels": labels, "annotations": {"kubebaseline.io/adopted": "true"}},
+               "spec": {"policyTypes": ["Egress"], "egress": [{}]}}),
+    ] {
+        let refused = policies
+            .patch("deny-ingress", &PatchParams::default(), &Patch::Merge(&patch))
+            .await;
+        assert!(
+            matches!(&refused, Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains("kube-baseline's ServiceAccount may")),
+            "{refused:?}"
+        );
+    }
+    for meta in [managed_meta("deny-ingress"), ghost_meta("deny-ingress")] {
+        let refused = policies
+            .patch(
+                "deny-ingress",
+                &apply_as_operator(),
+                &Patch::Apply(&adopting(open_everything(meta))),
+            )
+            .await;
+        assert!(
+            matches!(&refused, Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains("kube-baseline's ServiceAccount may")),
+            "{refused:?}"
+        );
+    }
+    assert_fenced(
+        policies.delete("deny-ingress", &DeleteParams::default()).await,
+        "is not",
+    );
+    let kept = Api::<NetworkPolicy>::namespaced(admin.clone(), &ns)
+        .get("deny-ingress")
+        .await
+        .unwrap();
+    assert_eq!(kept.spec, team.spec, "the team's policy is as the team wrote it");
+    assert!(!kept.labels().contains_key(MANAGED_BY));
+    delete_namespace(&admin, &ns).await;
+}
+
+#[tokio::test]
+async fn an_object_another_controller_owns_is_not_adopted() {
+    let admin = client().await;
+    let ns = selected_namespace(&admin, "fence-squat", &[]).await;
+    let owner = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(admin.clone(), &ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "owner"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut squatter = policy(POLICY_NAME, false);
+    squatter.metadata.owner_references = Some(vec![OwnerReference {
+        api_version: "v1".into(),
+        kind: "ConfigMap".into(),
+        name: "owner".into(),
+        uid: owner.metadata.uid.clone().unwrap(),
+        controller: Some(true),
+        block_owner_deletion: None,
+    }]);
+    Api::<NetworkPolicy>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &squatter)
+        .await
+        .unwrap();
+    let policies: Api<NetworkPolicy> = Api::namespaced(operator().await, &ns);
+    assert_fenced(
+        policies
+            .patch(
+                POLICY_NAME,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {
+                    "labels": {MANAGED_BY: "kube-baseline", "kubebaseline.io/baseline": fence_baseline().await.0},
+                    "annotations": {"kubebaseline.io/adopted": "true"}}})),
+            )
+            .await,
+        &format!("may not adopt NetworkPolicy {ns}/{POLICY_NAME}: it is controlled by ConfigMap owner"),
+    );
+    delete_namespace(&admin, &ns).await;
+}
+
+#[tokio::test]
+async fn the_operator_writes_only_what_the_baseline_it_names_asks_for() {
+    let admin = client().await;
+    let selected = selected_namespace(&admin, "fence-asked", &[]).await;
+    let elsewhere = create_namespace(&admin, "fence-flux-system", &[]).await;
+    let op = operator().await;
+
+    // An edit binding to an attacker's group in a namespace the baseline does not select.
+    let mut attacker = binding("team-dev", "edit", true);
+    attacker.subjects = Some(vec![group("attacker-group")]);
+    assert_fenced(
+        Api::<RoleBinding>::namespaced(op.clone(), &elsewhere)
+            .create(&PostParams::default(), &attacker)
+            .await,
+        &format!("only where that baseline enforces, and it does not select namespace {elsewhere}"),
+    );
+    // Where it does select, the groups must be the baseline's ...
+    assert_fenced(
+        Api::<RoleBinding>::namespaced(op.clone(), &selected)
+            .create(&PostParams::default(), &attacker)
+            .await,
+        &format!("RoleBinding {selected}/team-dev binds edit to attacker-group where it asks for edit to {GROUP}"),
+    );
+    // ... the role the baseline's and the name one of its bindings.
+    assert_fenced(
+        Api::<RoleBinding>::namespaced(op.clone(), &selected)
+            .create(&PostParams::default(), &binding("team-read", "edit", true))
+            .await,
+        "binds edit to",
+    );
+    assert_fenced(
+        Api::<RoleBinding>::namespaced(op.clone(), &selected)
+            .create(&PostParams::default(), &binding("argo-admin", "edit", true))
+            .await,
+        &format!("RoleBinding {selected}/argo-admin is not one of them"),
+    );
+    // A policy by another name, or one that leaves the blocked address open.
+    assert_fenced(
+        Api::<NetworkPolicy>::namespaced(op.clone(), &selected)
+            .create(&PostParams::default(), &policy("allow-all", true))
+            .await,
+        "is not restrict-instance-metadata",
+    );
+    let mut leaky = policy(POLICY_NAME, true);
+    leaky.spec.as_mut().unwrap().egress = Some(
+        serde_json::from_value(json!([{"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}}]}]))
+            .unwrap(),
+    );
+    assert_fenced(
+        Api::<NetworkPolicy>::namespaced(op.clone(), &selected)
+            .create(&PostParams::default(), &leaky)
+            .await,
+        "leaves 169.254.169.254/32 open",
+    );
+    // What it does ask for goes through.
+    Api::<RoleBinding>::namespaced(op.clone(), &selected)
+        .create(&PostParams::default(), &binding("team-read", "view", true))
+        .await
+        .expect("the baseline's own binding");
+    Api::<NetworkPolicy>::namespaced(op.clone(), &selected)
+        .create(&PostParams::default(), &policy(POLICY_NAME, true))
+        .await
+        .expect("the baseline's own policy");
+    delete_namespace(&admin, &selected).await;
+    delete_namespace(&admin, &elsewhere).await;
+}
+
+#[tokio::test]
+async fn an_object_naming_a_baseline_that_does_not_exist_is_garbage_collected() {
+    // No admission policy can tell that the baseline an object names exists (each parameter is
+    // judged alone): such an object is owned by nothing, and the garbage collector removes it.
+    let admin = client().await;
+    let ns = create_namespace(&admin, "fence-ghost", &[]).await;
+    let bindings: Api<RoleBinding> = Api::namespaced(operator().await, &ns);
+    let mut ghost = binding("ghost", "edit", false);
+    ghost.metadata = ghost_meta("ghost");
+    bindings.create(&PostParams::default(), &ghost).await.expect("admitted");
+    eventually("the garbage collector removes it", Duration::from_secs(60), || async {
+        bindings.get_opt("ghost").await.unwrap().is_none().then_some(())
+    })
+    .await;
     delete_namespace(&admin, &ns).await;
 }
 
@@ -393,7 +702,8 @@ async fn ingress_policies_are_refused() {
     let admin = client().await;
     let ns = create_namespace(&admin, "fence-ingress", &[]).await;
     let policies: Api<NetworkPolicy> = Api::namespaced(operator().await, &ns);
-    let mut open = policy("open-ingress", true);
+    let mut open = policy("open-ingress", false);
+    open.metadata = ghost_meta("open-ingress");
     let spec = open.spec.as_mut().unwrap();
     spec.policy_types = Some(vec!["Ingress".into(), "Egress".into()]);
     spec.ingress = Some(vec![Default::default()]);
@@ -767,7 +1077,8 @@ fn fence_matches_the_installed_identity_and_its_system_namespaces() {
         "ValidatingAdmissionPolicy",
         "kube-baseline-fence-system-namespaces",
     );
-    for policy in [fence, system] {
+    let baselines = find(&docs, "ValidatingAdmissionPolicy", "kube-baseline-fence-baselines");
+    for policy in [fence, system, baselines] {
         let condition = policy["spec"]["matchConditions"][0]["expression"].as_str().unwrap();
         assert!(
             condition.contains(&format!("'{user}'")),
@@ -775,7 +1086,11 @@ fn fence_matches_the_installed_identity_and_its_system_namespaces() {
         );
     }
 
-    for name in ["kube-baseline-fence", "kube-baseline-fence-system-namespaces"] {
+    for name in [
+        "kube-baseline-fence",
+        "kube-baseline-fence-system-namespaces",
+        "kube-baseline-fence-baselines",
+    ] {
         let binding = find(&docs, "ValidatingAdmissionPolicyBinding", name);
         assert_eq!(binding["spec"]["policyName"], name);
         assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
@@ -808,4 +1123,188 @@ fn fence_matches_the_installed_identity_and_its_system_namespaces() {
     for ns in ["kube-system", "kube-public", "kube-node-lease"] {
         assert!(protected.iter().any(|p| p == ns), "{ns}");
     }
+}
+
+// --- The SecurityBaselines themselves (config/fence/baselines.yaml) -----------------------
+
+const RELEASE_FINALIZER: &str = "kubebaseline.io/release";
+
+/// SecurityBaselines untyped, as a raw client sends them.
+fn baselines_api(client: Client) -> Api<DynamicObject> {
+    Api::all_with(client, &ApiResource::erase::<SecurityBaseline>(&()))
+}
+
+/// A baseline (made by the admin) that selects no namespace but the test's own label, with an
+/// exemption for `exempt` until 2099.
+async fn fence_test_baseline(prefix: &str, exempt: &str) -> String {
+    let name = unique(prefix);
+    let baseline: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "kubebaseline.io/v1alpha1",
+        "kind": "SecurityBaseline",
+        "metadata": {"name": name},
+        "spec": {
+            "namespaceSelector": {"matchLabels": {"e2e.kubebaseline.io/fence": name}},
+            "metadataEgress": {},
+            "podSecurity": {"enforce": "restricted"},
+            "exemptions": [{
+                "namespace": exempt,
+                "controls": ["metadataEgress"],
+                "reason": "vendor agent, ticket SEC-1",
+                "expires": "2099-01-31T00:00:00Z",
+            }],
+        },
+    }))
+    .unwrap();
+    baselines_api(client().await)
+        .create(&PostParams::default(), &baseline)
+        .await
+        .expect("the admin creates a baseline");
+    name
+}
+
+async fn stored_spec(name: &str) -> Value {
+    let b = baselines_api(client().await).get(name).await.expect("baseline");
+    b.data["spec"].clone()
+}
+
+async fn delete_baseline(name: &str) {
+    let api = baselines_api(client().await);
+    let _ = api
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await;
+    let _ = api.delete(name, &DeleteParams::default()).await;
+}
+
+#[tokio::test]
+async fn the_operators_token_cannot_rewrite_a_baselines_spec() {
+    // The review's attack, byte for byte: a raw merge patch of the spec with the token.
+    let name = fence_test_baseline("fence-spec", "legacy").await;
+    let before = stored_spec(&name).await;
+    let patch = json!({"spec": {"admission": "Off", "podSecurity": {"enforce": "privileged"}, "metadataEgress": null}});
+    assert_fenced(
+        baselines_api(operator().await)
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await,
+        "may only add or remove the kubebaseline.io/release finalizer",
+    );
+    // The same with its labels (a baseline's selector might read them one day) and annotations.
+    for patch in [
+        json!({"metadata": {"labels": {"team": "x"}}}),
+        json!({"metadata": {"annotations": {"x": "y"}}}),
+        json!({"metadata": {"finalizers": ["example.com/keep"]}}),
+    ] {
+        assert_fenced(
+            baselines_api(operator().await)
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await,
+            "may only add or remove the kubebaseline.io/release finalizer",
+        );
+    }
+    assert_eq!(
+        stored_spec(&name).await,
+        before,
+        "the spec stays as the platform team wrote it"
+    );
+    delete_baseline(&name).await;
+}
+
+#[tokio::test]
+async fn the_operators_token_may_add_and_remove_only_its_release_finalizer() {
+    let name = fence_test_baseline("fence-finalizer", "legacy").await;
+    let api = baselines_api(operator().await);
+    let finalizers = |on: bool| {
+        json!({
+            "apiVersion": "kubebaseline.io/v1alpha1",
+            "kind": "SecurityBaseline",
+            "metadata": {"name": name, "finalizers": if on { vec![RELEASE_FINALIZER] } else { vec![] }},
+        })
+    };
+    // Exactly the operator's own write (src/runtime/finalizer.rs): server-side apply.
+    let params = PatchParams::apply("kube-baseline-finalizer").force();
+    let on = api
+        .patch(&name, &params, &Patch::Apply(finalizers(true)))
+        .await
+        .expect("the release finalizer may be added");
+    assert_eq!(on.metadata.finalizers, Some(vec![RELEASE_FINALIZER.to_string()]));
+    let off = api
+        .patch(&name, &params, &Patch::Apply(finalizers(false)))
+        .await
+        .expect("and removed");
+    assert!(off.metadata.finalizers.unwrap_or_default().is_empty());
+    delete_baseline(&name).await;
+}
+
+#[tokio::test]
+async fn the_operators_token_cannot_create_or_delete_a_baseline() {
+    // RBAC grants neither; with RBAC out of the way the fence still refuses.
+    let name = fence_test_baseline("fence-lifecycle", "legacy").await;
+    let api = baselines_api(operator_with_unlimited_rbac().await);
+    let dry_run_delete = DeleteParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    assert_fenced(
+        api.delete(&name, &dry_run_delete).await,
+        "baselines are the platform team's",
+    );
+    let mut copy = baselines_api(client().await).get(&name).await.unwrap();
+    copy.metadata = ObjectMeta {
+        name: Some(unique("fence-made")),
+        ..Default::default()
+    };
+    assert_fenced(api.create(&dry_run(), &copy).await, "baselines are the platform team's");
+    delete_baseline(&name).await;
+}
+
+/// A status apply as the operator makes it, listing `exemptions`.
+fn status_with(name: &str, exemptions: Value) -> Value {
+    json!({
+        "apiVersion": "kubebaseline.io/v1alpha1",
+        "kind": "SecurityBaseline",
+        "metadata": {"name": name},
+        "status": {"activeExemptions": exemptions},
+    })
+}
+
+#[tokio::test]
+async fn the_operators_token_cannot_forge_an_exemption_into_status() {
+    // status.activeExemptions switches admission off in a namespace: only what the spec
+    // declares may be reported there.
+    let name = fence_test_baseline("fence-status", "legacy").await;
+    let api = baselines_api(operator().await);
+    let params = PatchParams::apply(MANAGER).force();
+    let forged = [
+        // A namespace the spec does not exempt.
+        json!([{"namespace": "payments", "controls": ["metadataEgress"], "expires": "2099-01-31T00:00:00Z"}]),
+        // The exempted namespace, for a control the spec does not exempt there.
+        json!([{"namespace": "legacy", "controls": ["metadataEgress", "podSecurity"], "expires": "2099-01-31T00:00:00Z"}]),
+        // The exempted namespace, for longer than the spec says.
+        json!([{"namespace": "legacy", "controls": ["metadataEgress"], "expires": "2199-01-31T00:00:00Z"}]),
+    ];
+    for exemptions in forged {
+        assert_fenced(
+            api.patch_status(&name, &params, &Patch::Apply(status_with(&name, exemptions.clone())))
+                .await,
+            "may only report exemptions that SecurityBaseline",
+        );
+        // The merge patch the status writer falls back to is held the same way.
+        assert_fenced(
+            api.patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"activeExemptions": exemptions}})),
+            )
+            .await,
+            "may only report exemptions that SecurityBaseline",
+        );
+    }
+    let honest = json!([{"namespace": "legacy", "controls": ["metadataEgress"], "expires": "2099-01-31T00:00:00Z"}]);
+    api.patch_status(&name, &params, &Patch::Apply(status_with(&name, honest)))
+        .await
+        .expect("an exemption the spec declares may be reported");
+    delete_baseline(&name).await;
 }
