@@ -111,6 +111,9 @@ pub struct EgressSummary {
     pub pod_selector: String,
     /// (index of the rule in `spec.egress`, where it reaches).
     pub rules: Vec<(usize, Reach)>,
+    /// A baseline's own object (labelled and owned by a SecurityBaseline): judged as an object,
+    /// not as a bypass. A same-named policy someone else owns is a bypass like any other.
+    pub ours: bool,
 }
 
 impl EgressSummary {
@@ -146,6 +149,8 @@ impl EgressSummary {
             name: policy.name_any(),
             pod_selector,
             rules,
+            ours: crate::core::objects::is_managed(&policy.metadata)
+                && crate::core::objects::has_baseline_owner(&policy.metadata),
         })
     }
 }

@@ -133,17 +133,16 @@ pub struct Findings {
 }
 
 /// The findings of every baseline of `plan` in namespace `ns`, given summaries of all its
-/// NetworkPolicies (the ones the plan manages are judged as objects, not as bypasses).
+/// NetworkPolicies (the baselines' own are judged as objects, not as bypasses).
 pub fn protection_findings<'a>(
     ns: &str,
     ns_meta: &ObjectMeta,
     plan: &Plan,
     summaries: impl IntoIterator<Item = &'a EgressSummary>,
 ) -> BTreeMap<String, Findings> {
-    let others: Vec<&EgressSummary> = summaries
-        .into_iter()
-        .filter(|s| !plan.objects.contains_key(&ObjectKey::NetworkPolicy(s.name.clone())))
-        .collect();
+    // Never skipped by name: a same-named policy the baselines do not own (a squatter that could
+    // not be adopted) is judged like any other.
+    let others: Vec<&EgressSummary> = summaries.into_iter().filter(|s| !s.ours).collect();
     let enforce = effective_enforce_level(ns_meta, plan);
     let mut out = BTreeMap::new();
     for (baseline, verdict) in plan.verdicts.iter().filter(|(_, v)| !v.blocked.is_empty()) {

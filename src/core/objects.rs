@@ -151,18 +151,60 @@ pub fn release_patch(meta: &ObjectMeta) -> serde_json::Value {
     }})
 }
 
-/// Whether an object was made (or adopted) for some SecurityBaseline.
-pub fn has_baseline_owner(meta: &ObjectMeta) -> bool {
+/// The controller of an object that is not a SecurityBaseline (`Kind/name`): such an object is
+/// never adopted, and the fence refuses it anyway.
+pub fn foreign_controller(meta: &ObjectMeta) -> Option<String> {
     meta.owner_references
         .iter()
         .flatten()
-        .any(|o| o.kind == "SecurityBaseline" && o.api_version.starts_with(crate::api::GROUP))
+        .find(|o| o.controller == Some(true) && !is_baseline_reference(o))
+        .map(|o| format!("{}/{}", o.kind, o.name))
+}
+
+fn is_baseline_reference(o: &OwnerReference) -> bool {
+    o.kind == "SecurityBaseline" && o.api_version.starts_with(crate::api::GROUP)
+}
+
+/// When an object passes from one baseline to another: `desired` with the old baseline's
+/// controller reference kept but demoted (`controller: false`). Applying that first takes the
+/// old reference over (a created object's references belong to the create, which an apply
+/// cannot remove), so the apply of `desired` that follows removes it; one apply with both would
+/// be refused (two controllers). None when nothing is handed over.
+pub fn handing_over(existing: &ObjectMeta, desired: &ObjectMeta) -> Option<ObjectMeta> {
+    let ours: BTreeSet<&str> = desired
+        .owner_references
+        .iter()
+        .flatten()
+        .map(|o| o.uid.as_str())
+        .collect();
+    let old: Vec<OwnerReference> = existing
+        .owner_references
+        .iter()
+        .flatten()
+        .filter(|o| is_baseline_reference(o) && o.controller == Some(true) && !ours.contains(o.uid.as_str()))
+        .map(|o| OwnerReference {
+            controller: Some(false),
+            ..o.clone()
+        })
+        .collect();
+    if old.is_empty() {
+        return None;
+    }
+    let mut step = desired.clone();
+    step.owner_references.get_or_insert_with(Vec::new).extend(old);
+    Some(step)
+}
+
+/// Whether an object was made (or adopted) for some SecurityBaseline.
+pub fn has_baseline_owner(meta: &ObjectMeta) -> bool {
+    meta.owner_references.iter().flatten().any(is_baseline_reference)
 }
 
 /// Where the namespace cache's metadata (`runtime::namespaces`) carries the labels this operator
 /// owns, in place of its managedFields entry (a JSON tree several times the size of the rest of
-/// the namespace): in memory only.
-pub const OWNED_LABELS_ANNOTATION: &str = "kubebaseline.io/owned-labels";
+/// the namespace): in memory only. The key is not a valid annotation key (it has a space), so
+/// the API server refuses it on every object: nobody can write it to override managedFields.
+pub const OWNED_LABELS_ANNOTATION: &str = "kubebaseline.io/owned labels (in memory)";
 
 /// The namespace labels this operator owns, read from its server-side-apply managedFields entry
 /// (or, from the namespace cache, from [`OWNED_LABELS_ANNOTATION`]).
@@ -309,6 +351,54 @@ mod tests {
         let mut orphan = actual;
         orphan.metadata.owner_references = None;
         assert!(!binding_in_sync(&orphan, &desired));
+    }
+
+    #[test]
+    fn an_object_another_controller_owns_names_its_controller() {
+        let mut rb = binding();
+        assert_eq!(
+            foreign_controller(&rb.metadata),
+            None,
+            "its baseline is no foreign controller"
+        );
+        rb.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            name: "squatter".into(),
+            uid: "u1".into(),
+            controller: Some(true),
+            block_owner_deletion: None,
+        }]);
+        assert_eq!(foreign_controller(&rb.metadata).as_deref(), Some("ConfigMap/squatter"));
+        rb.metadata.owner_references.as_mut().unwrap()[0].controller = None;
+        assert_eq!(
+            foreign_controller(&rb.metadata),
+            None,
+            "an owner that is not the controller"
+        );
+    }
+
+    #[test]
+    fn handing_over_demotes_the_old_baselines_controller_reference() {
+        let older = binding();
+        let mut desired = binding();
+        desired.metadata.owner_references.as_mut().unwrap()[0].uid = "uid-strict".into();
+        desired.metadata.owner_references.as_mut().unwrap()[0].name = "strict".into();
+        let step = handing_over(&older.metadata, &desired.metadata).expect("a handover");
+        let refs = step.owner_references.unwrap();
+        assert_eq!(refs.len(), 2);
+        assert_eq!(
+            refs.iter().filter(|o| o.controller == Some(true)).count(),
+            1,
+            "one controller only: {refs:?}"
+        );
+        assert!(refs.iter().any(|o| o.name == "strict" && o.controller == Some(true)));
+        assert!(refs.iter().any(|o| o.name == "aks" && o.controller == Some(false)));
+        assert_eq!(
+            handing_over(&desired.metadata, &desired.metadata),
+            None,
+            "same baseline"
+        );
     }
 
     #[test]

@@ -47,6 +47,8 @@ fn is_taken(e: &kube::Error) -> bool {
 /// Where a write starts (see [`NamespaceWriter::create_or_find`]).
 enum Start<'a, K> {
     Created(K, Option<Adopting<'a>>),
+    /// An object of that name that another controller owns (`Kind/name`): never adopted.
+    Foreign(String),
     Exists {
         desired: K,
         existing: K,
@@ -185,6 +187,21 @@ impl<'a> NamespaceWriter<'a> {
         }
     }
 
+    /// Writes over an object that exists. One another baseline controlled is handed over in two
+    /// applies (see [`objects::handing_over`]): the old controller reference would otherwise stay,
+    /// and the API server refuses an object with two controllers.
+    async fn overwrite<K>(&self, api: &Api<K>, name: &str, existing: &K, desired: &K) -> kube::Result<K>
+    where
+        K: Resource<DynamicType = ()> + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        if let Some(step) = objects::handing_over(existing.meta(), desired.meta()) {
+            let mut first = desired.clone();
+            *first.meta_mut() = step;
+            self.write(api, name, &first, false).await?;
+        }
+        self.write(api, name, desired, false).await
+    }
+
     /// Where a write starts: created just now (nobody had an object by that name), or what
     /// exists under the name with the object to write over it. The finalizer guard lives until
     /// the written object is in the cache (`apply_own`).
@@ -209,6 +226,9 @@ impl<'a> NamespaceWriter<'a> {
             let (desired, existing, adopting) = self
                 .before_write(name, desired, cached.take(), names, owner, read)
                 .await?;
+            if let Some(controller) = existing.as_ref().and_then(|e| objects::foreign_controller(e.meta())) {
+                return Ok(Start::Foreign(controller));
+            }
             if let Some(existing) = existing {
                 return Ok(Start::Exists {
                     desired,
@@ -240,11 +260,16 @@ impl<'a> NamespaceWriter<'a> {
         let (written, existing, _adopting) = match self.create_or_find(&api, name, desired, cached, names, owner).await
         {
             Ok(Start::Created(created, adopting)) => (Ok(created), None, adopting),
+            Ok(Start::Foreign(controller)) => return taken_by("NetworkPolicy", name, &controller),
             Ok(Start::Exists {
                 desired,
                 existing,
                 adopting,
-            }) => (self.write(&api, name, &desired, false).await, Some(existing), adopting),
+            }) => (
+                self.overwrite(&api, name, &existing, &desired).await,
+                Some(existing),
+                adopting,
+            ),
             Err(e) => (Err(e), None, None),
         };
         match written {
@@ -275,6 +300,7 @@ impl<'a> NamespaceWriter<'a> {
                 self.ctx.bindings.apply_own(created);
                 return ObjectResult::Repaired(verb(was_cached, None));
             }
+            Ok(Start::Foreign(controller)) => return taken_by("RoleBinding", name, &controller),
             Ok(Start::Exists {
                 desired,
                 existing,
@@ -288,6 +314,17 @@ impl<'a> NamespaceWriter<'a> {
         // escalation check and validation run, nothing is stored), so a refused role never
         // leaves the namespace without the old binding.
         let replacing = existing.role_ref != desired.role_ref;
+        // Replacing deletes, and the operator deletes only what a baseline made: a hand-made
+        // binding to another role stays, reported, until someone removes it.
+        if replacing && !objects::has_baseline_owner(&existing.metadata) {
+            return ObjectResult::Failed {
+                reason: "Bypassed".into(),
+                message: format!(
+                    "RoleBinding {name} exists, made by someone else, and binds {} {}; the baseline binds {} {} and a binding's role cannot change in place. kube-baseline deletes only what it made: delete this binding and the baseline's is created",
+                    existing.role_ref.kind, existing.role_ref.name, desired.role_ref.kind, desired.role_ref.name
+                ),
+            };
+        }
         if replacing {
             let old = &existing;
             let mut probe = desired.clone();
@@ -318,8 +355,8 @@ impl<'a> NamespaceWriter<'a> {
                 }
                 return self.failed("RoleBinding", e);
             }
-            // The operator's identity may delete only bindings that carry its labels (the fence
-            // in config/fence): a hand-made binding being adopted is marked first.
+            // The fence lets the operator's identity delete only bindings that carry its labels:
+            // one a baseline made whose labels were stripped gets them back first.
             if !objects::is_managed(&old.metadata) {
                 let mark = json!({"metadata": {"labels": desired.metadata.labels}});
                 self.count_write("patch", "RoleBinding");
@@ -345,7 +382,12 @@ impl<'a> NamespaceWriter<'a> {
         // retried at once (briefly), not after the reconcile backoff.
         let mut retries = [100u64, 300, 900].into_iter();
         loop {
-            match self.write(&api, name, desired, false).await {
+            let written = if replacing {
+                self.write(&api, name, desired, false).await
+            } else {
+                self.overwrite(&api, name, &existing, desired).await
+            };
+            match written {
                 Ok(written) => {
                     self.ctx.bindings.apply_own(written);
                     return ObjectResult::Repaired(verb(was_cached, Some(&existing.metadata)));
@@ -392,6 +434,12 @@ impl<'a> NamespaceWriter<'a> {
             }
         };
         let mut desired = desired.clone();
+        if existing
+            .as_ref()
+            .is_some_and(|e| objects::foreign_controller(e.meta()).is_some())
+        {
+            return Ok((desired, existing, None));
+        }
         let adopting = existing
             .as_ref()
             .is_some_and(|e| !objects::has_baseline_owner(e.meta()));
@@ -442,6 +490,17 @@ impl<'a> NamespaceWriter<'a> {
             return false;
         }
         wrote == labels
+    }
+}
+
+/// A same-named object another controller owns stands where the baseline's would: reported as a
+/// bypass (the baseline is not in force there), never taken over.
+fn taken_by(kind: &str, name: &str, controller: &str) -> ObjectResult {
+    ObjectResult::Failed {
+        reason: "Bypassed".into(),
+        message: format!(
+            "{kind} {name} exists and is controlled by {controller}: kube-baseline does not take over what another controller owns, so the baseline's {kind} is not in force here. Remove it (or stop its controller making it) and the baseline's own is created"
+        ),
     }
 }
 
