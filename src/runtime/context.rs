@@ -13,7 +13,7 @@ use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
 use tracing::info;
 
-use crate::api::SecurityBaseline;
+use crate::api::{SecurityBaseline, SecurityBaselineStatus};
 use crate::core::desired::{self, ObjectKey};
 use crate::core::egress::EgressSummary;
 use crate::core::status::NsOutcome;
@@ -94,6 +94,10 @@ pub struct Context {
     /// until the namespace cache shows that version: a reconcile in between (triggered by the
     /// watch events of the namespace's other objects) must not write the same labels again.
     pub labels_written: Mutex<HashMap<String, LabelsWritten>>,
+    /// Baseline uid -> (resourceVersion, status) of this process's last status write. The
+    /// status writer compares with the stored status and trusts this only while the cache has
+    /// not seen a newer version; the baseline watch wakes it when someone else changed a status.
+    pub status_written: Mutex<HashMap<String, (Option<u64>, SecurityBaselineStatus)>>,
     /// When every cache had its first full list.
     pub synced_at: std::sync::OnceLock<Instant>,
     /// Set once every namespace has been reconciled since start (see the status writer).
@@ -142,6 +146,7 @@ impl Context {
             binding_names: Arc::default(),
             results: Mutex::default(),
             status_changed: tokio::sync::Notify::new(),
+            status_written: Mutex::new(HashMap::new()),
             metrics,
             synced: tokio::sync::OnceCell::new(),
             synced_at: std::sync::OnceLock::new(),

@@ -223,6 +223,16 @@ pub fn controller(
         .backoff(WatchBackoff::default())
         .map_ok(decoded)
         .reflect(baseline_writer)
+        // Status-only updates never reach the namespaces, but one the operator did not write
+        // (a forged exemption) must be written over.
+        .inspect_ok({
+            let ctx = ctx.clone();
+            move |e| {
+                if let watcher::Event::Apply(b) = e {
+                    crate::runtime::status_writer::status_changed_elsewhere(&ctx, b);
+                }
+            }
+        })
         .inspect_ok(on_listed(ctx.clone(), |c| &c.baselines_listed))
         .inspect_ok(on_relist(relisted_tx.clone())),
     )

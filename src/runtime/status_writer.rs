@@ -16,13 +16,11 @@ use crate::core::desired;
 use crate::core::objects::FIELD_MANAGER;
 use crate::core::status::{self, StatusInput};
 use crate::runtime::context::Context;
+use crate::runtime::index::revision;
 use crate::runtime::metrics::{ConditionLabel, ErrorLabel, StateLabel};
 
 /// Runs until the process stops.
 pub async fn run(ctx: Arc<Context>) {
-    // By baseline uid: the status this process wrote last. The cache may not show our own
-    // write yet; comparing with both keeps a status from being written twice.
-    let mut written: HashMap<String, SecurityBaselineStatus> = HashMap::new();
     let mut pacing = Pacing::default();
     let trimmer = crate::runtime::memory::Trimmer::default();
     loop {
@@ -34,7 +32,7 @@ pub async fn run(ctx: Arc<Context>) {
             continue;
         }
         let settled = crate::runtime::finalizer::settle(&ctx).await;
-        let statuses_written = write_all(&ctx, &mut written, Some(&mut pacing)).await;
+        let statuses_written = write_all(&ctx, Some(&mut pacing)).await;
         // What the reconciles since the last pass allocated and dropped goes back to the kernel.
         trimmer.soon();
         // After the statuses: what is gone has been forgotten, and reports follow suit.
@@ -128,7 +126,7 @@ impl Pacing {
 /// Writes what is pending once more (at shutdown, while still allowed to write), so debounced
 /// results and repair counts are not lost.
 pub async fn flush(ctx: &Context) {
-    if all_namespaces_seen(ctx) && !write_all(ctx, &mut HashMap::new(), None).await {
+    if all_namespaces_seen(ctx) && !write_all(ctx, None).await {
         warn!("could not write every status at shutdown");
     }
 }
@@ -169,11 +167,7 @@ fn all_namespaces_seen(ctx: &Context) -> bool {
 
 /// Writes every baseline status that changed; false when a write failed.
 /// `pacing` spaces out the work of a pass (None does and writes everything).
-async fn write_all(
-    ctx: &Context,
-    written: &mut HashMap<String, SecurityBaselineStatus>,
-    mut pacing: Option<&mut Pacing>,
-) -> bool {
+async fn write_all(ctx: &Context, mut pacing: Option<&mut Pacing>) -> bool {
     let baselines = ctx.baselines.state();
     // Untyped: the response of a baseline the operator cannot decode must not fail the write.
     let api: Api<kube::api::DynamicObject> = Api::all_with(
@@ -183,7 +177,7 @@ async fn write_all(
     let now = Timestamp::now();
     let mut ok = true;
     if pacing.as_deref_mut().is_none_or(|p| p.forget_due(Instant::now())) {
-        forget_what_is_gone(ctx, &baselines, written);
+        forget_what_is_gone(ctx, &baselines);
     }
     for baseline in &baselines {
         let name = baseline.name_any();
@@ -200,7 +194,9 @@ async fn write_all(
         }
         let (status, pending, unsettled) = {
             let r = ctx.results.lock().unwrap();
-            let previous = written.get(&uid).or(baseline.status.as_ref());
+            let mine = ctx.status_written.lock().unwrap().get(&uid).cloned();
+            let mine = mine.filter(|(rv, _)| !stored_is_newer(baseline, *rv)).map(|(_, s)| s);
+            let previous = mine.as_ref().or(baseline.status.as_ref());
             let pending = r.pending_repairs.get(&name).cloned().unwrap_or_default();
             let invalid = desired::validate(baseline).err().map(|e| e.0);
             let generation = baseline.meta().generation;
@@ -227,7 +223,10 @@ async fn write_all(
         {
             p.settled(&uid);
         }
-        if written.get(&uid) == Some(&status) || baseline.status.as_ref() == Some(&status) {
+        // The stored status decides, not this process's last write: a status someone else
+        // changed (a forged exemption, say) is written over. Until the cache shows our own
+        // write, that write stands for the stored status.
+        if baseline.status.as_ref() == Some(&status) || is_mine_and_unseen(ctx, baseline, &uid, &status) {
             continue;
         }
         if let Some(p) = pacing.as_deref_mut()
@@ -257,14 +256,16 @@ async fn write_all(
             other => other,
         };
         match written_now {
-            Ok(_) => {
+            Ok(stored) => {
                 debug!(baseline = %name, "status written");
                 ctx.metrics.status_writes.inc();
                 let mut r = ctx.results.lock().unwrap();
                 if let Some(p) = r.pending_repairs.get_mut(&name) {
                     p.0 -= pending.0;
                 }
-                written.insert(uid, status);
+                drop(r);
+                let rv = revision(stored.metadata.resource_version.as_deref());
+                ctx.status_written.lock().unwrap().insert(uid, (rv, status));
             }
             Err(kube::Error::Api(s)) if s.code == 404 => {} // deleted meanwhile
             Err(e) => {
@@ -280,12 +281,45 @@ async fn write_all(
     ok
 }
 
+/// Whether the cached baseline is a newer version than the one this process's status write made
+/// (someone wrote after it), or its version is unknown.
+fn stored_is_newer(baseline: &SecurityBaseline, written: Option<u64>) -> bool {
+    match (revision(baseline.metadata.resource_version.as_deref()), written) {
+        (Some(cached), Some(written)) => cached > written,
+        _ => true,
+    }
+}
+
+/// Whether `status` is what this process wrote last and the cache has not caught up with it.
+fn is_mine_and_unseen(ctx: &Context, baseline: &SecurityBaseline, uid: &str, status: &SecurityBaselineStatus) -> bool {
+    let written = ctx.status_written.lock().unwrap();
+    written
+        .get(uid)
+        .is_some_and(|(rv, mine)| mine == status && !stored_is_newer(baseline, *rv))
+}
+
+/// The baseline watch's part: a status changed by someone else (its version is not this
+/// process's last write, and it differs from what this process wrote) wakes the status writer,
+/// which writes the true status again.
+pub fn status_changed_elsewhere(ctx: &Context, baseline: &SecurityBaseline) {
+    let Some(uid) = baseline.metadata.uid.as_deref() else {
+        return;
+    };
+    let rv = revision(baseline.metadata.resource_version.as_deref());
+    let changed = ctx
+        .status_written
+        .lock()
+        .unwrap()
+        .get(uid)
+        .is_some_and(|(written, mine)| *written != rv && baseline.status.as_ref() != Some(mine));
+    if changed {
+        debug!(baseline = %baseline.name_any(), "status changed by someone else");
+        ctx.status_changed.notify_one();
+    }
+}
+
 /// Drops the results of deleted baselines and namespaces, once per pass.
-fn forget_what_is_gone(
-    ctx: &Context,
-    baselines: &[Arc<SecurityBaseline>],
-    written: &mut HashMap<String, SecurityBaselineStatus>,
-) {
+fn forget_what_is_gone(ctx: &Context, baselines: &[Arc<SecurityBaseline>]) {
     let live_namespaces: HashSet<String> = ctx.namespaces.state().iter().map(|n| n.name_any()).collect();
     let live_baselines: HashSet<String> = baselines.iter().map(|b| b.name_any()).collect();
     let live_uids: HashSet<String> = baselines.iter().filter_map(|b| b.uid()).collect();
@@ -336,7 +370,10 @@ fn forget_what_is_gone(
         .lock()
         .unwrap()
         .retain(|ns, _| live_namespaces.contains(ns));
-    written.retain(|uid, _| live_uids.contains(uid));
+    ctx.status_written
+        .lock()
+        .unwrap()
+        .retain(|uid, _| live_uids.contains(uid));
 }
 
 /// The `state` label values of the per-baseline namespace gauge.
