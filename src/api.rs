@@ -372,7 +372,9 @@ pub struct NamespaceCounts {
     pub selected: i64,
     pub compliant: i64,
     pub drifted: i64,
-    /// Another NetworkPolicy lets pods reach a blocked CIDR (see problems, reason Bypassed).
+    /// The baseline is not in force there: another NetworkPolicy lets pods reach a blocked CIDR,
+    /// or a same-named object another controller owns stands in for the baseline's (see
+    /// problems, reason Bypassed).
     #[serde(default)]
     pub bypassed: i64,
     pub exempted: i64,

@@ -1021,3 +1021,152 @@ async fn converging_many_namespaces_writes_a_bounded_number_of_events() {
     );
     s.cleanup().await;
 }
+
+/// `obj`'s JSON with a controller ownerReference to the ConfigMap `owner` made in `ns` first.
+async fn owned_by_a_config_map(s: &Scenario, ns: &str, obj: serde_json::Value) -> serde_json::Value {
+    let owner = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(s.client.clone(), ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "owner"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut obj = obj;
+    obj["metadata"]["ownerReferences"] = json!([{
+        "apiVersion": "v1", "kind": "ConfigMap", "name": "owner",
+        "uid": owner.metadata.uid.unwrap(), "controller": true,
+    }]);
+    obj
+}
+
+#[tokio::test]
+async fn a_same_named_object_another_controller_owns_is_reported_bypassed_and_never_taken_over() {
+    // The review's squatter: an open policy by the baseline's name, controlled by a ConfigMap,
+    // made before the namespace is selected; and a binding by a baseline binding's name.
+    let mut s = Scenario::new("squat").await;
+    let ns = s.namespace("team").await;
+    let squatter = owned_by_a_config_map(
+        &s,
+        &ns,
+        json!({"metadata": {"name": POLICY},
+               "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]}}),
+    )
+    .await;
+    let squatter: NetworkPolicy = serde_json::from_value(squatter).unwrap();
+    s.policies(&ns).create(&PostParams::default(), &squatter).await.unwrap();
+    let mut binding: serde_json::Value = json!({
+        "metadata": {"name": "team-dev", "ownerReferences": squatter.metadata.owner_references},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+        "subjects": [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "attacker-group"}],
+    });
+    binding["metadata"]["ownerReferences"][0]["controller"] = json!(true);
+    let binding: RoleBinding = serde_json::from_value(binding).unwrap();
+    s.bindings(&ns).create(&PostParams::default(), &binding).await.unwrap();
+
+    let baseline = s.baseline("aks", aks_spec(&s.label)).await;
+    let status = s
+        .wait_status(&baseline, "both squatters reported", |st| {
+            ["NetworkPolicy", "RoleBinding"].iter().all(|kind| {
+                st.problems.iter().any(|p| {
+                    p.namespace == ns
+                        && p.reason == "Bypassed"
+                        && p.message.contains(&format!("{kind} "))
+                        && p.message.contains("controlled by ConfigMap/owner")
+                })
+            })
+        })
+        .await;
+    assert_eq!(status.namespaces.bypassed, 1, "{:?}", status.namespaces);
+    s.wait_event(&baseline, "Bypassed", "controlled by ConfigMap/owner")
+        .await;
+    // Nothing of them was taken over, and the binding's group kept nothing it did not have.
+    let np = s.policy(&ns).await.unwrap();
+    assert!(
+        !np.labels().contains_key("app.kubernetes.io/managed-by"),
+        "{:?}",
+        np.metadata
+    );
+    let rb = s.binding(&ns, "team-dev").await.unwrap();
+    assert!(
+        !rb.labels().contains_key("app.kubernetes.io/managed-by"),
+        "{:?}",
+        rb.metadata
+    );
+    // Once the squatter is gone, the baseline's own policy is made.
+    s.policies(&ns).delete(POLICY, &Default::default()).await.unwrap();
+    eventually("the baseline's policy", WAIT, || async {
+        s.policy(&ns)
+            .await
+            .filter(|p| p.labels().get("kubebaseline.io/baseline") == Some(&baseline))
+    })
+    .await;
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_binding_handed_to_another_baseline_keeps_no_trace_of_the_first() {
+    let mut s = Scenario::new("handover").await;
+    let ns = s.namespace("team").await;
+    let older = s.baseline("older", aks_spec(&s.label)).await;
+    s.wait_all_objects(&ns).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // creation timestamps have 1 s resolution
+    let other_group = "0f0e0d0c-0b0a-0908-0706-050403020100";
+    let mut spec = aks_spec(&s.label);
+    spec.role_bindings[0].groups = vec![other_group.into()];
+    let younger = s.baseline("younger", spec).await;
+    s.wait_condition(&younger, "Conflict", "True").await;
+
+    // The older baseline stops asking for team-dev: the younger one takes it over.
+    s.baselines()
+        .patch(
+            &older,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"roleBindings": [
+                {"name": "team-read", "clusterRole": "view", "groups": [GROUP_READ]}]}})),
+        )
+        .await
+        .unwrap();
+    let older_uid = s.baselines().get(&older).await.unwrap().metadata.uid.unwrap();
+    let rb = eventually("team-dev handed over, old reference gone", WAIT, || async {
+        s.binding(&ns, "team-dev").await.filter(|rb| {
+            rb.labels().get("kubebaseline.io/baseline") == Some(&younger)
+                && !rb.owner_references().iter().any(|o| o.uid == older_uid)
+        })
+    })
+    .await;
+    let subjects: Vec<&str> = rb.subjects.iter().flatten().map(|s| s.name.as_str()).collect();
+    assert_eq!(subjects, [other_group], "the older baseline's group keeps nothing");
+    assert_eq!(
+        rb.owner_references()
+            .iter()
+            .filter(|o| o.controller == Some(true))
+            .count(),
+        1
+    );
+    s.wait_condition(&younger, "Conflict", "False").await;
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_forged_exemption_in_status_is_written_over() {
+    // status.activeExemptions switches admission off in a namespace; one the spec does not
+    // declare, written by anyone who may write the status, does not stay.
+    let mut s = Scenario::new("forged-status").await;
+    let ns = s.namespace("team").await;
+    let baseline = s.baseline("aks", aks_spec(&s.label)).await;
+    s.wait_condition(&baseline, "Ready", "True").await;
+    s.baselines()
+        .patch_status(
+            &baseline,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"activeExemptions": [
+                {"namespace": ns, "controls": ["metadataEgress"], "expires": "2099-01-01T00:00:00Z"}]}})),
+        )
+        .await
+        .expect("the admin may write the status");
+    s.wait_status(&baseline, "the forged exemption gone", |st| {
+        st.active_exemptions.is_empty()
+    })
+    .await;
+    s.cleanup().await;
+}
