@@ -12,10 +12,11 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, RoleBinding, RoleRef, Subject};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::Client;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
 use kube_baseline::api::{AdmissionMode, Control, Exemption, SecurityBaselineSpec};
-use serde_json::json;
+use kube_baseline::core::objects::ADOPTED_ANNOTATION;
+use serde_json::{Value, json};
 
 /// A member of the baseline's `team-dev` group: `edit` in every selected namespace.
 const MEMBER: &str = "dev@example.com";
@@ -421,5 +422,250 @@ async fn an_exempted_namespace_is_not_guarded_for_the_exempted_control() {
         })
         .await;
     assert_eq!(status.namespaces.bypassed, 0);
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_adopted_mark_cannot_be_added_to_or_removed_from_managed_objects() {
+    let mut s = Scenario::new("adopted-mark").await;
+    s.baseline("aks", aks_spec(&s.label)).await;
+    let made = s.namespace("team").await;
+    // A hand-made policy of the baseline's name, in a namespace selected afterwards: adopted.
+    let taken = s.unselected_namespace("taken").await;
+    let handmade: NetworkPolicy = serde_json::from_value(json!({
+        "metadata": {"name": POLICY},
+        "spec": {"podSelector": {}, "policyTypes": ["Egress"],
+                 "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}}]}]}
+    }))
+    .unwrap();
+    s.policies(&taken)
+        .create(&PostParams::default(), &handmade)
+        .await
+        .unwrap();
+    kubectl(&["label", "namespace", &taken, &format!("{SUITE_LABEL}={}", s.label)]);
+    s.wait_all_objects(&made).await;
+    s.wait_all_objects(&taken).await;
+    eventually("the hand-made policy adopted", WAIT, || async {
+        s.policy(&taken)
+            .await
+            .filter(|np| np.annotations().contains_key(ADOPTED_ANNOTATION))
+    })
+    .await;
+    wait_guarded(&made).await;
+    wait_guarded(&taken).await;
+    let mark = |value: Option<&str>| Patch::Merge(json!({"metadata": {"annotations": {ADOPTED_ANNOTATION: value}}}));
+
+    // On a policy the baseline made, the mark would turn a later delete into a release.
+    let message = refusal(
+        Api::<NetworkPolicy>::namespaced(member().await, &made)
+            .patch(POLICY, &PatchParams::default(), &mark(Some("true")))
+            .await,
+    );
+    assert!(
+        message.contains("annotation kubebaseline.io/adopted") && message.contains("cannot be changed"),
+        "{message}"
+    );
+    // On a binding, the group would keep its access once the baseline is gone.
+    let admin = namespace_admin(&s, &made, "ns-admin@example.com").await;
+    refusal(
+        Api::<RoleBinding>::namespaced(admin, &made)
+            .patch("team-dev", &PatchParams::default(), &mark(Some("true")))
+            .await,
+    );
+    // Without it, an adopted policy would be deleted instead of given back.
+    refusal(
+        Api::<NetworkPolicy>::namespaced(member().await, &taken)
+            .patch(POLICY, &PatchParams::default(), &mark(None))
+            .await,
+    );
+
+    assert!(
+        !s.policy(&made)
+            .await
+            .unwrap()
+            .annotations()
+            .contains_key(ADOPTED_ANNOTATION)
+    );
+    let rb = s.binding(&made, "team-dev").await.unwrap();
+    assert!(!rb.annotations().contains_key(ADOPTED_ANNOTATION));
+    assert!(
+        s.policy(&taken)
+            .await
+            .unwrap()
+            .annotations()
+            .contains_key(ADOPTED_ANNOTATION)
+    );
+    s.cleanup().await;
+}
+
+const IMDS_MAPPED: &str = "::ffff:169.254.169.254/128";
+
+/// Policy `name` in `ns` whose one egress rule goes to `cidr` except `except`, on every port.
+fn egress_to(ns: &str, name: &str, cidr: &str, except: &[&str]) -> NetworkPolicy {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"podSelector": {}, "policyTypes": ["Egress"],
+                 "egress": [{"to": [{"ipBlock": {"cidr": cidr, "except": except}}]}]}
+    }))
+    .unwrap()
+}
+
+/// The merge patch that makes a policy's only egress rule go to `cidr` except `except`.
+fn egress_patch(cidr: &str, except: &[&str]) -> Patch<Value> {
+    Patch::Merge(json!({"spec": {"egress": [{"to": [{"ipBlock": {"cidr": cidr, "except": except}}]}]}}))
+}
+
+/// Kubernetes 1.36 refuses a new ipBlock CIDR with leading zeros, bits past the prefix length or
+/// an IPv4-mapped IPv6 address (StrictIPCIDRValidation) before admission runs.
+fn assert_invalid(result: kube::Result<NetworkPolicy>, why: &str) {
+    match result {
+        Err(kube::Error::Api(s)) if s.code == 422 && s.message.contains(why) => {}
+        other => panic!("expected the API server to refuse it ({why}), got {other:?}"),
+    }
+}
+
+/// Writes a NetworkPolicy in `ns` straight into etcd, as an API server before 1.36 (or with
+/// StrictIPCIDRValidation off) stored it: its ingress peers hold `cidrs`, its egress goes to
+/// 10.0.0.0/8. An update may reuse any CIDR the object already holds, so through it such values
+/// reach admission on 1.36 as well. Returns its name once the API server serves it.
+async fn stored_before_1_36(s: &Scenario, ns: &str, cidrs: &[&str]) -> String {
+    let name = "legacy";
+    let peers: Vec<Value> = cidrs.iter().map(|c| json!({"ipBlock": {"cidr": c}})).collect();
+    let object = json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": ns, "uid": unique("uid"), "creationTimestamp": "2025-01-01T00:00:00Z"},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"],
+                 "ingress": [{"from": peers}],
+                 "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}]}
+    });
+    let ports = std::fs::read_to_string(cluster_dir().join("ports")).expect("the control plane's ports");
+    let port = ports
+        .lines()
+        .find_map(|l| l.strip_prefix("etcd_port="))
+        .expect("etcd_port");
+    let put = json!({
+        "key": base64(format!("/registry/networkpolicies/{ns}/{name}").as_bytes()),
+        "value": base64(object.to_string().as_bytes()),
+    });
+    let url = format!("http://127.0.0.1:{port}/v3/kv/put");
+    let out = output_with_stdin(
+        std::process::Command::new("curl").args(["-fsS", "--data-binary", "@-", &url]),
+        Some(&put.to_string()),
+    );
+    assert!(
+        out.status.success(),
+        "etcd put: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually("the stored policy is served", WAIT, || async {
+        s.policies(ns).get_opt(name).await.unwrap().map(|_| ())
+    })
+    .await;
+    name.into()
+}
+
+/// Standard base64, which etcd's JSON gateway wants for keys and values.
+fn base64(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    bytes
+        .chunks(3)
+        .flat_map(|chunk| {
+            let n = chunk.iter().fold(0u32, |n, &b| n << 8 | u32::from(b)) << (8 * (3 - chunk.len()));
+            (0..4).map(move |i| {
+                if i <= chunk.len() {
+                    char::from(DIGITS[(n >> (18 - 6 * i) & 63) as usize])
+                } else {
+                    '='
+                }
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_ipv4_mapped_block_is_refused_as_reaching_the_ipv4_address() {
+    let mut s = Scenario::new("mapped").await;
+    s.baseline("aks", aks_spec(&s.label)).await;
+    let ns = s.namespace("team").await;
+    s.wait_all_objects(&ns).await;
+    wait_guarded(&ns).await;
+    let api: Api<NetworkPolicy> = Api::namespaced(member().await, &ns);
+
+    let new = egress_to(&ns, "mapped", IMDS_MAPPED, &[]);
+    assert_invalid(
+        api.create(&PostParams::default(), &new).await,
+        "must not have an IPv4-mapped IPv6 address",
+    );
+    let legacy = stored_before_1_36(&s, &ns, &[IMDS_MAPPED, "::ffff:0:0/96"]).await;
+    // As the block, or as the except that was to close 0.0.0.0/0: CEL cannot compare them with
+    // IPv4, and a dual-stack socket reaches 169.254.169.254 through them.
+    for (cidr, except, unparsable) in [
+        (IMDS_MAPPED, &[][..], IMDS_MAPPED),
+        ("::ffff:0:0/96", &[], "::ffff:0:0/96"),
+        ("0.0.0.0/0", &[IMDS_MAPPED], IMDS_MAPPED),
+    ] {
+        let message = refusal(
+            api.patch(&legacy, &PatchParams::default(), &egress_patch(cidr, except))
+                .await,
+        );
+        assert!(
+            message.contains(&format!(
+                "egress rule 0 has an ipBlock CIDR that cannot be parsed ({unparsable})"
+            )) && message.contains("may let pods reach 169.254.169.254/32")
+                && message.contains("IPv4-mapped"),
+            "{message}"
+        );
+    }
+    api.patch(
+        &legacy,
+        &PatchParams::default(),
+        &egress_patch("0.0.0.0/0", &["169.254.169.254/32"]),
+    )
+    .await
+    .expect("0.0.0.0/0 except 169.254.169.254/32 still passes");
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_cidr_admission_cannot_parse_is_refused_not_admitted() {
+    let mut s = Scenario::new("odd-cidr").await;
+    s.baseline("aks", aks_spec(&s.label)).await;
+    let ns = s.namespace("team").await;
+    s.wait_all_objects(&ns).await;
+    wait_guarded(&ns).await;
+    let api: Api<NetworkPolicy> = Api::namespaced(member().await, &ns);
+
+    let leading_zero = "0169.254.169.254/32";
+    let new = egress_to(&ns, "odd", leading_zero, &[]);
+    assert_invalid(
+        api.create(&PostParams::default(), &new).await,
+        "must not have leading 0s",
+    );
+    let odd = [leading_zero, "169.254.169.254/032", "169.254.0.1/16"];
+    let legacy = stored_before_1_36(&s, &ns, &odd).await;
+    // cidr() errors on the first two (failurePolicy Ignore would admit them); the third is
+    // ambiguous (169.254.0.0/16 or 169.254.0.1/32?) and does not close IMDS under the second reading.
+    for (cidr, except, unparsable) in [
+        (leading_zero, &[][..], leading_zero),
+        ("0.0.0.0/0", &["169.254.169.254/032"], "169.254.169.254/032"),
+        ("0.0.0.0/0", &["169.254.0.1/16"], "169.254.0.1/16"),
+    ] {
+        let message = refusal(
+            api.patch(&legacy, &PatchParams::default(), &egress_patch(cidr, except))
+                .await,
+        );
+        assert!(
+            message.contains(&format!("cannot be parsed ({unparsable})")) && message.contains("canonical form"),
+            "{message}"
+        );
+    }
+    api.patch(
+        &legacy,
+        &PatchParams::default(),
+        &egress_patch("0.0.0.0/0", &["169.254.169.254/32"]),
+    )
+    .await
+    .expect("the canonical form passes");
     s.cleanup().await;
 }
