@@ -1170,3 +1170,48 @@ async fn a_forged_exemption_in_status_is_written_over() {
     .await;
     s.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_running_host_network_pod_is_reported_until_it_goes() {
+    // The Pod Security floor stops new hostNetwork pods, not one already running: no
+    // NetworkPolicy applies to it, so the namespace is not protected while it runs.
+    let mut s = Scenario::new("hostnet").await;
+    let ns = s.namespace("team").await;
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(s.client.clone(), &ns);
+    let _ = accounts
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "default"}})).unwrap(),
+        )
+        .await; // made by the service-account controller where one runs
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(s.client.clone(), &ns);
+    let pod = serde_json::from_value(json!({
+        "metadata": {"name": "node-agent"},
+        "spec": {"hostNetwork": true, "automountServiceAccountToken": false,
+                 "containers": [{"name": "agent", "image": "registry.k8s.io/pause:3.10"}]},
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+
+    let baseline = s.baseline("aks", aks_spec(&s.label)).await;
+    let status = s
+        .wait_status(&baseline, "the hostNetwork pod reported", |st| {
+            st.problems
+                .iter()
+                .any(|p| p.namespace == ns && p.reason == "HostNetworkPod" && p.object == "Pod/node-agent")
+        })
+        .await;
+    assert_eq!(status.namespaces.bypassed, 1, "{:?}", status.namespaces);
+    assert_eq!(status.namespaces.compliant, 0);
+    s.wait_event(&baseline, "HostNetworkPod", "node-agent").await;
+
+    // No kubelet here: the pod goes at once when deleted without a grace period.
+    pods.delete("node-agent", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    s.wait_status(&baseline, "compliant once it is gone", |st| {
+        st.namespaces.compliant == 1
+    })
+    .await;
+    s.cleanup().await;
+}

@@ -100,7 +100,7 @@ pub fn judge(
         };
         let results = evaluate::inspect(&ns, &plan, &actual);
         let summaries = evaluate::summaries(policies);
-        let findings = evaluate::protection_findings(&ns, meta, &plan, &summaries);
+        let findings = evaluate::protection_findings(&ns, meta, &plan, &summaries, &[]);
         for (baseline, outcome) in evaluate::outcomes(&ns, &plan, &results, &findings) {
             let mode = baselines
                 .iter()

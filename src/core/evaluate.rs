@@ -133,12 +133,14 @@ pub struct Findings {
 }
 
 /// The findings of every baseline of `plan` in namespace `ns`, given summaries of all its
-/// NetworkPolicies (the baselines' own are judged as objects, not as bypasses).
+/// NetworkPolicies (the baselines' own are judged as objects, not as bypasses) and the names of
+/// its running hostNetwork pods.
 pub fn protection_findings<'a>(
     ns: &str,
     ns_meta: &ObjectMeta,
     plan: &Plan,
     summaries: impl IntoIterator<Item = &'a EgressSummary>,
+    host_network_pods: &[String],
 ) -> BTreeMap<String, Findings> {
     // Never skipped by name: a same-named policy the baselines do not own (a squatter that could
     // not be adopted) is judged like any other.
@@ -153,6 +155,19 @@ pub fn protection_findings<'a>(
                 object: format!("NetworkPolicy/{}", bypass.policy),
                 reason: "Bypassed".into(),
                 message: bypass.message(),
+            });
+        }
+        // The Pod Security floor stops new hostNetwork pods, not those already running: no
+        // NetworkPolicy applies to them, so they reach every blocked address.
+        for pod in host_network_pods {
+            f.problems.push(Problem {
+                namespace: ns.into(),
+                object: format!("Pod/{pod}"),
+                reason: "HostNetworkPod".into(),
+                message: format!(
+                    "pod {pod} runs on its node's network (hostNetwork): no NetworkPolicy applies to it, so it can reach {}; a Pod Security level of baseline or restricted refuses new such pods but not this one, so move it out of the namespace or delete it",
+                    verdict.blocked.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                ),
             });
         }
         if enforce.as_deref().and_then(objects::pod_security_rank).unwrap_or(0) == 0 {

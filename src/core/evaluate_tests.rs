@@ -81,7 +81,7 @@ fn judge(
         bindings: b,
     };
     let results = inspect("team-a", plan, &actual);
-    let findings = protection_findings("team-a", ns, plan, &summaries(p));
+    let findings = protection_findings("team-a", ns, plan, &summaries(p), &[]);
     outcomes("team-a", plan, &results, &findings).remove("aks").unwrap()
 }
 
@@ -150,4 +150,42 @@ fn another_policy_opening_the_metadata_endpoint_is_a_bypass() {
     let outcome = judge(&plan, &ns, &p, &rb);
     assert_eq!(outcome.state, NsState::Bypassed);
     assert_eq!(outcome.problems[0].object, "NetworkPolicy/allow-all");
+}
+
+#[test]
+fn a_same_named_policy_the_baselines_do_not_own_is_judged_as_a_bypass() {
+    // A squatter by the baseline's own name (it could not be adopted): never skipped by name.
+    let b = SecurityBaseline::new("aks", spec(Mode::Enforce));
+    let plan = plan(&b);
+    let (ns, mut p, rb) = compliant(&plan);
+    let squatter: NetworkPolicy = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "restrict-instance-metadata", "namespace": "team-a"},
+        "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]}
+    }))
+    .unwrap();
+    p.insert("restrict-instance-metadata".into(), squatter);
+    let findings = protection_findings("team-a", &ns, &plan, &summaries(&p), &[]);
+    let problems = &findings["aks"].problems;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].reason, "Bypassed");
+    assert_eq!(problems[0].object, "NetworkPolicy/restrict-instance-metadata");
+}
+
+#[test]
+fn a_running_host_network_pod_is_a_problem_naming_it() {
+    let b = SecurityBaseline::new("aks", spec(Mode::Enforce));
+    let plan = plan(&b);
+    let (ns, p, rb) = compliant(&plan);
+    let actual = Actual {
+        namespace: &ns,
+        policies: &p,
+        bindings: &rb,
+    };
+    let results = inspect("team-a", &plan, &actual);
+    let findings = protection_findings("team-a", &ns, &plan, &summaries(&p), &["node-agent".into()]);
+    let outcome = outcomes("team-a", &plan, &results, &findings).remove("aks").unwrap();
+    assert_eq!(outcome.state, NsState::Bypassed);
+    assert_eq!(outcome.problems[0].reason, "HostNetworkPod");
+    assert_eq!(outcome.problems[0].object, "Pod/node-agent");
+    assert!(outcome.problems[0].message.contains("169.254.169.254/32"));
 }

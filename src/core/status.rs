@@ -64,7 +64,7 @@ impl NsOutcome {
             .map(|p| match p.reason.as_str() {
                 "Conflict" => NsState::Conflicted,
                 "Drift" => NsState::Drifted,
-                "Bypassed" => NsState::Bypassed,
+                "Bypassed" | "HostNetworkPod" => NsState::Bypassed,
                 _ => NsState::Failed,
             })
             .min()

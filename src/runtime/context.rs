@@ -78,6 +78,9 @@ pub struct Context {
     /// here does not exist, so creating it needs no read first (one that exists unlabelled is
     /// looked up, to be adopted).
     pub policy_names: Arc<NamespacedIndex<()>>,
+    /// The running pods that share their node's network (spec.hostNetwork), by namespace and
+    /// name: no NetworkPolicy applies to them, so each is a way around the baseline.
+    pub host_network_pods: Arc<NamespacedIndex<()>>,
     pub binding_names: Arc<NamespacedIndex<()>>,
     pub results: Mutex<Results>,
     pub status_changed: tokio::sync::Notify,
@@ -141,6 +144,7 @@ impl Context {
             namespaces,
             policies: Arc::default(),
             egress: Arc::default(),
+            host_network_pods: Arc::default(),
             bindings: Arc::default(),
             policy_names: Arc::default(),
             binding_names: Arc::default(),

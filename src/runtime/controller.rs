@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt, TryStreamExt, stream};
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, ApiResource, DynamicObject, PartialObjectMeta};
@@ -264,6 +264,23 @@ pub fn controller(
             .try_filter_map(|o| futures::future::ready(Ok(o)))
             .filter(no_errors)
     };
+    // Pods on their node's network, metadata only: the API server filters them (spec.hostNetwork
+    // and status.phase are field selectors it serves for pods), so the cache holds a handful.
+    let host_network_pods = {
+        let (index, present) = (ctx.host_network_pods.clone(), Arc::new(()));
+        let fields = "spec.hostNetwork=true,status.phase!=Succeeded,status.phase!=Failed";
+        watcher(
+            Api::<PartialObjectMeta<Pod>>::all(client.clone()),
+            watch_config().fields(fields),
+        )
+        .backoff(WatchBackoff::default())
+        .map_ok(move |e| {
+            index.apply_with(&e, |_| Some(present.clone()));
+            trigger(e, false)
+        })
+        .try_filter_map(|o| futures::future::ready(Ok(o)))
+        .filter(no_errors)
+    };
     // Every RoleBinding: managed ones kept whole, the others by name only (see Context).
     let bindings = {
         let (index, names) = (ctx.bindings.clone(), ctx.binding_names.clone());
@@ -297,6 +314,9 @@ pub fn controller(
         .watches_stream(baselines, move |b| affected_namespaces(&mapper_ctx, &b))
         .watches_stream(policies, |p: NetworkPolicy| p.namespace().map(|ns| ObjectRef::new(&ns)))
         .watches_stream(bindings, |b: RoleBinding| b.namespace().map(|ns| ObjectRef::new(&ns)))
+        .watches_stream(host_network_pods, |p: PartialObjectMeta<Pod>| {
+            p.namespace().map(|ns| ObjectRef::new(&ns))
+        })
         .reconcile_all_on(futures::stream::select(relisted, every(RESYNC)))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx.clone())

@@ -149,7 +149,14 @@ fn protection_findings(
     plan: &Plan,
 ) -> BTreeMap<String, Findings> {
     let summaries = ctx.egress.in_namespace(ns);
-    evaluate::protection_findings(ns, ns_meta, plan, summaries.values().map(AsRef::as_ref))
+    let host_network_pods: Vec<String> = ctx.host_network_pods.in_namespace(ns).into_keys().collect();
+    evaluate::protection_findings(
+        ns,
+        ns_meta,
+        plan,
+        summaries.values().map(AsRef::as_ref),
+        &host_network_pods,
+    )
 }
 
 /// Stores this namespace's outcome for every baseline and returns the problems that are new.
