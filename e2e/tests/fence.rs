@@ -807,6 +807,68 @@ async fn only_pod_security_labels_of_a_namespace_may_change() {
     delete_namespace(&admin, &ns).await;
 }
 
+#[tokio::test]
+async fn pod_security_labels_it_did_not_set_are_never_lowered_or_removed() {
+    // The review's attack: the token lowering Pod Security on a namespace no baseline selects.
+    let admin = client().await;
+    let ns = create_namespace(&admin, "fence-psa", &[(PSA_ENFORCE, "baseline")]).await;
+    let namespaces: Api<Namespace> = Api::all(operator().await);
+    let apply =
+        |labels: Value| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}});
+    assert_fenced(
+        namespaces
+            .patch(
+                &ns,
+                &apply_as_operator(),
+                &Patch::Apply(apply(json!({PSA_ENFORCE: "privileged"}))),
+            )
+            .await,
+        &format!(
+            "may only raise Pod Security labels it did not set, and this update of Namespace {ns} lowers or removes {PSA_ENFORCE}"
+        ),
+    );
+    assert_fenced(
+        namespaces
+            .patch(
+                &ns,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {PSA_ENFORCE: null}}})),
+            )
+            .await,
+        "lowers or removes",
+    );
+    assert_eq!(
+        admin_namespace_labels(&admin, &ns)
+            .await
+            .get(PSA_ENFORCE)
+            .map(String::as_str),
+        Some("baseline")
+    );
+    // Tightening is allowed; then the label is the operator's, which may lower it again (a
+    // baseline relaxed) or release it.
+    namespaces
+        .patch(
+            &ns,
+            &apply_as_operator(),
+            &Patch::Apply(apply(json!({PSA_ENFORCE: "restricted"}))),
+        )
+        .await
+        .expect("a stricter level");
+    namespaces
+        .patch(
+            &ns,
+            &apply_as_operator(),
+            &Patch::Apply(apply(json!({PSA_ENFORCE: "baseline"}))),
+        )
+        .await
+        .expect("its own label, lowered");
+    namespaces
+        .patch(&ns, &apply_as_operator(), &Patch::Apply(apply(json!({}))))
+        .await
+        .expect("and released");
+    delete_namespace(&admin, &ns).await;
+}
+
 async fn admin_namespace_labels(admin: &Client, ns: &str) -> BTreeMap<String, String> {
     Api::<Namespace>::all(admin.clone())
         .get(ns)

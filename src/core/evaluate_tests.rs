@@ -157,7 +157,7 @@ fn a_same_named_policy_the_baselines_do_not_own_is_judged_as_a_bypass() {
     // A squatter by the baseline's own name (it could not be adopted): never skipped by name.
     let b = SecurityBaseline::new("aks", spec(Mode::Enforce));
     let plan = plan(&b);
-    let (ns, mut p, rb) = compliant(&plan);
+    let (ns, mut p, _) = compliant(&plan);
     let squatter: NetworkPolicy = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "restrict-instance-metadata", "namespace": "team-a"},
         "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]}
