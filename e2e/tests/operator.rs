@@ -1215,3 +1215,36 @@ async fn a_running_host_network_pod_is_reported_until_it_goes() {
     .await;
     s.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_baselines_object_in_a_namespace_it_does_not_select_is_pruned() {
+    // What the fence's per-baseline check refuses, and what gets through while that check
+    // cannot run (after an API server restart): the operator removes it as soon as it sees it.
+    let mut s = Scenario::new("stray").await;
+    let ns = s.namespace("team").await;
+    let baseline = s.baseline("aks", aks_spec(&s.label)).await;
+    s.wait_all_objects(&ns).await;
+    let uid = s.baselines().get(&baseline).await.unwrap().metadata.uid.unwrap();
+    let elsewhere = create_namespace(&s.client, "stray-flux-system", &[]).await;
+    let stray: RoleBinding = serde_json::from_value(json!({
+        "metadata": {
+            "name": "team-dev",
+            "labels": {"app.kubernetes.io/managed-by": "kube-baseline", "kubebaseline.io/baseline": baseline},
+            "ownerReferences": [{"apiVersion": "kubebaseline.io/v1alpha1", "kind": "SecurityBaseline",
+                                 "name": baseline, "uid": uid, "controller": true}],
+        },
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+        "subjects": [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "attacker-group"}],
+    }))
+    .unwrap();
+    s.bindings(&elsewhere)
+        .create(&PostParams::default(), &stray)
+        .await
+        .unwrap();
+    eventually("the stray binding pruned", WAIT, || async {
+        s.binding(&elsewhere, "team-dev").await.is_none().then_some(())
+    })
+    .await;
+    delete_namespace(&s.client, &elsewhere).await;
+    s.cleanup().await;
+}
