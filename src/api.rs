@@ -221,18 +221,19 @@ pub struct MetadataEgress {
     )]
     pub blocked_cidrs: Vec<String>,
 
-    /// The address families pods keep egress for. IPv4 is always there; IPv6 (an `::/0` peer)
-    /// is there by default so dual-stack clusters keep their IPv6 egress. Set [IPv4] where the
-    /// NetworkPolicy engine rejects IPv6 ipBlocks: Azure Network Policy Manager drops a whole
-    /// policy that has one, which leaves the metadata endpoint reachable (see
-    /// docs/network-policy-engines.md).
-    #[serde(default = "default_ip_families")]
+    /// The address families pods keep egress for: an ipBlock peer each (`0.0.0.0/0`, `::/0`),
+    /// each excepting the blocked CIDRs of its family. Omitted (the default): the families the
+    /// cluster uses, read from the default/kubernetes Service and node podCIDRs, and shown in
+    /// status.ipFamilies. IPv6 is rendered only where the cluster uses it: Azure Network Policy
+    /// Manager drops a whole policy that holds an IPv6 ipBlock, which leaves the metadata
+    /// endpoint reachable (see docs/network-policy-engines.md). IPv4 is always there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 2))]
     #[x_kube(
         merge_strategy = ListMerge::Set,
         validation = Rule::new("'IPv4' in self").message("ipFamilies must contain IPv4: without it pods would lose all IPv4 egress")
     )]
-    pub ip_families: Vec<IpFamily>,
+    pub ip_families: Option<Vec<IpFamily>>,
 }
 
 /// An IP address family.
@@ -247,13 +248,9 @@ impl Default for MetadataEgress {
         Self {
             policy_name: default_policy_name(),
             blocked_cidrs: default_blocked_cidrs(),
-            ip_families: default_ip_families(),
+            ip_families: None,
         }
     }
-}
-
-fn default_ip_families() -> Vec<IpFamily> {
-    vec![IpFamily::IPv4, IpFamily::IPv6]
 }
 
 fn default_policy_name() -> String {
@@ -364,6 +361,17 @@ pub struct SecurityBaselineStatus {
     /// admits hostNetwork pods, which no NetworkPolicy restricts (at most 50).
     #[serde(default)]
     pub warnings: Vec<Problem>,
+    /// The address families the metadata NetworkPolicy is rendered for, and why (the spec's
+    /// ipFamilies, or the cluster's and how they were found). Absent without metadataEgress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_families: Option<RenderedFamilies>,
+}
+
+/// The address families a policy is rendered for.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub struct RenderedFamilies {
+    pub families: Vec<IpFamily>,
+    pub reason: String,
 }
 
 /// Namespaces by compliance state. `selected` is the sum of the others.

@@ -214,7 +214,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         leadership = Some(l);
     }
 
+    let families = kube_baseline::runtime::families::initial(&client).await;
     let settings = Settings {
+        families,
         system_namespaces: args.system_namespaces.into_iter().collect::<BTreeSet<_>>(),
         concurrency: args.concurrency,
         status_debounce: args.status_debounce,

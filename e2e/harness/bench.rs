@@ -275,7 +275,10 @@ pub async fn raw_write_floor(
 fn floor_objects(label: &str) -> Vec<(kube_baseline::api::Control, desired::ObjectKey, desired::Content)> {
     let baseline = kube_baseline::api::SecurityBaseline::new("floor", aks_spec(label));
     let valid = desired::validate(&baseline).unwrap();
-    desired::wanted_objects(&baseline, &valid)
+    // The local control plane is single-stack IPv4, and the operator renders for that.
+    let cluster = kube_baseline::core::families::ClusterFamilies::from_api(Some(&["IPv4".to_string()]), &[])
+        .expect("IPv4 is a family");
+    desired::wanted_objects(&baseline, &valid, &cluster)
 }
 
 /// How many write requests the floor makes in each namespace (the labels are one).

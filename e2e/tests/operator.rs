@@ -16,7 +16,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube_baseline::api::{
-    BaselineRoleBinding, Control, Exemption, GroupFormat, MetadataEgress, Mode, SecurityBaselineSpec,
+    BaselineRoleBinding, Control, Exemption, GroupFormat, IpFamily, MetadataEgress, Mode, SecurityBaselineSpec,
 };
 use serde_json::json;
 
@@ -65,12 +65,11 @@ async fn new_namespace_gets_all_objects() {
     let np = s.policy(&ns).await.unwrap();
     let spec = np.spec.as_ref().unwrap();
     assert_eq!(spec.policy_types, Some(vec!["Egress".to_string()]));
+    // The local control plane is single-stack IPv4: no `::/0` peer, which Azure NPM would
+    // refuse with the whole policy.
     assert_eq!(
         excepts(&np),
-        vec![
-            ("0.0.0.0/0".into(), Some(vec!["169.254.169.254/32".into()])),
-            ("::/0".into(), None)
-        ]
+        vec![("0.0.0.0/0".into(), Some(vec!["169.254.169.254/32".into()]))]
     );
     let to = spec.egress.as_ref().unwrap()[0].to.as_ref().unwrap();
     assert!(
@@ -350,7 +349,12 @@ async fn unmanaged_same_named_policy_is_adopted() {
             .filter(|p| p.labels().get("kubebaseline.io/baseline") == Some(&baseline))
     })
     .await;
-    assert_eq!(excepts(&np).len(), 2, "made to match: the IPv6 block is added");
+    let peers = np.spec.as_ref().unwrap().egress.as_ref().unwrap()[0]
+        .to
+        .as_ref()
+        .unwrap()
+        .len();
+    assert_eq!(peers, 2, "made to match: the pod-to-pod peer is added");
     assert_eq!(np.annotations().get("owner").map(String::as_str), Some("platform-team"));
     assert!(np.owner_references().iter().any(|o| o.kind == "SecurityBaseline"));
     s.wait_event(&baseline, "Adopted", &ns).await;
@@ -1247,4 +1251,95 @@ async fn a_baselines_object_in_a_namespace_it_does_not_select_is_pruned() {
     .await;
     delete_namespace(&s.client, &elsewhere).await;
     s.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_policy_keeps_egress_for_the_families_the_cluster_uses_unless_the_baseline_says() {
+    let mut s = Scenario::new("families").await;
+    let ns = s.namespace("team").await;
+    let mut spec = aks_spec(&s.label);
+    spec.metadata_egress.as_mut().unwrap().ip_families = Some(vec![IpFamily::IPv4, IpFamily::IPv6]);
+    let baseline = s.baseline("aks", spec).await;
+    let np = eventually("the IPv6 peer the baseline asks for", WAIT, || async {
+        s.policy(&ns).await.filter(|p| excepts(p).len() == 2)
+    })
+    .await;
+    assert_eq!(excepts(&np)[1], ("::/0".to_string(), None));
+    let status = s
+        .wait_status(&baseline, "families reported", |st| st.ip_families.is_some())
+        .await;
+    let families = status.ip_families.unwrap();
+    assert_eq!(families.families, vec![IpFamily::IPv4, IpFamily::IPv6]);
+    assert_eq!(families.reason, "spec.metadataEgress.ipFamilies");
+
+    // Left to the cluster (single-stack here): the policy is rewritten in place, IPv4 block and
+    // its except untouched, and status says where the families came from.
+    s.baselines()
+        .patch(
+            &baseline,
+            &PatchParams::default(),
+            &Patch::Json::<()>(
+                serde_json::from_value(json!([
+                    {"op": "remove", "path": "/spec/metadataEgress/ipFamilies"}
+                ]))
+                .unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    let after = eventually("the IPv6 peer gone", WAIT, || async {
+        s.policy(&ns).await.filter(|p| excepts(p).len() == 1)
+    })
+    .await;
+    assert_eq!(after.metadata.uid, np.metadata.uid, "rewritten in place");
+    assert_eq!(
+        excepts(&after),
+        vec![("0.0.0.0/0".into(), Some(vec!["169.254.169.254/32".into()]))]
+    );
+    let status = s
+        .wait_status(&baseline, "the cluster's families reported", |st| {
+            st.ip_families
+                .as_ref()
+                .is_some_and(|f| f.reason.starts_with("the cluster's"))
+        })
+        .await;
+    let families = status.ip_families.unwrap();
+    assert_eq!(families.families, vec![IpFamily::IPv4]);
+    assert!(
+        families.reason.contains("default/kubernetes Service (IPv4)"),
+        "{}",
+        families.reason
+    );
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_object_naming_a_baseline_that_does_not_exist_is_removed() {
+    // What the fence cannot refuse (it cannot tell that a baseline exists): a labelled binding
+    // of edit to an attacker's group, owned by a SecurityBaseline that is not there. The
+    // garbage collector would delete it, after minutes when its retries have backed off; the
+    // operator does at once.
+    let s = Scenario::new("ghost").await;
+    let elsewhere = create_namespace(&s.client, "ghost-argocd", &[]).await;
+    let ghost: RoleBinding = serde_json::from_value(json!({
+        "metadata": {
+            "name": "argocd-edit",
+            "labels": {"app.kubernetes.io/managed-by": "kube-baseline", "kubebaseline.io/baseline": "no-such-baseline"},
+            "ownerReferences": [{"apiVersion": "kubebaseline.io/v1alpha1", "kind": "SecurityBaseline",
+                                 "name": "no-such-baseline", "uid": "00000000-0000-0000-0000-000000000000",
+                                 "controller": true}],
+        },
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+        "subjects": [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "attacker-group"}],
+    }))
+    .unwrap();
+    s.bindings(&elsewhere)
+        .create(&PostParams::default(), &ghost)
+        .await
+        .unwrap();
+    eventually("the binding removed", Duration::from_secs(10), || async {
+        s.binding(&elsewhere, "argocd-edit").await.is_none().then_some(())
+    })
+    .await;
+    delete_namespace(&s.client, &elsewhere).await;
 }

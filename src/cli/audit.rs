@@ -142,6 +142,9 @@ fn table(report: &Report) -> String {
     for bad in &report.invalid_baselines {
         let _ = writeln!(out, "baseline {} is invalid: {}", bad.baseline, bad.message);
     }
+    for (baseline, families) in &report.ip_families {
+        let _ = writeln!(out, "baseline {baseline} renders address families {families}");
+    }
     let counts: Vec<String> = report
         .summary
         .iter()

@@ -1,6 +1,7 @@
 //! Read-only access to a live cluster for the subcommands: a client from a kubeconfig, one
 //! consistent read of what the judgement needs, and errors that say what to do.
 
+use crate::core::families::ClusterFamilies;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -79,6 +80,8 @@ pub fn explain(e: kube::Error, verb: &str, resource: &str) -> anyhow::Error {
 /// report; `--wait` reads again).
 #[derive(Default)]
 pub struct Snapshot {
+    /// The address families the cluster uses (IPv4 assumed when they cannot be read).
+    pub families: ClusterFamilies,
     pub namespaces: Vec<ObjectMeta>,
     pub policies: BTreeMap<String, BTreeMap<String, NetworkPolicy>>,
     pub bindings: BTreeMap<String, BTreeMap<String, RoleBinding>>,
@@ -117,7 +120,11 @@ impl Snapshot {
                 .or_default()
                 .insert(b.name_any(), b);
         }
+        let families = crate::runtime::families::read(client)
+            .await
+            .unwrap_or_else(|why| ClusterFamilies::unknown(&format!("not known ({why})")));
         Ok(Self {
+            families,
             namespaces,
             policies,
             bindings,

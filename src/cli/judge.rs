@@ -12,6 +12,7 @@ use crate::api::{ActiveExemption, Mode, Problem, SecurityBaseline};
 use crate::cli::cluster::Snapshot;
 use crate::core::desired::{self, InvalidSpec, NamespaceFacts, Plan, ValidBaseline};
 use crate::core::evaluate::{self, Actual};
+use crate::core::families::{self, ClusterFamilies};
 use crate::core::objects;
 use crate::core::status::NsState;
 
@@ -43,6 +44,9 @@ pub struct InvalidBaseline {
 #[serde(rename_all = "camelCase")]
 pub struct Report {
     pub compliant: bool,
+    /// By baseline with metadataEgress: the address families its policy is rendered for, and why.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub ip_families: BTreeMap<String, String>,
     pub summary: BTreeMap<&'static str, usize>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub invalid_baselines: Vec<InvalidBaseline>,
@@ -69,10 +73,22 @@ pub fn plan_for(
     baselines: &[SecurityBaseline],
     validated: &BTreeMap<String, Result<ValidBaseline, InvalidSpec>>,
     system_namespaces: &BTreeSet<String>,
+    families: &ClusterFamilies,
     now: Timestamp,
 ) -> Plan {
     let refs: Vec<&SecurityBaseline> = baselines.iter().collect();
-    desired::plan(&facts(meta), &refs, validated, system_namespaces, now)
+    desired::plan(&facts(meta), &refs, validated, system_namespaces, families, now)
+}
+
+/// By baseline with metadataEgress: the families its policy is rendered for, and why.
+pub fn rendered_families(baselines: &[SecurityBaseline], cluster: &ClusterFamilies) -> BTreeMap<String, String> {
+    baselines
+        .iter()
+        .filter_map(|b| {
+            let egress = b.spec.metadata_egress.as_ref()?;
+            Some((b.name_any(), families::rendered(egress, cluster).to_string()))
+        })
+        .collect()
 }
 
 /// Judges every namespace of `snapshot` against `baselines`.
@@ -88,7 +104,7 @@ pub fn judge(
     let mut rows = Vec::new();
     for meta in &snapshot.namespaces {
         let ns = meta.name.clone().unwrap_or_default();
-        let plan = plan_for(meta, baselines, &validated, system_namespaces, now);
+        let plan = plan_for(meta, baselines, &validated, system_namespaces, &snapshot.families, now);
         if plan.verdicts.is_empty() {
             continue;
         }
@@ -134,6 +150,7 @@ pub fn judge(
     }
     Report {
         compliant: invalid_baselines.is_empty() && rows.iter().all(|r| r.state.complies()),
+        ip_families: rendered_families(baselines, &snapshot.families),
         summary,
         invalid_baselines,
         namespaces: rows,

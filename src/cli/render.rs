@@ -17,11 +17,13 @@ use kube::api::ObjectMeta;
 use kube::core::Selector;
 use serde::Serialize;
 
+use crate::api::IpFamily;
 use crate::api::{Mode, SecurityBaseline};
 use crate::cli::cluster::{ClusterArgs, Snapshot};
 use crate::cli::judge;
 use crate::cli::load;
 use crate::core::desired::{self, Content, DesiredObject, InvalidSpec, ObjectKey, ValidBaseline};
+use crate::core::families::ClusterFamilies;
 use crate::core::{evaluate, objects};
 
 #[derive(Args, Debug)]
@@ -47,6 +49,11 @@ pub struct RenderArgs {
     /// the cluster. Exit code 1 when something would change.
     #[arg(long)]
     pub diff: bool,
+    /// The address families the cluster uses, for baselines that leave metadataEgress.ipFamilies
+    /// to the cluster (IPv4, or IPv4,IPv6). Without --diff nothing is read from a cluster, and
+    /// IPv4 is assumed; with --diff the cluster's own are read.
+    #[arg(long = "ip-families", value_name = "IPv4[,IPv6]", value_parser = parse_families, conflicts_with = "diff")]
+    pub ip_families: Option<Vec<IpFamily>>,
     #[command(flatten)]
     pub cluster: ClusterArgs,
 }
@@ -58,6 +65,17 @@ fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
             kv.split_once('=')
                 .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
                 .ok_or_else(|| format!("{kv:?} is not k=v"))
+        })
+        .collect()
+}
+
+fn parse_families(s: &str) -> Result<Vec<IpFamily>, String> {
+    s.split(',')
+        .filter(|f| !f.is_empty())
+        .map(|f| match f.trim() {
+            "IPv4" => Ok(IpFamily::IPv4),
+            "IPv6" => Ok(IpFamily::IPv6),
+            other => Err(format!("{other:?} is not IPv4 or IPv6")),
         })
         .collect()
 }
@@ -75,7 +93,17 @@ pub async fn run(args: RenderArgs) -> anyhow::Result<ExitCode> {
                 "say which namespaces to render for: --namespaces FILE, or --namespace NAME [--labels k=v,...] (or --diff to use the cluster's)"
             );
         };
-        print!("{}", render(&baselines, &namespaces, &system, Timestamp::now())?);
+        let families = match &args.ip_families {
+            Some(f) => ClusterFamilies {
+                families: f.clone(),
+                source: "--ip-families".into(),
+            },
+            None => ClusterFamilies::unknown("not known offline (--ip-families says)"),
+        };
+        print!(
+            "{}",
+            render(&baselines, &namespaces, &system, &families, Timestamp::now())?
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let client = args.cluster.client().await?;
@@ -226,15 +254,19 @@ pub fn render(
     baselines: &[SecurityBaseline],
     namespaces: &[ObjectMeta],
     system: &BTreeSet<String>,
+    families: &ClusterFamilies,
     now: Timestamp,
 ) -> anyhow::Result<String> {
     let validated = judge::validated(baselines);
     let mut out = String::from(
         "# Rendered by kube-baseline: the objects the operator applies (server-side apply, field\n# manager kube-baseline), with an ownerReference to the baseline once it exists in the cluster.\n",
     );
+    for (baseline, rendered) in judge::rendered_families(baselines, families) {
+        let _ = writeln!(out, "# {baseline}: address families {rendered}");
+    }
     for meta in namespaces {
         let name = meta.name.clone().unwrap_or_default();
-        let plan = judge::plan_for(meta, baselines, &validated, system, now);
+        let plan = judge::plan_for(meta, baselines, &validated, system, families, now);
         let _ = writeln!(out, "#\n# namespace {name}:");
         if desired::is_system_namespace(&name, system) {
             let _ = writeln!(out, "#   a system namespace: no baseline ever touches it");
@@ -303,11 +335,14 @@ pub fn diff(
     let names: BTreeSet<String> = baselines.iter().map(|b| b.name_any()).collect();
     let empty_p = BTreeMap::new();
     let empty_b = BTreeMap::new();
-    let mut text = String::new();
+    let mut text: String = judge::rendered_families(baselines, &snapshot.families)
+        .into_iter()
+        .map(|(baseline, rendered)| format!("# {baseline}: address families {rendered}\n"))
+        .collect();
     let mut count = 0;
     for meta in namespaces {
         let ns = meta.name.clone().unwrap_or_default();
-        let plan = judge::plan_for(meta, baselines, &validated, system, now);
+        let plan = judge::plan_for(meta, baselines, &validated, system, &snapshot.families, now);
         let policies = snapshot.policies.get(&ns).unwrap_or(&empty_p);
         let bindings = snapshot.bindings.get(&ns).unwrap_or(&empty_b);
         for (key, want) in plan.objects.iter().filter(|(_, w)| w.owner.mode == Mode::Enforce) {

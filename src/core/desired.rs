@@ -12,6 +12,7 @@ use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 
 use crate::api::{ActiveExemption, Control, GroupFormat, IpFamily, Mode, SecurityBaseline};
+use crate::core::families::{self, ClusterFamilies};
 use crate::core::policy::metadata_egress_spec;
 
 /// Namespaces no baseline ever touches, whatever its selector says.
@@ -197,17 +198,19 @@ pub fn precedence(a: &SecurityBaseline, b: &SecurityBaseline) -> std::cmp::Order
 
 /// The objects one baseline wants in one namespace, before exemptions, with the control each
 /// belongs to.
-pub fn wanted_objects(baseline: &SecurityBaseline, valid: &ValidBaseline) -> Vec<(Control, ObjectKey, Content)> {
+pub fn wanted_objects(
+    baseline: &SecurityBaseline,
+    valid: &ValidBaseline,
+    cluster: &ClusterFamilies,
+) -> Vec<(Control, ObjectKey, Content)> {
     let spec = &baseline.spec;
     let mut out = Vec::new();
     if let Some(egress) = &spec.metadata_egress {
+        let families = families::rendered(egress, cluster).families;
         out.push((
             Control::MetadataEgress,
             ObjectKey::NetworkPolicy(egress.policy_name.clone()),
-            Content::NetworkPolicy(metadata_egress_spec(
-                &valid.blocked,
-                egress.ip_families.contains(&IpFamily::IPv6),
-            )),
+            Content::NetworkPolicy(metadata_egress_spec(&valid.blocked, families.contains(&IpFamily::IPv6))),
         ));
     }
     for rb in &spec.role_bindings {
@@ -300,6 +303,7 @@ pub fn plan(
     baselines: &[&SecurityBaseline],
     validated: &BTreeMap<String, Result<ValidBaseline, InvalidSpec>>,
     system_namespaces: &BTreeSet<String>,
+    cluster: &ClusterFamilies,
     now: Timestamp,
 ) -> Plan {
     let mut plan = Plan::default();
@@ -343,7 +347,7 @@ pub fn plan(
         if baseline.spec.metadata_egress.is_some() && !exempted(Control::MetadataEgress) {
             verdict.blocked = valid.blocked.clone();
         }
-        for (control, key, content) in wanted_objects(baseline, valid) {
+        for (control, key, content) in wanted_objects(baseline, valid, cluster) {
             if verdict
                 .exemption
                 .as_ref()

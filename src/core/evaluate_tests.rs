@@ -35,7 +35,14 @@ fn plan(b: &SecurityBaseline) -> Plan {
         name: "team-a".into(),
         ..Default::default()
     };
-    desired::plan(&facts, &[b], &validated, &BTreeSet::new(), Timestamp::UNIX_EPOCH)
+    desired::plan(
+        &facts,
+        &[b],
+        &validated,
+        &BTreeSet::new(),
+        &crate::core::families::ClusterFamilies::unknown("test"),
+        Timestamp::UNIX_EPOCH,
+    )
 }
 
 /// The namespace's objects exactly as the plan wants them.

@@ -6,6 +6,7 @@ pub mod cel;
 pub mod desired;
 pub mod egress;
 pub mod evaluate;
+pub mod families;
 pub mod objects;
 pub mod policy;
 pub mod report;

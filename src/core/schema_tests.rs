@@ -76,7 +76,8 @@ fn defaults_are_applied_before_the_rules() {
     assert_eq!(object["spec"]["groupFormat"], "Guid");
     assert_eq!(
         object["spec"]["metadataEgress"],
-        json!({"policyName": "restrict-instance-metadata", "blockedCIDRs": ["169.254.169.254/32"], "ipFamilies": ["IPv4", "IPv6"]})
+        json!({"policyName": "restrict-instance-metadata", "blockedCIDRs": ["169.254.169.254/32"]}),
+        "no ipFamilies: the cluster's are rendered"
     );
 }
 

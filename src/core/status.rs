@@ -95,6 +95,8 @@ pub struct StatusInput<'a> {
     /// Namespaces the current generation may still change (selected now, or before, and not yet
     /// reconciled against it). While any is left, the status does not claim that generation.
     pub unsettled: usize,
+    /// The families its metadata NetworkPolicy is rendered for (None without metadataEgress).
+    pub ip_families: Option<crate::core::families::Rendered>,
 }
 
 /// The status a baseline should have. `previous` keeps `lastTransitionTime` of conditions whose
@@ -227,6 +229,10 @@ pub fn compute(
         active_exemptions: exemptions,
         problems,
         warnings,
+        ip_families: input.ip_families.clone().map(|r| crate::api::RenderedFamilies {
+            families: r.families,
+            reason: r.reason,
+        }),
     }
 }
 
@@ -277,6 +283,7 @@ mod tests {
             repairs: 0,
             last_repair_time: None,
             unsettled: 0,
+            ip_families: None,
         }
     }
 

@@ -4,6 +4,7 @@
 pub mod context;
 pub mod controller;
 pub mod events;
+pub mod families;
 pub mod finalizer;
 pub mod index;
 pub mod interner;

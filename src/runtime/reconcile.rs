@@ -44,11 +44,13 @@ pub async fn reconcile(ns: Arc<CachedNamespace>, ctx: Arc<Context>) -> Result<Ac
     let baselines = ctx.baselines.state();
     let refs: Vec<&SecurityBaseline> = baselines.iter().map(AsRef::as_ref).collect();
     let now = Timestamp::now();
+    let cluster = ctx.cluster_families.read().unwrap().clone();
     let plan = desired::plan(
         &facts,
         &refs,
         &Context::validated(&baselines),
         &ctx.settings.system_namespaces,
+        &cluster,
         now,
     );
     let known: BTreeMap<String, Arc<SecurityBaseline>> = baselines.iter().map(|b| (b.name_any(), b.clone())).collect();
@@ -65,6 +67,7 @@ pub async fn reconcile(ns: Arc<CachedNamespace>, ctx: Arc<Context>) -> Result<Ac
             }
             results.insert(key.clone(), result);
         }
+        writer.remove_orphans(&known).await;
         // Released Pod Security labels belong to no baseline: logged and counted, not attributed.
         for (owner, key, result) in writer.prune(&ns_meta, &plan, &known).await {
             match (owner, result) {

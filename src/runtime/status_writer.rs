@@ -214,6 +214,11 @@ async fn write_all(ctx: &Context, mut pacing: Option<&mut Pacing>) -> bool {
                     .clone()
                     .or_else(|| previous.and_then(|p| p.last_repair_time.clone())),
                 unsettled,
+                ip_families: baseline
+                    .spec
+                    .metadata_egress
+                    .as_ref()
+                    .map(|egress| crate::core::families::rendered(egress, &ctx.cluster_families.read().unwrap())),
             };
             (status::compute(&input, previous, now), pending, unsettled)
         };

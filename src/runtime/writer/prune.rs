@@ -108,6 +108,67 @@ impl NamespaceWriter<'_> {
         }
     }
 
+    /// Deletes this namespace's objects that name a SecurityBaseline which does not exist
+    /// (labelled for it and controlled by it): owned by nothing, they are the garbage collector's
+    /// to delete, which after an API server restart can take minutes (its retries back off). The
+    /// admission fence cannot refuse them (no policy can say "some baseline exists"); this does
+    /// what the garbage collector would, at once. The caches may lag a baseline just created, so
+    /// the baseline is read first: only a confirmed absence deletes.
+    pub(crate) async fn remove_orphans(&self, known: &BTreeMap<String, Arc<SecurityBaseline>>) {
+        let orphan = |meta: &kube::api::ObjectMeta| -> Option<(String, String)> {
+            let baseline = meta.labels.as_ref()?.get(BASELINE_LABEL)?;
+            if !objects::is_managed(meta) || known.contains_key(baseline) {
+                return None;
+            }
+            let owner = meta
+                .owner_references
+                .iter()
+                .flatten()
+                .find(|o| o.kind == "SecurityBaseline" && o.controller == Some(true) && &o.name == baseline)?;
+            Some((baseline.clone(), owner.uid.clone()))
+        };
+        let policies: Vec<_> = self
+            .ctx
+            .policies
+            .in_namespace(self.ns)
+            .into_values()
+            .filter_map(|o| orphan(&o.metadata).map(|b| (b, o)))
+            .collect();
+        let bindings: Vec<_> = self
+            .ctx
+            .bindings
+            .in_namespace(self.ns)
+            .into_values()
+            .filter_map(|o| orphan(&o.metadata).map(|b| (b, o)))
+            .collect();
+        if policies.is_empty() && bindings.is_empty() {
+            return;
+        }
+        let api: Api<SecurityBaseline> = Api::all(self.ctx.client.clone());
+        let absent = |name: String, uid: String| {
+            let api = api.clone();
+            async move {
+                match api.get_opt(&name).await {
+                    Ok(None) => true,
+                    Ok(Some(b)) => b.uid() != Some(uid),
+                    Err(_) => false,
+                }
+            }
+        };
+        for ((baseline, uid), obj) in policies {
+            if absent(baseline.clone(), uid).await {
+                tracing::warn!(namespace = self.ns, policy = %obj.name_any(), %baseline, "deleting a NetworkPolicy that names a SecurityBaseline that does not exist");
+                self.delete(&obj).await;
+            }
+        }
+        for ((baseline, uid), obj) in bindings {
+            if absent(baseline.clone(), uid).await {
+                tracing::warn!(namespace = self.ns, binding = %obj.name_any(), %baseline, "deleting a RoleBinding that names a SecurityBaseline that does not exist");
+                self.delete(&obj).await;
+            }
+        }
+    }
+
     /// Removes what a known, writing baseline made here and no baseline wants any more.
     pub(crate) async fn prune(
         &self,
