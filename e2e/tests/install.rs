@@ -100,11 +100,24 @@ async fn operator_identity_may_grant_allowed_roles_but_not_cluster_admin() {
     let ns = create_namespace(&admin, "install-bind", &[]).await;
     let as_operator = client_as_service_account(OPERATOR_NS, "kube-baseline").await;
     let bindings: Api<RoleBinding> = Api::namespaced(as_operator, &ns);
-    // Labelled like the operator's own bindings: the fence (config/fence) refuses others.
+    // Labelled and owned like the operator's own bindings: the fence (config/fence) refuses
+    // others. The baseline named does not exist, so the fence's per-baseline rules stay out of
+    // this test of RBAC; the requests are dry runs (RBAC's escalation check runs all the same).
     let binding = |name: &str, role: &str| RoleBinding {
         metadata: ObjectMeta {
             name: Some(name.into()),
-            labels: Some(labels(&[("app.kubernetes.io/managed-by", "kube-baseline")])),
+            labels: Some(labels(&[
+                ("app.kubernetes.io/managed-by", "kube-baseline"),
+                ("kubebaseline.io/baseline", "install-test"),
+            ])),
+            owner_references: Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "kubebaseline.io/v1alpha1".into(),
+                kind: "SecurityBaseline".into(),
+                name: "install-test".into(),
+                uid: "00000000-0000-0000-0000-000000000000".into(),
+                controller: Some(true),
+                block_owner_deletion: None,
+            }]),
             ..Default::default()
         },
         role_ref: RoleRef {
@@ -119,12 +132,16 @@ async fn operator_identity_may_grant_allowed_roles_but_not_cluster_admin() {
             namespace: None,
         }]),
     };
+    let dry_run = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
     bindings
-        .create(&PostParams::default(), &binding("team-edit", "edit"))
+        .create(&dry_run, &binding("team-edit", "edit"))
         .await
         .expect("edit is on the allow-list");
     let err = bindings
-        .create(&PostParams::default(), &binding("team-root", "cluster-admin"))
+        .create(&dry_run, &binding("team-root", "cluster-admin"))
         .await
         .unwrap_err();
     assert!(

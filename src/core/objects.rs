@@ -402,6 +402,24 @@ mod tests {
     }
 
     #[test]
+    fn an_annotation_someone_writes_cannot_claim_labels_for_the_operator() {
+        // The cache's in-memory key has a space, which the API server refuses in any key: the
+        // old, writable key is now just an annotation, and managedFields decide.
+        assert!(OWNED_LABELS_ANNOTATION.contains(' '));
+        let meta = ObjectMeta {
+            annotations: Some(
+                [(
+                    "kubebaseline.io/owned-labels".to_string(),
+                    "team,pod-security.kubernetes.io/enforce".to_string(),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        };
+        assert!(owned_labels(&meta).is_empty());
+    }
+
+    #[test]
     fn releasing_removes_only_the_operators_marks() {
         let mut rb = binding();
         mark_adopted(&mut rb.metadata);
