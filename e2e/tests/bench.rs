@@ -375,10 +375,27 @@ async fn floor_variants(
     let label = unique("bench-floor");
     let operator = client_of(kubeconfig).await;
     let managed = kube_baseline::core::objects::MANAGED_BY_VALUE;
+    // The token may write a baseline's objects only where that baseline selects (the fence):
+    // its variants' namespaces carry the baseline's labels (the operator has stopped by now).
+    let selecting: Vec<(String, String)> = Api::<kube_baseline::api::SecurityBaseline>::all(admin.clone())
+        .get(&owner.name)
+        .await
+        .unwrap()
+        .spec
+        .namespace_selector
+        .and_then(|s| s.match_labels)
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     for variant in variants {
         let start = namespaces.len();
+        let labels: Vec<(&str, &str)> = if variant.starts_with("operator") {
+            selecting.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+        } else {
+            Vec::new()
+        };
         for _ in 0..n {
-            namespaces.push(create_namespace(admin, "floor", &[]).await);
+            namespaces.push(create_namespace(admin, "floor", &labels).await);
         }
         let mut observer = None;
         let owned = Some(owner.clone());
@@ -407,7 +424,12 @@ async fn floor_variants(
             }
             "operator" => (&operator, managed, owned, "… as the operator's ServiceAccount (token)"),
             _ => {
-                kubectl(&["delete", "validatingadmissionpolicybinding", "kube-baseline-fence"]);
+                kubectl(&[
+                    "delete",
+                    "validatingadmissionpolicybinding",
+                    "kube-baseline-fence",
+                    "kube-baseline-fence-per-baseline",
+                ]);
                 // The API server drops a policy binding when its informer sees the delete.
                 tokio::time::sleep(Duration::from_secs(3)).await;
                 (
@@ -460,7 +482,10 @@ async fn cost_of_one_write_by_style_and_identity() {
     let kubeconfig = operator_kubeconfig("operator-bench-styles.kubeconfig").await;
     let operator = client_of(&kubeconfig).await;
     let mut s = Scenario::without_shared_operator("styles").await;
-    let baseline = s.baseline("aks", aks_spec(&unique("styles-none"))).await;
+    // The namespaces carry the baseline's label (no operator runs to act on it): the fence lets
+    // the token write a baseline's objects only where that baseline selects.
+    let selected = unique("styles");
+    let baseline = s.baseline("aks", aks_spec(&selected)).await;
     let owner = owner_of(&s.client, &baseline).await;
     let per: usize = env_number("BENCH_STYLE_NAMESPACES", 500);
     let label = unique("bench-floor");
@@ -492,7 +517,7 @@ async fn cost_of_one_write_by_style_and_identity() {
         for (i, (_, client, writes, managed_by)) in styles.iter().enumerate() {
             let start = namespaces.len();
             for _ in 0..per {
-                namespaces.push(create_namespace(&s.client, "style", &[]).await);
+                namespaces.push(create_namespace(&s.client, "style", &[(SUITE_LABEL, selected.as_str())]).await);
             }
             let cp0 = control_plane_cpu();
             raw_write_floor(
