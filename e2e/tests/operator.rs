@@ -1343,3 +1343,29 @@ async fn an_object_naming_a_baseline_that_does_not_exist_is_removed() {
     .await;
     delete_namespace(&s.client, &elsewhere).await;
 }
+
+#[tokio::test]
+async fn an_event_after_a_repair_names_the_object_repaired() {
+    // kube's Recorder folded a new Event into the first of the same reason, keeping its note:
+    // after the README's own demo (delete the policy) the Event named a binding elsewhere.
+    let mut s = Scenario::new("event-note").await;
+    let first = s.namespace("first").await;
+    let baseline = s.baseline("aks", aks_spec(&s.label)).await;
+    s.wait_all_objects(&first).await;
+    // Past the quiet time and the next tick: the Created series has ended.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let second = s.namespace("second").await;
+    s.wait_all_objects(&second).await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    s.policies(&second)
+        .delete(POLICY, &DeleteParams::default())
+        .await
+        .unwrap();
+    s.wait_event(
+        &baseline,
+        "Created",
+        &format!("Created NetworkPolicy/{POLICY} in namespace {second}"),
+    )
+    .await;
+    s.cleanup().await;
+}

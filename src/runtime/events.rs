@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use tracing::warn;
 
@@ -33,6 +33,9 @@ pub const TICK: Duration = Duration::from_secs(5);
 const MAX_WINDOW: Duration = Duration::from_secs(300);
 /// Example objects named in a summary.
 const EXAMPLES: usize = 5;
+
+/// Makes Event names unique within this process.
+static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
@@ -132,7 +135,6 @@ impl Aggregator {
 /// The publishing half: shared by every reconcile.
 pub struct Events {
     aggregator: Aggregator,
-    recorder: Recorder,
     client: kube::Client,
     instance: String,
     baselines: Store<SecurityBaseline>,
@@ -140,13 +142,8 @@ pub struct Events {
 
 impl Events {
     pub fn new(client: kube::Client, instance: String, baselines: Store<SecurityBaseline>) -> Arc<Self> {
-        let reporter = Reporter {
-            controller: CONTROLLER.into(),
-            instance: Some(instance.clone()),
-        };
         Arc::new(Self {
             aggregator: Aggregator::default(),
-            recorder: Recorder::new(client.clone(), reporter),
             client,
             instance,
             baselines,
@@ -167,22 +164,7 @@ impl Events {
     }
 
     async fn send(&self, baseline: &str, kind: Kind, reason: &str, note: String) {
-        let Some(b) = self.baselines.get(&ObjectRef::new(baseline)) else {
-            return;
-        };
-        let event = Event {
-            type_: if kind == Kind::Warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.into(),
-            // The Events API caps a note at 1 KiB.
-            note: Some(note.chars().take(1000).collect()),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, &b.object_ref(&())).await {
+        if let Err(e) = self.create(baseline, kind, reason, note).await {
             warn!(error = %e, "could not publish event");
         }
     }
@@ -201,44 +183,53 @@ impl Events {
         self.publish_closed(true).await;
     }
 
-    /// Each summary is an Event of its own: the Recorder would fold it into the first Event as a
-    /// series (same reason and object), keeping that one's note and losing the counts and
-    /// examples.
     async fn publish_closed(&self, all: bool) {
         for ((baseline, kind, reason), note) in self.aggregator.close(Instant::now(), all) {
-            let Some(b) = self.baselines.get(&ObjectRef::new(&baseline)) else {
-                continue;
-            };
-            let event = k8s_openapi::api::events::v1::Event {
-                metadata: kube::api::ObjectMeta {
-                    // Named like the Recorder names its Events: the object, then a unique suffix.
-                    name: Some(format!(
-                        "{}.{:x}",
-                        baseline.chars().take(230).collect::<String>(),
-                        std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .unwrap_or_default()
-                            .as_nanos()
-                    )),
-                    namespace: Some(EVENTS_NAMESPACE.into()),
-                    ..Default::default()
-                },
-                event_time: Some(MicroTime(Timestamp::now())),
-                type_: Some(if kind == Kind::Warning { "Warning" } else { "Normal" }.into()),
-                reason: Some(reason),
-                action: Some("Reconcile".into()),
-                note: Some(note.chars().take(1000).collect()),
-                regarding: Some(b.object_ref(&())),
-                reporting_controller: Some(CONTROLLER.into()),
-                reporting_instance: Some(self.instance.clone()),
-                ..Default::default()
-            };
-            let api: kube::Api<k8s_openapi::api::events::v1::Event> =
-                kube::Api::namespaced(self.client.clone(), EVENTS_NAMESPACE);
-            if let Err(e) = api.create(&Default::default(), &event).await {
+            if let Err(e) = self.create(&baseline, kind, reason.as_str(), note).await {
                 warn!(error = %e, "could not publish event summary");
             }
         }
+    }
+
+    /// Every Event is one of its own, with its own note. kube's Recorder would fold an Event
+    /// into an earlier one of the same reason and object as a series, keeping that one's note:
+    /// `kubectl events` then named the first object repaired, not the one just repaired, and a
+    /// summary's counts and examples were lost. The aggregation above already bounds how many
+    /// there are.
+    async fn create(&self, baseline: &str, kind: Kind, reason: &str, note: String) -> kube::Result<()> {
+        let Some(b) = self.baselines.get(&ObjectRef::new(baseline)) else {
+            return Ok(());
+        };
+        let event = k8s_openapi::api::events::v1::Event {
+            metadata: kube::api::ObjectMeta {
+                // Named like the Recorder names its Events: the object, then a unique suffix
+                // (the time, and a counter for two Events in the same nanosecond).
+                name: Some(format!(
+                    "{}.{:x}{:x}",
+                    baseline.chars().take(220).collect::<String>(),
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_nanos(),
+                    SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 0x1000
+                )),
+                namespace: Some(EVENTS_NAMESPACE.into()),
+                ..Default::default()
+            },
+            event_time: Some(MicroTime(Timestamp::now())),
+            type_: Some(if kind == Kind::Warning { "Warning" } else { "Normal" }.into()),
+            reason: Some(reason.into()),
+            action: Some("Reconcile".into()),
+            // The Events API caps a note at 1 KiB.
+            note: Some(note.chars().take(1000).collect()),
+            regarding: Some(b.object_ref(&())),
+            reporting_controller: Some(CONTROLLER.into()),
+            reporting_instance: Some(self.instance.clone()),
+            ..Default::default()
+        };
+        let api: kube::Api<k8s_openapi::api::events::v1::Event> =
+            kube::Api::namespaced(self.client.clone(), EVENTS_NAMESPACE);
+        api.create(&Default::default(), &event).await.map(drop)
     }
 }
 
