@@ -496,3 +496,20 @@ impl Drop for Operator {
 pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
+
+/// The audit log's write requests (create, update, patch, delete) from byte `offset` on, sent by
+/// the operator replica named `instance` (each names itself in its User-Agent).
+pub fn audit_writes_by(instance: &str, offset: u64) -> Vec<serde_json::Value> {
+    let text = std::fs::read(cluster_dir().join("audit.log")).unwrap_or_default();
+    let from = (offset as usize).min(text.len());
+    String::from_utf8_lossy(&text[from..])
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| {
+            e["userAgent"]
+                .as_str()
+                .is_some_and(|ua| ua.contains(&format!("({instance})")))
+        })
+        .filter(|e| matches!(e["verb"].as_str(), Some("create" | "update" | "patch" | "delete")))
+        .collect()
+}

@@ -99,16 +99,8 @@ async fn an_etcd_restart_costs_seconds() {
 
 /// Audit log lines (from byte `offset`) of writes sent by the replica named `instance`.
 fn writes_by(instance: &str, offset: u64) -> Vec<String> {
-    let text = std::fs::read(cluster_dir().join("audit.log")).unwrap_or_default();
-    String::from_utf8_lossy(&text[offset as usize..])
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| {
-            e["userAgent"]
-                .as_str()
-                .is_some_and(|ua| ua.contains(&format!("({instance})")))
-        })
-        .filter(|e| matches!(e["verb"].as_str(), Some("create" | "update" | "patch" | "delete")))
+    audit_writes_by(instance, offset)
+        .into_iter()
         .map(|e| format!("{} {}", e["verb"], e["requestURI"]))
         .collect()
 }

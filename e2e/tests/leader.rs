@@ -7,7 +7,7 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
-use harness::proxy::SlowProxy;
+use harness::proxy::Proxy;
 use harness::scenario::*;
 use harness::*;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -139,16 +139,8 @@ struct Write {
 /// The writes of the replica named `instance` (its User-Agent says it) that the audit log
 /// recorded from byte `offset` on.
 fn writes_by(instance: &str, offset: u64) -> Vec<Write> {
-    let text = std::fs::read(cluster_dir().join("audit.log")).unwrap_or_default();
-    String::from_utf8_lossy(&text[offset as usize..])
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| {
-            e["userAgent"]
-                .as_str()
-                .is_some_and(|ua| ua.contains(&format!("({instance})")))
-        })
-        .filter(|e| matches!(e["verb"].as_str(), Some("create" | "update" | "patch" | "delete")))
+    audit_writes_by(instance, offset)
+        .into_iter()
         .filter_map(|e| {
             Some(Write {
                 received: e["requestReceivedTimestamp"].as_str()?.parse().ok()?,
@@ -169,7 +161,7 @@ async fn a_leader_whose_answers_come_late_stops_writing_before_the_standby_start
     let mut s = Scenario::without_shared_operator("leader-slow").await;
     let ns = s.namespace("team").await;
     let token = service_account_token(&s.client, "kube-baseline-system", "kube-baseline").await;
-    let proxy = SlowProxy::start(api_server());
+    let proxy = Proxy::start(api_server());
     let slow = token_kubeconfig_via(&token, "operator-leader-slow-a.kubeconfig", proxy.addr);
     let direct = token_kubeconfig(&token, "operator-leader-slow-b.kubeconfig");
     let lease = unique("slow-lease");
