@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use harness::scenario::*;
 use harness::*;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams};
 
 /// One fault at a time: they take down what every test uses.
@@ -97,26 +98,56 @@ async fn an_etcd_restart_costs_seconds() {
     survives("etcd", Duration::from_secs(6)).await;
 }
 
-/// Audit log lines (from byte `offset`) of writes sent by the replica named `instance`.
-fn writes_by(instance: &str, offset: u64) -> Vec<String> {
+/// A write the API server's audit log recorded: when the request arrived and when it was answered.
+#[derive(Debug, PartialEq)]
+struct Write {
+    received: Timestamp,
+    answered: Timestamp,
+    what: String,
+}
+
+/// The writes of the replica named `instance` (its User-Agent says it) that the audit log
+/// recorded from byte `offset` on.
+fn writes_by(instance: &str, offset: u64) -> Vec<Write> {
     audit_writes_by(instance, offset)
         .into_iter()
-        .map(|e| format!("{} {}", e["verb"], e["requestURI"]))
+        .filter_map(|e| {
+            Some(Write {
+                received: e["requestReceivedTimestamp"].as_str()?.parse().ok()?,
+                answered: e["stageTimestamp"].as_str()?.parse().ok()?,
+                what: format!("{} {}", e["verb"], e["requestURI"]),
+            })
+        })
         .collect()
 }
 
-#[tokio::test]
-async fn a_black_holed_leader_stops_and_the_standby_takes_over() {
-    let _one = FAULT.lock().await;
+fn audit_log_size() -> u64 {
+    std::fs::metadata(cluster_dir().join("audit.log")).unwrap().len()
+}
+
+/// Two replicas with a 4 s lease: `a` leads through a proxy that the test can degrade, `b`
+/// stands by on a direct connection, and a baseline has converged (its settled status written
+/// too, so no write of the leader's is in flight when the test degrades its link).
+struct TwoReplicas {
+    s: Scenario,
+    ns: String,
+    baseline: String,
+    proxy: harness::proxy::Proxy,
+    a: Operator,
+    a_name: String,
+    b: Operator,
+    b_name: String,
+}
+
+async fn two_replicas(prefix: &str) -> TwoReplicas {
     install();
-    let mut s = Scenario::without_shared_operator("fault-leader").await;
+    let mut s = Scenario::without_shared_operator(prefix).await;
     let ns = s.namespace("team").await;
-    let client = client().await;
-    let token = service_account_token(&client, "kube-baseline-system", "kube-baseline").await;
+    let token = service_account_token(&s.client, "kube-baseline-system", "kube-baseline").await;
     let proxy = harness::proxy::Proxy::start(api_server());
-    let via_proxy = token_kubeconfig_via(&token, "operator-fault-leader-a.kubeconfig", proxy.addr);
-    let direct = token_kubeconfig(&token, "operator-fault-leader-b.kubeconfig");
-    let lease = unique("fault-lease");
+    let via_proxy = token_kubeconfig_via(&token, &format!("operator-{prefix}-a.kubeconfig"), proxy.addr);
+    let direct = token_kubeconfig(&token, &format!("operator-{prefix}-b.kubeconfig"));
+    let lease = unique(&format!("{prefix}-lease"));
     let flags = [
         "--leader-elect",
         "--lease-duration",
@@ -126,18 +157,16 @@ async fn a_black_holed_leader_stops_and_the_standby_takes_over() {
         "--lease-namespace",
         "kube-baseline-system",
     ];
-    let a_name = unique("fault-leader-a");
-    let mut a = Operator::start(&a_name, &via_proxy, &flags);
+    let a_name = unique(&format!("{prefix}-a"));
+    let a = Operator::start(&a_name, &via_proxy, &[&flags[..], &["--log-format", "json"]].concat());
     eventually("a leads", WAIT, || async {
         (a.try_metric("kube_baseline_leader").await == Some(1.0)).then_some(())
     })
     .await;
-    let b_name = unique("fault-leader-b");
+    let b_name = unique(&format!("{prefix}-b"));
     let b = Operator::start(&b_name, &direct, &flags);
     let baseline = s.baseline("aks", aks_spec(&s.label)).await;
     s.wait_all_objects(&ns).await;
-    // The leader's settled status is written too, so no write of it is in flight at the cut (its
-    // audit entry would land after the offset below although it was sent before the partition).
     s.wait_status(&baseline, "compliant, generation observed", |st| {
         st.namespaces.compliant == 1 && st.observed_generation == Some(1)
     })
@@ -147,42 +176,116 @@ async fn a_black_holed_leader_stops_and_the_standby_takes_over() {
         !writes_by(&a_name, 0).is_empty(),
         "the audit log tells the leader's writes apart"
     );
+    assert_eq!(b.metric("kube_baseline_leader").await, 0.0, "b is the standby");
+    TwoReplicas {
+        s,
+        ns,
+        baseline,
+        proxy,
+        a,
+        a_name,
+        b,
+        b_name,
+    }
+}
 
+impl TwoReplicas {
+    /// Waits until `a` exits (non-zero: it lost its lease) and `b` leads; returns both times
+    /// since `since`, and asserts `a` stopped first.
+    async fn takeover(&mut self, since: Instant) -> (Duration, Duration) {
+        let a = &mut self.a;
+        let code = eventually("the degraded leader exits", Duration::from_secs(15), || {
+            let code = a.exit_code();
+            async move { code }
+        })
+        .await;
+        let stopped = since.elapsed();
+        assert_ne!(code, 0, "a leader that cannot confirm its lease exits non-zero");
+        let b = &self.b;
+        eventually("b leads", WAIT, || async {
+            (b.try_metric("kube_baseline_leader").await == Some(1.0)).then_some(())
+        })
+        .await;
+        let took_over = since.elapsed();
+        assert!(
+            stopped < took_over,
+            "the old leader stopped ({stopped:?}) before the standby led ({took_over:?})"
+        );
+        (stopped, took_over)
+    }
+
+    /// Drift that only the new leader can repair, so that it writes.
+    async fn drift_repaired(&self) {
+        Api::<NetworkPolicy>::namespaced(self.s.client.clone(), &self.ns)
+            .delete(POLICY, &DeleteParams::default())
+            .await
+            .unwrap();
+        self.s.wait_policy(&self.ns).await;
+    }
+}
+
+#[tokio::test]
+async fn a_black_holed_leader_stops_and_the_standby_takes_over() {
+    let _one = FAULT.lock().await;
+    let mut r = two_replicas("fault-leader").await;
     // The leader's connection goes silent: no reset, no error.
-    let offset = std::fs::metadata(cluster_dir().join("audit.log")).unwrap().len();
+    let offset = audit_log_size();
     let cut = Instant::now();
-    proxy.black_hole(true);
-    let code = eventually("the black-holed leader exits", Duration::from_secs(15), || {
-        let code = a.exit_code();
-        async move { code }
-    })
-    .await;
-    let stopped_after = cut.elapsed();
-    assert_ne!(code, 0, "a leader that lost its lease exits non-zero");
-    eventually("b leads", WAIT, || async {
-        (b.try_metric("kube_baseline_leader").await == Some(1.0)).then_some(())
-    })
-    .await;
-    let took_over = cut.elapsed();
-    assert!(
-        stopped_after < took_over,
-        "the old leader stopped ({stopped_after:?}) before the standby led ({took_over:?})"
-    );
-    Api::<NetworkPolicy>::namespaced(s.client.clone(), &ns)
-        .delete(POLICY, &DeleteParams::default())
-        .await
-        .unwrap();
-    s.wait_policy(&ns).await;
+    r.proxy.black_hole(true);
+    let (stopped_after, took_over) = r.takeover(cut).await;
+    r.drift_repaired().await;
 
     // The partition heals: nothing the old leader had in flight lands afterwards.
-    proxy.black_hole(false);
+    r.proxy.black_hole(false);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(writes_by(&a_name, offset), Vec::<String>::new());
-    assert!(!writes_by(&b_name, offset).is_empty(), "the standby repaired the drift");
+    assert_eq!(writes_by(&r.a_name, offset), Vec::new());
+    assert!(
+        !writes_by(&r.b_name, offset).is_empty(),
+        "the standby repaired the drift"
+    );
     println!("leader black-holed: it exited after {stopped_after:?}, the standby led after {took_over:?}");
-    drop(b);
-    s.cleanup().await;
-    let _ = baseline;
+    r.s.cleanup().await;
+    let _ = r.baseline;
+}
+
+/// The leader's link turns slow, not dead: its requests (writes and lease renewals) still land
+/// at once, but every answer comes a third of a lease late, so it learns of its renewals too
+/// late to vouch for them. It fences itself, and the API server has answered its last write
+/// before the standby's first write arrives.
+#[tokio::test]
+async fn a_leader_whose_answers_come_late_stops_writing_before_the_standby_starts() {
+    let _one = FAULT.lock().await;
+    let mut r = two_replicas("fault-slow").await;
+    let offset = audit_log_size();
+    let slowed = Instant::now();
+    r.proxy.delay_answers(Duration::from_millis(4000 / 3));
+    let (fenced_after, took_over) = r.takeover(slowed).await;
+    r.drift_repaired().await;
+
+    // Everything each wrote since the slowdown: the writes the old leader had on the wire land
+    // at once, but it may not get another one out (a new connection waits for the server's
+    // half of its handshake).
+    let a_last = writes_by(&r.a_name, offset).iter().map(|w| w.answered).max();
+    let b_first = writes_by(&r.b_name, offset)
+        .iter()
+        .map(|w| w.received)
+        .min()
+        .expect("the new leader wrote");
+    assert!(
+        a_last.is_none_or(|a_last| a_last < b_first),
+        "the old leader's last write was answered at {a_last:?}, after the standby's first arrived at {b_first}"
+    );
+    let why =
+        r.a.log_text()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["message"].as_str().is_some_and(|m| m.starts_with("leadership lost")))
+            .map(|l| l["why"].to_string());
+    println!(
+        "leader slowed: it exited after {fenced_after:?} ({}), the standby led after {took_over:?}",
+        why.unwrap_or_default(),
+    );
+    r.s.cleanup().await;
 }
 
 #[tokio::test]
