@@ -74,28 +74,33 @@ async fn fence_baseline() -> &'static (String, String) {
     // One name for every run: the baseline is made once per control plane and reused, so runs
     // leave no baselines behind (each is a parameter of every admission policy).
     let name = "e2e-fence-test".to_string();
-    let baseline: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "kubebaseline.io/v1alpha1",
-        "kind": "SecurityBaseline",
-        "metadata": {"name": name},
-        "spec": {
-            "namespaceSelector": {"matchLabels": {SELECTED: name}},
-            "metadataEgress": {"policyName": POLICY_NAME},
-            "roleBindings": [
-                {"name": "team-dev", "clusterRole": "edit", "groups": [GROUP]},
-                {"name": "team-read", "clusterRole": "view", "groups": [GROUP]},
-            ],
-        },
-    }))
-    .unwrap();
+    let spec = json!({
+        "metadataEgress": {"policyName": POLICY_NAME},
+        "roleBindings": [
+            {"name": "team-dev", "clusterRole": "edit", "groups": [GROUP]},
+            {"name": "team-read", "clusterRole": "view", "groups": [GROUP]},
+        ],
+    });
     let api = baselines_api(client().await);
-    let made = match api.create(&PostParams::default(), &baseline).await {
+    let made = match api.create(&PostParams::default(), &baseline_object(&name, spec)).await {
         Ok(made) => made,
         Err(kube::Error::Api(s)) if s.code == 409 => api.get(&name).await.expect("the fence tests' baseline"),
         Err(e) => panic!("the fence tests' baseline: {e:?}"),
     };
     let _ = FENCE_BASELINE.set((name, made.metadata.uid.unwrap()));
     FENCE_BASELINE.get().unwrap()
+}
+
+/// A SecurityBaseline named `name` with `spec`, selecting the namespaces labelled `SELECTED=name`.
+fn baseline_object(name: &str, mut spec: Value) -> DynamicObject {
+    spec["namespaceSelector"] = json!({"matchLabels": {SELECTED: name}});
+    serde_json::from_value(json!({
+        "apiVersion": "kubebaseline.io/v1alpha1",
+        "kind": "SecurityBaseline",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .unwrap()
 }
 
 /// A namespace the shared fence baseline selects.
@@ -157,6 +162,14 @@ fn owned_by(name: &str, baseline: &str, uid: &str) -> ObjectMeta {
 /// so each test below sees the refusal it is about.
 fn ghost_meta(name: &str) -> ObjectMeta {
     owned_by(name, "no-such-baseline", "00000000-0000-0000-0000-000000000000")
+}
+
+/// A binding of `role` labelled and owned for a baseline that does not exist.
+fn ghost_binding(name: &str, role: &str) -> RoleBinding {
+    RoleBinding {
+        metadata: ghost_meta(name),
+        ..binding(name, role, false)
+    }
 }
 
 fn meta(name: &str, managed: bool) -> ObjectMeta {
@@ -357,8 +370,7 @@ async fn bindings_to_roles_off_the_allow_list_are_refused() {
     let bindings: Api<RoleBinding> = Api::namespaced(operator().await, &ns);
     let unlimited: Api<RoleBinding> = Api::namespaced(operator_with_unlimited_rbac().await, &ns);
     for role in ["cluster-admin", "admin"] {
-        let mut desired = binding(&format!("team-{role}"), role, false);
-        desired.metadata = ghost_meta(&format!("team-{role}"));
+        let desired = ghost_binding(&format!("team-{role}"), role);
         // With its own token the API server's escalation check refuses first: `bind` is granted
         // for view and edit only, and RoleBinding storage checks it before admission runs.
         let err = bindings.create(&PostParams::default(), &desired).await.unwrap_err();
@@ -372,8 +384,7 @@ async fn bindings_to_roles_off_the_allow_list_are_refused() {
         );
     }
     // A namespaced Role of the same name is no way around it.
-    let mut to_a_role = binding("team-role", "edit", false);
-    to_a_role.metadata = ghost_meta("team-role");
+    let mut to_a_role = ghost_binding("team-role", "edit");
     to_a_role.role_ref.kind = "Role".into();
     assert_fenced(
         unlimited.create(&PostParams::default(), &to_a_role).await,
@@ -403,8 +414,7 @@ async fn bindings_to_users_service_accounts_or_system_groups_are_refused() {
         group("system:authenticated"),
     ];
     for subject in subjects {
-        let mut desired = binding("team-dev", "edit", false);
-        desired.metadata = ghost_meta("team-dev");
+        let mut desired = ghost_binding("team-dev", "edit");
         desired.subjects = Some(vec![group(GROUP), subject.clone()]);
         assert_fenced(
             bindings.create(&PostParams::default(), &desired).await,
@@ -689,9 +699,10 @@ async fn an_object_naming_a_baseline_that_does_not_exist_is_admitted() {
     let admin = client().await;
     let ns = create_namespace(&admin, "fence-ghost", &[]).await;
     let bindings: Api<RoleBinding> = Api::namespaced(operator().await, &ns);
-    let mut ghost = binding("ghost", "edit", false);
-    ghost.metadata = ghost_meta("ghost");
-    bindings.create(&dry_run(), &ghost).await.expect("admitted");
+    bindings
+        .create(&dry_run(), &ghost_binding("ghost", "edit"))
+        .await
+        .expect("admitted");
     delete_namespace(&admin, &ns).await;
 }
 
@@ -1200,25 +1211,18 @@ fn baselines_api(client: Client) -> Api<DynamicObject> {
 /// exemption for `exempt` until 2099.
 async fn fence_test_baseline(prefix: &str, exempt: &str) -> String {
     let name = unique(prefix);
-    let baseline: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "kubebaseline.io/v1alpha1",
-        "kind": "SecurityBaseline",
-        "metadata": {"name": name},
-        "spec": {
-            "namespaceSelector": {"matchLabels": {"e2e.kubebaseline.io/fence": name}},
-            "metadataEgress": {},
-            "podSecurity": {"enforce": "restricted"},
-            "exemptions": [{
-                "namespace": exempt,
-                "controls": ["metadataEgress"],
-                "reason": "vendor agent, ticket SEC-1",
-                "expires": "2099-01-31T00:00:00Z",
-            }],
-        },
-    }))
-    .unwrap();
+    let spec = json!({
+        "metadataEgress": {},
+        "podSecurity": {"enforce": "restricted"},
+        "exemptions": [{
+            "namespace": exempt,
+            "controls": ["metadataEgress"],
+            "reason": "vendor agent, ticket SEC-1",
+            "expires": "2099-01-31T00:00:00Z",
+        }],
+    });
     baselines_api(client().await)
-        .create(&PostParams::default(), &baseline)
+        .create(&PostParams::default(), &baseline_object(&name, spec))
         .await
         .expect("the admin creates a baseline");
     name

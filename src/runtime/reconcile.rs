@@ -67,7 +67,6 @@ pub async fn reconcile(ns: Arc<CachedNamespace>, ctx: Arc<Context>) -> Result<Ac
             }
             results.insert(key.clone(), result);
         }
-        writer.remove_orphans(&known).await;
         // Released Pod Security labels belong to no baseline: logged and counted, not attributed.
         for (owner, key, result) in writer.prune(&ns_meta, &plan, &known).await {
             match (owner, result) {

@@ -2,18 +2,17 @@
 //! where the cache differs. Its callers decide what; it decides how. Removing what is no longer
 //! wanted (delete or release) is in [`prune`].
 
+mod labels;
 mod prune;
+mod replace;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::Resource;
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::ObjectRef;
-use kube::{Resource, ResourceExt};
-use serde_json::json;
 use tracing::warn;
 
 use crate::api::{DeletionPolicy, Mode};
@@ -309,74 +308,10 @@ impl<'a> NamespaceWriter<'a> {
             Err(e) => return self.failed("RoleBinding", e),
         };
         let desired = &desired;
-        // roleRef is immutable: a binding to another role is replaced, not patched. The API
-        // server must first accept the new binding (a dry run under a scratch name: the
-        // escalation check and validation run, nothing is stored), so a refused role never
-        // leaves the namespace without the old binding.
+        // roleRef is immutable: a binding to another role is replaced, not patched.
         let replacing = existing.role_ref != desired.role_ref;
-        // Replacing deletes, and the operator deletes only what a baseline made: a hand-made
-        // binding to another role stays, reported, until someone removes it.
-        if replacing && !objects::has_baseline_owner(&existing.metadata) {
-            return ObjectResult::Failed {
-                reason: "Bypassed".into(),
-                message: format!(
-                    "RoleBinding {name} exists, made by someone else, and binds {} {}; the baseline binds {} {} and a binding's role cannot change in place. kube-baseline deletes only what it made: delete this binding and the baseline's is created",
-                    existing.role_ref.kind, existing.role_ref.name, desired.role_ref.kind, desired.role_ref.name
-                ),
-            };
-        }
-        if replacing {
-            let old = &existing;
-            let mut probe = desired.clone();
-            probe.metadata.name = Some(format!(
-                "{}-kube-baseline-probe",
-                name.chars().take(200).collect::<String>()
-            ));
-            let dry_run = PostParams {
-                dry_run: true,
-                field_manager: Some(FIELD_MANAGER.into()),
-            };
-            self.count_write("create", "RoleBinding");
-            if let Err(e) = api.create(&dry_run, &probe).await {
-                // The new role is refused; the subjects still follow the baseline under the old
-                // role, so a group removed from the baseline does not stay bound.
-                if objects::is_managed(&old.metadata) {
-                    let mut keep_role = desired.clone();
-                    keep_role.role_ref = old.role_ref.clone();
-                    if !objects::binding_in_sync(old, &keep_role) {
-                        self.count_write("apply", "RoleBinding");
-                        match api.patch(name, &Self::params(), &Patch::Apply(&keep_role)).await {
-                            Ok(written) => self.ctx.bindings.apply_own(written),
-                            Err(e) => {
-                                warn!(namespace = self.ns, error = %e, "could not update subjects under the old role")
-                            }
-                        }
-                    }
-                }
-                return self.failed("RoleBinding", e);
-            }
-            // The fence lets the operator's identity delete only bindings that carry its labels:
-            // one a baseline made whose labels were stripped gets them back first.
-            if !objects::is_managed(&old.metadata) {
-                let mark = json!({"metadata": {"labels": desired.metadata.labels}});
-                self.count_write("patch", "RoleBinding");
-                if let Err(e) = api.patch(name, &PatchParams::default(), &Patch::Merge(&mark)).await {
-                    return self.failed("RoleBinding", e);
-                }
-            }
-            self.count_write("delete", "RoleBinding");
-            let dp = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: old.uid(),
-                    resource_version: None,
-                }),
-                ..Default::default()
-            };
-            if let Err(e) = api.delete(name, &dp).await
-                && !matches!(&e, kube::Error::Api(s) if s.code == 404)
-            {
-                return self.failed("RoleBinding", e);
-            }
+        if replacing && let Err(refused) = self.make_way_for(&api, name, &existing, desired).await {
+            return refused;
         }
         // After a delete the namespace has no binding until this apply lands: a failure is
         // retried at once (briefly), not after the reconcile backoff.
@@ -457,39 +392,6 @@ impl<'a> NamespaceWriter<'a> {
             None
         };
         Ok((desired, existing, guard))
-    }
-
-    /// Applies exactly `labels` as this manager's Pod Security labels: labels it set before and
-    /// no longer wants are released (removed); other labels are never touched.
-    async fn apply_labels(&self, labels: &BTreeMap<String, String>) -> ObjectResult {
-        let api: Api<Namespace> = Api::all(self.ctx.client.clone());
-        let patch = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.ns, "labels": labels}});
-        self.count_write("apply", "Namespace");
-        match api.patch(self.ns, &Self::params(), &Patch::Apply(&patch)).await {
-            Ok(written) => {
-                if let Some(rv) = written.resource_version().and_then(|rv| rv.parse().ok()) {
-                    let mut map = self.ctx.labels_written.lock().unwrap();
-                    map.insert(self.ns.to_string(), (rv, labels.clone()));
-                }
-                ObjectResult::Repaired(if labels.is_empty() { "Pruned" } else { "Updated" })
-            }
-            Err(e) => self.failed("Namespace", e),
-        }
-    }
-
-    /// Whether this process wrote exactly `labels` to the namespace in a version the namespace
-    /// cache has not caught up with yet (then there is nothing to write).
-    fn just_wrote(&self, ns_meta: &kube::api::ObjectMeta, labels: &BTreeMap<String, String>) -> bool {
-        let mut map = self.ctx.labels_written.lock().unwrap();
-        let Some((written, wrote)) = map.get(self.ns) else {
-            return false;
-        };
-        let seen: Option<u64> = ns_meta.resource_version.as_ref().and_then(|rv| rv.parse().ok());
-        if seen.is_none_or(|seen| seen >= *written) {
-            map.remove(self.ns);
-            return false;
-        }
-        wrote == labels
     }
 }
 

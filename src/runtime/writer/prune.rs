@@ -20,6 +20,15 @@ use crate::core::objects::{self, BASELINE_LABEL, FIELD_MANAGER};
 use crate::runtime::context::ObjectResult;
 use crate::runtime::metrics::Metrics;
 
+/// What happens to an object that goes, with the baseline it belonged to.
+enum Disposal {
+    /// Labels, mark and ownerReference removed, content kept.
+    Release(String),
+    Delete(String),
+    /// Deleted once the baseline (name, uid) is confirmed gone.
+    Orphan(String, String),
+}
+
 /// The field manager that keeps Pod Security labels a deleted Orphan baseline leaves behind.
 const RELEASED_MANAGER: &str = "kube-baseline-released";
 
@@ -108,68 +117,52 @@ impl NamespaceWriter<'_> {
         }
     }
 
-    /// Deletes this namespace's objects that name a SecurityBaseline which does not exist
-    /// (labelled for it and controlled by it): owned by nothing, they are the garbage collector's
-    /// to delete, which after an API server restart can take minutes (its retries back off). The
-    /// admission fence cannot refuse them (no policy can say "some baseline exists"); this does
-    /// what the garbage collector would, at once. The caches may lag a baseline just created, so
-    /// the baseline is read first: only a confirmed absence deletes.
-    pub(crate) async fn remove_orphans(&self, known: &BTreeMap<String, Arc<SecurityBaseline>>) {
-        let orphan = |meta: &kube::api::ObjectMeta| -> Option<(String, String)> {
-            let baseline = meta.labels.as_ref()?.get(BASELINE_LABEL)?;
-            if !objects::is_managed(meta) || known.contains_key(baseline) {
-                return None;
-            }
-            let owner = meta
-                .owner_references
-                .iter()
-                .flatten()
-                .find(|o| o.kind == "SecurityBaseline" && o.controller == Some(true) && &o.name == baseline)?;
-            Some((baseline.clone(), owner.uid.clone()))
-        };
-        let policies: Vec<_> = self
-            .ctx
-            .policies
-            .in_namespace(self.ns)
-            .into_values()
-            .filter_map(|o| orphan(&o.metadata).map(|b| (b, o)))
-            .collect();
-        let bindings: Vec<_> = self
-            .ctx
-            .bindings
-            .in_namespace(self.ns)
-            .into_values()
-            .filter_map(|o| orphan(&o.metadata).map(|b| (b, o)))
-            .collect();
-        if policies.is_empty() && bindings.is_empty() {
-            return;
+    /// Whether the SecurityBaseline `name` with `uid` is gone, read from the API server (the
+    /// caches may lag a baseline just created): only a confirmed absence counts.
+    async fn baseline_gone(&self, name: &str, uid: &str) -> bool {
+        match Api::<SecurityBaseline>::all(self.ctx.client.clone())
+            .get_opt(name)
+            .await
+        {
+            Ok(None) => true,
+            Ok(Some(b)) => b.uid().as_deref() != Some(uid),
+            Err(_) => false,
         }
-        let api: Api<SecurityBaseline> = Api::all(self.ctx.client.clone());
-        let absent = |name: String, uid: String| {
-            let api = api.clone();
-            async move {
-                match api.get_opt(&name).await {
-                    Ok(None) => true,
-                    Ok(Some(b)) => b.uid() != Some(uid),
-                    Err(_) => false,
+    }
+
+    /// Releases (with `release`), deletes, or, for an orphan whose baseline is confirmed gone,
+    /// deletes `obj`; returns the baseline it belonged to and the result (None for an orphan:
+    /// there is no baseline to report it to).
+    async fn dispose<K>(
+        &self,
+        how: Disposal,
+        release: impl std::future::Future<Output = ObjectResult>,
+        obj: &K,
+    ) -> Option<(String, ObjectResult)>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        match how {
+            Disposal::Release(owner) => Some((owner, release.await)),
+            Disposal::Delete(owner) => Some((owner, self.delete(obj).await)),
+            Disposal::Orphan(baseline, uid) => {
+                if !self.baseline_gone(&baseline, &uid).await {
+                    return None;
                 }
-            }
-        };
-        for ((baseline, uid), obj) in policies {
-            if absent(baseline.clone(), uid).await {
-                tracing::warn!(namespace = self.ns, policy = %obj.name_any(), %baseline, "deleting a NetworkPolicy that names a SecurityBaseline that does not exist");
-                self.delete(&obj).await;
-            }
-        }
-        for ((baseline, uid), obj) in bindings {
-            if absent(baseline.clone(), uid).await {
-                tracing::warn!(namespace = self.ns, binding = %obj.name_any(), %baseline, "deleting a RoleBinding that names a SecurityBaseline that does not exist");
-                self.delete(&obj).await;
+                tracing::warn!(namespace = self.ns, kind = %K::kind(&()), name = %obj.name_any(), %baseline,
+                    "deleting an object that names a SecurityBaseline that does not exist");
+                // Counted and logged, but attributed to no baseline: none exists to report it.
+                self.delete(obj).await;
+                None
             }
         }
     }
 
-    /// Removes what a known, writing baseline made here and no baseline wants any more.
+    /// Removes what a known, writing baseline made here and no baseline wants any more, and
+    /// what names a baseline that does not exist.
     pub(crate) async fn prune(
         &self,
         ns_meta: &kube::api::ObjectMeta,
@@ -202,35 +195,55 @@ impl NamespaceWriter<'_> {
             (owned && (b.spec.deletion_policy == DeletionPolicy::Orphan || objects::is_adopted(meta)))
                 .then(|| baseline.clone())
         };
-        // What goes, and how: (the baseline it belonged to, released rather than deleted).
+        // Labelled for, and controlled by, a SecurityBaseline the caches do not know: owned by
+        // nothing once that is confirmed, the garbage collector's to delete, which after an API
+        // server restart can take minutes (its retries back off). The fence cannot refuse such
+        // an object (no admission policy can say "some baseline exists"), so it goes at once.
+        let orphan = |meta: &kube::api::ObjectMeta| -> Option<(String, String)> {
+            let baseline = meta.labels.as_ref()?.get(BASELINE_LABEL)?;
+            if !objects::is_managed(meta) || known.contains_key(baseline) {
+                return None;
+            }
+            let owner = meta
+                .owner_references
+                .iter()
+                .flatten()
+                .find(|o| o.kind == "SecurityBaseline" && o.controller == Some(true) && &o.name == baseline)?;
+            Some((baseline.clone(), owner.uid.clone()))
+        };
+        // What goes, and how.
         let disposal = |key: &ObjectKey, meta: &kube::api::ObjectMeta| {
             if let Some(owner) = releasing(meta) {
-                return Some((owner, true));
+                return Some(Disposal::Release(owner));
             }
-            let owner = prunable(meta).filter(|_| !plan.objects.contains_key(key))?;
-            Some((owner, objects::is_adopted(meta)))
+            if let Some(owner) = prunable(meta).filter(|_| !plan.objects.contains_key(key)) {
+                return Some(if objects::is_adopted(meta) {
+                    Disposal::Release(owner)
+                } else {
+                    Disposal::Delete(owner)
+                });
+            }
+            orphan(meta).map(|(baseline, uid)| Disposal::Orphan(baseline, uid))
         };
         let mut out = Vec::new();
         for (name, obj) in self.ctx.policies.in_namespace(self.ns) {
             let key = ObjectKey::NetworkPolicy(name);
-            if let Some((owner, release)) = disposal(&key, &obj.metadata) {
-                let result = if release {
-                    self.release_policy(&obj).await
-                } else {
-                    self.delete(&obj).await
-                };
-                out.push((Some(owner), key, result));
+            let Some(how) = disposal(&key, &obj.metadata) else {
+                continue;
+            };
+            let release = self.release_policy(&obj);
+            if let Some(done) = self.dispose(how, release, &obj).await {
+                out.push((Some(done.0), key, done.1));
             }
         }
         for (name, obj) in self.ctx.bindings.in_namespace(self.ns) {
             let key = ObjectKey::RoleBinding(name);
-            if let Some((owner, release)) = disposal(&key, &obj.metadata) {
-                let result = if release {
-                    self.release_binding(&obj).await
-                } else {
-                    self.delete(&obj).await
-                };
-                out.push((Some(owner), key, result));
+            let Some(how) = disposal(&key, &obj.metadata) else {
+                continue;
+            };
+            let release = self.release_binding(&obj);
+            if let Some(done) = self.dispose(how, release, &obj).await {
+                out.push((Some(done.0), key, done.1));
             }
         }
         // Pod Security labels have no owner label; release them unless a baseline that keeps
