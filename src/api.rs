@@ -98,8 +98,9 @@ pub struct SecurityBaselineSpec {
     #[schemars(length(max = 256))]
     pub exemptions: Vec<Exemption>,
 
-    /// The NetworkPolicy that allows all egress except to the cloud Instance Metadata endpoint.
-    /// Omitted means no NetworkPolicy is managed.
+    /// The policy that blocks pod egress to the cloud Instance Metadata endpoint (a NetworkPolicy
+    /// that allows all egress but that, or on Cilium a deny CiliumNetworkPolicy; see engine).
+    /// Omitted means no such policy is managed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata_egress: Option<MetadataEgress>,
 
@@ -201,11 +202,11 @@ pub struct Exemption {
     pub expires: Time,
 }
 
-/// The instance-metadata egress NetworkPolicy.
+/// The instance-metadata egress policy.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MetadataEgress {
-    /// Name of the NetworkPolicy in each namespace.
+    /// Name of the policy (NetworkPolicy or CiliumNetworkPolicy) in each namespace.
     #[serde(default = "default_policy_name")]
     #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
     pub policy_name: String,
@@ -234,6 +235,48 @@ pub struct MetadataEgress {
         validation = Rule::new("'IPv4' in self").message("ipFamilies must contain IPv4: without it pods would lose all IPv4 egress")
     )]
     pub ip_families: Option<Vec<IpFamily>>,
+
+    /// Which object blocks the blocked CIDRs. Auto (the default): a CiliumNetworkPolicy where
+    /// Cilium enforces policy (the API serves ciliumnetworkpolicies.cilium.io/v2 and CiliumNode
+    /// objects show running agents), a Kubernetes NetworkPolicy everywhere else; when the two
+    /// disagree (Cilium's CRDs left behind by an uninstall), a NetworkPolicy, with a warning
+    /// condition. NetworkPolicy or Cilium: always that object. On Cilium the policy is a deny
+    /// (egressDeny to each blocked CIDR, default-deny off), which no other policy can re-open
+    /// and which leaves node, host and LocalDNS traffic alone; a NetworkPolicy there cuts those.
+    /// Shown in status.engine.
+    #[serde(default, skip_serializing_if = "Engine::is_auto")]
+    pub engine: Engine,
+}
+
+/// The policy engine a baseline writes for.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub enum Engine {
+    #[default]
+    Auto,
+    NetworkPolicy,
+    Cilium,
+}
+
+impl Engine {
+    pub fn is_auto(&self) -> bool {
+        *self == Self::Auto
+    }
+}
+
+/// The object kind written to block the metadata endpoint.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, schemars::JsonSchema)]
+pub enum ResolvedEngine {
+    NetworkPolicy,
+    Cilium,
+}
+
+impl ResolvedEngine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NetworkPolicy => "NetworkPolicy",
+            Self::Cilium => "Cilium",
+        }
+    }
 }
 
 /// An IP address family.
@@ -249,6 +292,7 @@ impl Default for MetadataEgress {
             policy_name: default_policy_name(),
             blocked_cidrs: default_blocked_cidrs(),
             ip_families: None,
+            engine: Engine::Auto,
         }
     }
 }
@@ -365,6 +409,17 @@ pub struct SecurityBaselineStatus {
     /// ipFamilies, or the cluster's and how they were found). Absent without metadataEgress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_families: Option<RenderedFamilies>,
+    /// The policy engine the baseline writes for (NetworkPolicy or Cilium), and why (the spec's
+    /// engine, or what was found in the cluster). Absent without metadataEgress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineStatus>,
+}
+
+/// The engine a baseline writes for, and why.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub struct EngineStatus {
+    pub engine: ResolvedEngine,
+    pub reason: String,
 }
 
 /// The address families a policy is rendered for.

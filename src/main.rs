@@ -76,6 +76,10 @@ struct RunArgs {
     /// ClusterPolicyReport summary (the PolicyReport CRDs must be installed).
     #[arg(long)]
     policy_reports: bool,
+    /// How often the cluster's address families and policy engine (Cilium's API and agents) are
+    /// read again; a change re-renders every namespace.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    cluster_recheck: Duration,
     /// This replica's identity in the lease and in Events (default: the host name).
     #[arg(long, env = "POD_NAME")]
     instance: Option<String>,
@@ -214,9 +218,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         leadership = Some(l);
     }
 
-    let families = kube_baseline::runtime::families::initial(&client).await;
+    let cluster = kube_baseline::runtime::cluster::initial(&client).await;
     let settings = Settings {
-        families,
+        cluster,
+        cluster_recheck: args.cluster_recheck,
         system_namespaces: args.system_namespaces.into_iter().collect::<BTreeSet<_>>(),
         concurrency: args.concurrency,
         status_debounce: args.status_debounce,

@@ -120,7 +120,7 @@ impl Snapshot {
                 .or_default()
                 .insert(b.name_any(), b);
         }
-        let families = crate::runtime::families::read(client)
+        let families = crate::runtime::cluster::read_families(client)
             .await
             .unwrap_or_else(|why| ClusterFamilies::unknown(&format!("not known ({why})")));
         Ok(Self {

@@ -3,8 +3,11 @@
 //! values in, plain values out, most of the unit tests.
 
 pub mod cel;
+pub mod cilium;
+pub mod cluster;
 pub mod desired;
 pub mod egress;
+pub mod engine;
 pub mod evaluate;
 pub mod families;
 pub mod objects;

@@ -97,6 +97,8 @@ pub struct StatusInput<'a> {
     pub unsettled: usize,
     /// The families its metadata NetworkPolicy is rendered for (None without metadataEgress).
     pub ip_families: Option<crate::core::families::Rendered>,
+    /// The engine the metadata policy is written for (None without metadataEgress).
+    pub engine: Option<crate::core::engine::Resolution>,
 }
 
 /// The status a baseline should have. `previous` keeps `lastTransitionTime` of conditions whose
@@ -220,6 +222,15 @@ pub fn compute(
             ]
         }
     };
+    let mut conditions = conditions;
+    if let Some(engine) = &input.engine {
+        // True is the abnormal state, as for Degraded and Conflict: the object written may be
+        // one that nothing enforces.
+        conditions.push(match &engine.disagreement {
+            Some(why) => cond("EngineUncertain", true, "EvidenceDisagrees", why.clone()),
+            None => cond("EngineUncertain", false, "EngineKnown", engine.reason.clone()),
+        });
+    }
     SecurityBaselineStatus {
         observed_generation: generation,
         conditions,
@@ -232,6 +243,10 @@ pub fn compute(
         ip_families: input.ip_families.clone().map(|r| crate::api::RenderedFamilies {
             families: r.families,
             reason: r.reason,
+        }),
+        engine: input.engine.as_ref().map(|r| crate::api::EngineStatus {
+            engine: r.engine,
+            reason: r.reason.clone(),
         }),
     }
 }
@@ -284,6 +299,7 @@ mod tests {
             last_repair_time: None,
             unsettled: 0,
             ip_families: None,
+            engine: None,
         }
     }
 

@@ -14,9 +14,9 @@ use kube::{Client, ResourceExt};
 use tracing::info;
 
 use crate::api::{SecurityBaseline, SecurityBaselineStatus};
+use crate::core::cluster::Cluster;
 use crate::core::desired::{self, ObjectKey};
 use crate::core::egress::EgressSummary;
-use crate::core::families::ClusterFamilies;
 use crate::core::status::NsOutcome;
 use crate::error::Result;
 use crate::runtime::index::NamespacedIndex;
@@ -42,9 +42,11 @@ pub struct Settings {
     pub progress: Arc<crate::runtime::progress::Progress>,
     /// Maintain wgpolicyk8s.io PolicyReports (`--policy-reports`).
     pub policy_reports: bool,
-    /// The cluster's address families when the controller starts (kept current afterwards in
-    /// [`Context::cluster_families`]).
-    pub families: ClusterFamilies,
+    /// The cluster's address families and policy engine when the controller starts (kept
+    /// current afterwards in [`Context::cluster`]).
+    pub cluster: Cluster,
+    /// How often the cluster's families and engine are read again.
+    pub cluster_recheck: Duration,
 }
 
 /// What reconciles have found, for the status writer.
@@ -105,8 +107,9 @@ pub struct Context {
     /// status writer compares with the stored status and trusts this only while the cache has
     /// not seen a newer version; the baseline watch wakes it when someone else changed a status.
     pub status_written: Mutex<HashMap<String, (Option<u64>, SecurityBaselineStatus)>>,
-    /// The address families the cluster uses (runtime::families keeps them current).
-    pub cluster_families: std::sync::RwLock<ClusterFamilies>,
+    /// The address families and policy engine of the cluster (runtime::cluster keeps them
+    /// current).
+    pub cluster: std::sync::RwLock<Cluster>,
     /// When every cache had its first full list.
     pub synced_at: std::sync::OnceLock<Instant>,
     /// Set once every namespace has been reconciled since start (see the status writer).
@@ -141,7 +144,7 @@ impl Context {
             controller: "kube-baseline".into(),
             instance: Some(settings.instance.clone()),
         };
-        let families = settings.families.clone();
+        let cluster = settings.cluster.clone();
         Self {
             reports: settings.policy_reports.then(Arc::default),
             events: crate::runtime::events::Events::new(client.clone(), settings.instance.clone(), baselines.clone()),
@@ -158,7 +161,7 @@ impl Context {
             results: Mutex::default(),
             status_changed: tokio::sync::Notify::new(),
             status_written: Mutex::new(HashMap::new()),
-            cluster_families: std::sync::RwLock::new(families),
+            cluster: std::sync::RwLock::new(cluster),
             metrics,
             synced: tokio::sync::OnceCell::new(),
             synced_at: std::sync::OnceLock::new(),

@@ -192,10 +192,11 @@ pub fn controller(
     // created during the gap arrives before the re-listed store holds it (kube-runtime's runner
     // skips an object its store does not have yet), so it is reconciled once the store swaps.
     let (relisted_tx, relisted) = futures::channel::mpsc::unbounded::<()>();
-    // A change of the cluster's address families re-renders every namespace the same way.
-    tokio::spawn(crate::runtime::families::keep_current(
+    // A change of the cluster's address families or policy engine re-renders every namespace.
+    tokio::spawn(crate::runtime::cluster::keep_current(
         ctx.clone(),
         client.clone(),
+        settings.cluster_recheck,
         relisted_tx.clone(),
     ));
     let namespaces = watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watch_config())

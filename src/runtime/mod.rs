@@ -1,10 +1,10 @@
 //! The I/O layer: watches and caches, the per-namespace reconcile and the object writer, the
 //! status, event and finalizer writers, leader election, and the HTTP endpoints.
 
+pub mod cluster;
 pub mod context;
 pub mod controller;
 pub mod events;
-pub mod families;
 pub mod finalizer;
 pub mod index;
 pub mod interner;

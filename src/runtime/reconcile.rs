@@ -44,13 +44,13 @@ pub async fn reconcile(ns: Arc<CachedNamespace>, ctx: Arc<Context>) -> Result<Ac
     let baselines = ctx.baselines.state();
     let refs: Vec<&SecurityBaseline> = baselines.iter().map(AsRef::as_ref).collect();
     let now = Timestamp::now();
-    let cluster = ctx.cluster_families.read().unwrap().clone();
+    let cluster = ctx.cluster.read().unwrap().clone();
     let plan = desired::plan(
         &facts,
         &refs,
         &Context::validated(&baselines),
         &ctx.settings.system_namespaces,
-        &cluster,
+        &cluster.families,
         now,
     );
     let known: BTreeMap<String, Arc<SecurityBaseline>> = baselines.iter().map(|b| (b.name_any(), b.clone())).collect();

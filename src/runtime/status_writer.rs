@@ -175,6 +175,7 @@ async fn write_all(ctx: &Context, mut pacing: Option<&mut Pacing>) -> bool {
         &kube::api::ApiResource::erase::<SecurityBaseline>(&()),
     );
     let now = Timestamp::now();
+    let cluster = ctx.cluster.read().unwrap().clone();
     let mut ok = true;
     if pacing.as_deref_mut().is_none_or(|p| p.forget_due(Instant::now())) {
         forget_what_is_gone(ctx, &baselines);
@@ -192,6 +193,7 @@ async fn write_all(ctx: &Context, mut pacing: Option<&mut Pacing>) -> bool {
         if converging && pacing.as_deref_mut().is_some_and(|p| !p.due(&uid, Instant::now())) {
             continue;
         }
+        let egress = baseline.spec.metadata_egress.as_ref();
         let (status, pending, unsettled) = {
             let r = ctx.results.lock().unwrap();
             let mine = ctx.status_written.lock().unwrap().get(&uid).cloned();
@@ -214,11 +216,8 @@ async fn write_all(ctx: &Context, mut pacing: Option<&mut Pacing>) -> bool {
                     .clone()
                     .or_else(|| previous.and_then(|p| p.last_repair_time.clone())),
                 unsettled,
-                ip_families: baseline
-                    .spec
-                    .metadata_egress
-                    .as_ref()
-                    .map(|egress| crate::core::families::rendered(egress, &ctx.cluster_families.read().unwrap())),
+                ip_families: egress.map(|egress| crate::core::families::rendered(egress, &cluster.families)),
+                engine: egress.map(|egress| cluster.engine.resolve(egress)),
             };
             (status::compute(&input, previous, now), pending, unsettled)
         };
