@@ -276,8 +276,12 @@ fn floor_objects(label: &str) -> Vec<(kube_baseline::api::Control, desired::Obje
     let baseline = kube_baseline::api::SecurityBaseline::new("floor", aks_spec(label));
     let valid = desired::validate(&baseline).unwrap();
     // The local control plane is single-stack IPv4, and the operator renders for that.
-    let cluster = kube_baseline::core::families::ClusterFamilies::from_api(Some(&["IPv4".to_string()]), &[])
+    let families = kube_baseline::core::families::ClusterFamilies::from_api(Some(&["IPv4".to_string()]), &[])
         .expect("IPv4 is a family");
+    let cluster = kube_baseline::core::cluster::Cluster {
+        families,
+        engine: Default::default(),
+    };
     desired::wanted_objects(&baseline, &valid, &cluster)
 }
 

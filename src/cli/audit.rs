@@ -145,6 +145,9 @@ fn table(report: &Report) -> String {
     for (baseline, families) in &report.ip_families {
         let _ = writeln!(out, "baseline {baseline} renders address families {families}");
     }
+    for (baseline, engine) in &report.engines {
+        let _ = writeln!(out, "baseline {baseline} writes for engine {engine}");
+    }
     let counts: Vec<String> = report
         .summary
         .iter()

@@ -1,7 +1,6 @@
 //! Read-only access to a live cluster for the subcommands: a client from a kubeconfig, one
 //! consistent read of what the judgement needs, and errors that say what to do.
 
-use crate::core::families::ClusterFamilies;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,6 +14,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, ResourceExt};
 
 use crate::api::SecurityBaseline;
+use crate::core::cilium::CiliumNetworkPolicy;
+use crate::core::cluster::Cluster;
 
 /// Which cluster to read (kubectl's flags and the KUBECONFIG variable).
 #[derive(Args, Clone, Debug, Default)]
@@ -80,11 +81,14 @@ pub fn explain(e: kube::Error, verb: &str, resource: &str) -> anyhow::Error {
 /// report; `--wait` reads again).
 #[derive(Default)]
 pub struct Snapshot {
-    /// The address families the cluster uses (IPv4 assumed when they cannot be read).
-    pub families: ClusterFamilies,
+    /// The address families the cluster uses and its policy engine (IPv4 and NetworkPolicy
+    /// assumed when they cannot be read).
+    pub cluster: Cluster,
     pub namespaces: Vec<ObjectMeta>,
     pub policies: BTreeMap<String, BTreeMap<String, NetworkPolicy>>,
     pub bindings: BTreeMap<String, BTreeMap<String, RoleBinding>>,
+    /// Empty where the API does not serve CiliumNetworkPolicies.
+    pub cilium_policies: BTreeMap<String, BTreeMap<String, CiliumNetworkPolicy>>,
 }
 
 impl Snapshot {
@@ -120,11 +124,23 @@ impl Snapshot {
                 .or_default()
                 .insert(b.name_any(), b);
         }
-        let families = crate::runtime::cluster::read_families(client)
-            .await
-            .unwrap_or_else(|why| ClusterFamilies::unknown(&format!("not known ({why})")));
+        let cluster = crate::runtime::cluster::read(client, None).await;
+        let mut cilium_policies: BTreeMap<String, BTreeMap<String, CiliumNetworkPolicy>> = BTreeMap::new();
+        if cluster.engine.cilium_policies_served {
+            for p in Api::<CiliumNetworkPolicy>::all(client.clone())
+                .list(&lp)
+                .await
+                .map_err(|e| explain(e, "list", "ciliumnetworkpolicies.cilium.io"))?
+            {
+                cilium_policies
+                    .entry(p.namespace().unwrap_or_default())
+                    .or_default()
+                    .insert(p.name_any(), p);
+            }
+        }
         Ok(Self {
-            families,
+            cluster,
+            cilium_policies,
             namespaces,
             policies,
             bindings,

@@ -10,9 +10,10 @@ use serde::Serialize;
 
 use crate::api::{ActiveExemption, Mode, Problem, SecurityBaseline};
 use crate::cli::cluster::Snapshot;
+use crate::core::cluster::Cluster;
 use crate::core::desired::{self, InvalidSpec, NamespaceFacts, Plan, ValidBaseline};
 use crate::core::evaluate::{self, Actual};
-use crate::core::families::{self, ClusterFamilies};
+use crate::core::families;
 use crate::core::objects;
 use crate::core::status::NsState;
 
@@ -47,6 +48,9 @@ pub struct Report {
     /// By baseline with metadataEgress: the address families its policy is rendered for, and why.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub ip_families: BTreeMap<String, String>,
+    /// By baseline with metadataEgress: the engine its policy is written for, and why.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub engines: BTreeMap<String, String>,
     pub summary: BTreeMap<&'static str, usize>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub invalid_baselines: Vec<InvalidBaseline>,
@@ -73,21 +77,45 @@ pub fn plan_for(
     baselines: &[SecurityBaseline],
     validated: &BTreeMap<String, Result<ValidBaseline, InvalidSpec>>,
     system_namespaces: &BTreeSet<String>,
-    families: &ClusterFamilies,
+    cluster: &Cluster,
     now: Timestamp,
 ) -> Plan {
     let refs: Vec<&SecurityBaseline> = baselines.iter().collect();
-    desired::plan(&facts(meta), &refs, validated, system_namespaces, families, now)
+    desired::plan(&facts(meta), &refs, validated, system_namespaces, cluster, now)
 }
 
 /// By baseline with metadataEgress: the families its policy is rendered for, and why.
-pub fn rendered_families(baselines: &[SecurityBaseline], cluster: &ClusterFamilies) -> BTreeMap<String, String> {
+pub fn rendered_families(baselines: &[SecurityBaseline], cluster: &Cluster) -> BTreeMap<String, String> {
     baselines
         .iter()
         .filter_map(|b| {
             let egress = b.spec.metadata_egress.as_ref()?;
-            Some((b.name_any(), families::rendered(egress, cluster).to_string()))
+            Some((b.name_any(), families::rendered(egress, &cluster.families).to_string()))
         })
+        .collect()
+}
+
+/// By baseline with metadataEgress: the engine its policy is written for, and why (with the
+/// evidence that disagrees, if any).
+pub fn rendered_engines(baselines: &[SecurityBaseline], cluster: &Cluster) -> BTreeMap<String, String> {
+    baselines
+        .iter()
+        .filter_map(|b| {
+            let r = cluster.engine.resolve(b.spec.metadata_egress.as_ref()?);
+            let warning = r.disagreement.map(|w| format!("; WARNING: {w}")).unwrap_or_default();
+            Some((b.name_any(), format!("{} ({}){warning}", r.engine.as_str(), r.reason)))
+        })
+        .collect()
+}
+
+/// One comment line per baseline and fact: address families, then engine.
+pub fn cluster_lines(baselines: &[SecurityBaseline], cluster: &Cluster) -> Vec<String> {
+    let families = rendered_families(baselines, cluster);
+    let engines = rendered_engines(baselines, cluster);
+    families
+        .iter()
+        .map(|(b, f)| format!("{b}: address families {f}"))
+        .chain(engines.iter().map(|(b, e)| format!("{b}: engine {e}")))
         .collect()
 }
 
@@ -101,10 +129,11 @@ pub fn judge(
     let validated = validated(baselines);
     let empty_p = BTreeMap::new();
     let empty_b = BTreeMap::new();
+    let empty_c = BTreeMap::new();
     let mut rows = Vec::new();
     for meta in &snapshot.namespaces {
         let ns = meta.name.clone().unwrap_or_default();
-        let plan = plan_for(meta, baselines, &validated, system_namespaces, &snapshot.families, now);
+        let plan = plan_for(meta, baselines, &validated, system_namespaces, &snapshot.cluster, now);
         if plan.verdicts.is_empty() {
             continue;
         }
@@ -112,6 +141,7 @@ pub fn judge(
         let actual = Actual {
             namespace: meta,
             policies,
+            cilium_policies: snapshot.cilium_policies.get(&ns).unwrap_or(&empty_c),
             bindings: snapshot.bindings.get(&ns).unwrap_or(&empty_b),
         };
         let results = evaluate::inspect(&ns, &plan, &actual);
@@ -150,7 +180,8 @@ pub fn judge(
     }
     Report {
         compliant: invalid_baselines.is_empty() && rows.iter().all(|r| r.state.complies()),
-        ip_families: rendered_families(baselines, &snapshot.families),
+        ip_families: rendered_families(baselines, &snapshot.cluster),
+        engines: rendered_engines(baselines, &snapshot.cluster),
         summary,
         invalid_baselines,
         namespaces: rows,

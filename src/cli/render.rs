@@ -17,14 +17,16 @@ use kube::api::ObjectMeta;
 use kube::core::Selector;
 use serde::Serialize;
 
-use crate::api::IpFamily;
-use crate::api::{Mode, SecurityBaseline};
+use crate::api::{IpFamily, Mode, ResolvedEngine, SecurityBaseline};
 use crate::cli::cluster::{ClusterArgs, Snapshot};
 use crate::cli::judge;
 use crate::cli::load;
+use crate::core::cilium::CiliumNetworkPolicy;
+use crate::core::cluster::Cluster;
 use crate::core::desired::{self, Content, DesiredObject, InvalidSpec, ObjectKey, ValidBaseline};
+use crate::core::engine::ClusterEngine;
 use crate::core::families::ClusterFamilies;
-use crate::core::{evaluate, objects};
+use crate::core::objects::{self, ManagedKind};
 
 #[derive(Args, Debug)]
 pub struct RenderArgs {
@@ -54,6 +56,10 @@ pub struct RenderArgs {
     /// IPv4 is assumed; with --diff the cluster's own are read.
     #[arg(long = "ip-families", value_name = "IPv4[,IPv6]", value_parser = parse_families, conflicts_with = "diff")]
     pub ip_families: Option<Vec<IpFamily>>,
+    /// The policy engine, for baselines whose metadataEgress.engine is Auto: NetworkPolicy (the
+    /// default offline) or Cilium (a deny CiliumNetworkPolicy). With --diff the cluster is asked.
+    #[arg(long, value_name = "NetworkPolicy|Cilium", value_parser = parse_engine, conflicts_with = "diff")]
+    pub engine: Option<ResolvedEngine>,
     #[command(flatten)]
     pub cluster: ClusterArgs,
 }
@@ -67,6 +73,14 @@ fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
                 .ok_or_else(|| format!("{kv:?} is not k=v"))
         })
         .collect()
+}
+
+fn parse_engine(s: &str) -> Result<ResolvedEngine, String> {
+    match s {
+        "NetworkPolicy" => Ok(ResolvedEngine::NetworkPolicy),
+        "Cilium" => Ok(ResolvedEngine::Cilium),
+        other => Err(format!("{other:?} is not NetworkPolicy or Cilium")),
+    }
 }
 
 fn parse_families(s: &str) -> Result<Vec<IpFamily>, String> {
@@ -100,9 +114,19 @@ pub async fn run(args: RenderArgs) -> anyhow::Result<ExitCode> {
             },
             None => ClusterFamilies::unknown("not known offline (--ip-families says)"),
         };
+        let engine = match args.engine {
+            Some(ResolvedEngine::Cilium) => ClusterEngine {
+                cilium_policies_served: true,
+                cilium_nodes: Some(1),
+                unknown: None,
+            },
+            Some(ResolvedEngine::NetworkPolicy) => ClusterEngine::default(),
+            None => ClusterEngine::unknown("offline; --engine says"),
+        };
+        let cluster = Cluster { families, engine };
         print!(
             "{}",
-            render(&baselines, &namespaces, &system, &families, Timestamp::now())?
+            render(&baselines, &namespaces, &system, &cluster, Timestamp::now())?
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -224,19 +248,40 @@ fn why(
 #[serde(untagged)]
 enum Rendered {
     Policy(NetworkPolicy),
+    Cilium(CiliumNetworkPolicy),
     Binding(RoleBinding),
     Namespace(Namespace),
 }
 
+impl From<NetworkPolicy> for Rendered {
+    fn from(p: NetworkPolicy) -> Self {
+        Self::Policy(p)
+    }
+}
+
+impl From<CiliumNetworkPolicy> for Rendered {
+    fn from(p: CiliumNetworkPolicy) -> Self {
+        Self::Cilium(p)
+    }
+}
+
+impl From<RoleBinding> for Rendered {
+    fn from(b: RoleBinding) -> Self {
+        Self::Binding(b)
+    }
+}
+
 fn build(ns: &ObjectMeta, key: &ObjectKey, want: &DesiredObject) -> Rendered {
     let name = ns.name.clone().unwrap_or_default();
+    fn object<K: ManagedKind + Into<Rendered>>(ns: &str, name: &str, want: &DesiredObject) -> Rendered {
+        objects::expected::<K>(ns, name, want, None)
+            .expect("desired content matches its key")
+            .into()
+    }
     match (key, &want.content) {
-        (ObjectKey::NetworkPolicy(n), _) => {
-            Rendered::Policy(evaluate::expected_policy(&name, n, want, None).expect("policy content"))
-        }
-        (ObjectKey::RoleBinding(n), _) => {
-            Rendered::Binding(evaluate::expected_binding(&name, n, want, None).expect("binding content"))
-        }
+        (ObjectKey::NetworkPolicy(n), _) => object::<NetworkPolicy>(&name, n, want),
+        (ObjectKey::CiliumPolicy(n), _) => object::<CiliumNetworkPolicy>(&name, n, want),
+        (ObjectKey::RoleBinding(n), _) => object::<RoleBinding>(&name, n, want),
         (ObjectKey::PodSecurityLabels, Content::PodSecurityLabels(labels)) => Rendered::Namespace(Namespace {
             metadata: ObjectMeta {
                 name: Some(name),
@@ -254,19 +299,19 @@ pub fn render(
     baselines: &[SecurityBaseline],
     namespaces: &[ObjectMeta],
     system: &BTreeSet<String>,
-    families: &ClusterFamilies,
+    cluster: &Cluster,
     now: Timestamp,
 ) -> anyhow::Result<String> {
     let validated = judge::validated(baselines);
     let mut out = String::from(
         "# Rendered by kube-baseline: the objects the operator applies (server-side apply, field\n# manager kube-baseline), with an ownerReference to the baseline once it exists in the cluster.\n",
     );
-    for (baseline, rendered) in judge::rendered_families(baselines, families) {
-        let _ = writeln!(out, "# {baseline}: address families {rendered}");
+    for line in judge::cluster_lines(baselines, cluster) {
+        let _ = writeln!(out, "# {line}");
     }
     for meta in namespaces {
         let name = meta.name.clone().unwrap_or_default();
-        let plan = judge::plan_for(meta, baselines, &validated, system, families, now);
+        let plan = judge::plan_for(meta, baselines, &validated, system, cluster, now);
         let _ = writeln!(out, "#\n# namespace {name}:");
         if desired::is_system_namespace(&name, system) {
             let _ = writeln!(out, "#   a system namespace: no baseline ever touches it");
@@ -300,6 +345,14 @@ fn declared(value: &Rendered) -> String {
             "labels": p.metadata.labels,
             "spec": p.spec.clone().map(|s| k8s_openapi::api::networking::v1::NetworkPolicySpec { ingress: None, ..s }),
         }),
+        Rendered::Cilium(p) => serde_json::json!({
+            "labels": p.metadata.labels,
+            "spec": p.spec.as_ref().map(|s| serde_json::json!({
+                "endpointSelector": s.endpoint_selector,
+                "egressDeny": s.egress_deny,
+                "enableDefaultDeny": s.enable_default_deny,
+            })),
+        }),
         Rendered::Binding(b) => {
             let mut subjects: Vec<_> = b.subjects.clone().unwrap_or_default();
             subjects.sort_by(|x, y| x.name.cmp(&y.name));
@@ -323,6 +376,26 @@ fn ours(
     )
 }
 
+/// The live object `name` as far as the operator declares it (its own labels only), and whether
+/// it holds what `want` says.
+fn live_view<K: ManagedKind + Into<Rendered>>(
+    ns: &str,
+    name: &str,
+    want: &DesiredObject,
+    live: &BTreeMap<String, K>,
+) -> (Option<Rendered>, bool) {
+    let live = live.get(name);
+    let ok = objects::holds(ns, name, want, live);
+    let desired = objects::expected::<K>(ns, name, want, live).expect("desired content matches its key");
+    let view = live.map(|l| {
+        let mut l = l.clone();
+        let keep = desired.meta().labels.clone().unwrap_or_default();
+        l.meta_mut().labels = ours(l.meta().labels.as_ref(), &keep);
+        l.into()
+    });
+    (view, ok)
+}
+
 /// Compares the rendered objects with the live ones.
 pub fn diff(
     baselines: &[SecurityBaseline],
@@ -335,47 +408,24 @@ pub fn diff(
     let names: BTreeSet<String> = baselines.iter().map(|b| b.name_any()).collect();
     let empty_p = BTreeMap::new();
     let empty_b = BTreeMap::new();
-    let mut text: String = judge::rendered_families(baselines, &snapshot.families)
+    let empty_c = BTreeMap::new();
+    let mut text: String = judge::cluster_lines(baselines, &snapshot.cluster)
         .into_iter()
-        .map(|(baseline, rendered)| format!("# {baseline}: address families {rendered}\n"))
+        .map(|line| format!("# {line}\n"))
         .collect();
     let mut count = 0;
     for meta in namespaces {
         let ns = meta.name.clone().unwrap_or_default();
-        let plan = judge::plan_for(meta, baselines, &validated, system, &snapshot.families, now);
+        let plan = judge::plan_for(meta, baselines, &validated, system, &snapshot.cluster, now);
         let policies = snapshot.policies.get(&ns).unwrap_or(&empty_p);
         let bindings = snapshot.bindings.get(&ns).unwrap_or(&empty_b);
+        let cilium = snapshot.cilium_policies.get(&ns).unwrap_or(&empty_c);
         for (key, want) in plan.objects.iter().filter(|(_, w)| w.owner.mode == Mode::Enforce) {
             let rendered = build(meta, key, want);
             let (live, in_sync): (Option<Rendered>, bool) = match (key, &rendered) {
-                (ObjectKey::NetworkPolicy(n), Rendered::Policy(d)) => {
-                    let live = policies.get(n);
-                    let d = evaluate::expected_policy(&ns, n, want, live).unwrap_or_else(|| d.clone());
-                    let ok = live.is_some_and(|l| objects::policy_in_sync(l, &d));
-                    let view = live.map(|l| {
-                        let mut l = l.clone();
-                        l.metadata.labels = ours(
-                            l.metadata.labels.as_ref(),
-                            d.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()),
-                        );
-                        Rendered::Policy(l)
-                    });
-                    (view, ok)
-                }
-                (ObjectKey::RoleBinding(n), Rendered::Binding(d)) => {
-                    let live = bindings.get(n);
-                    let d = evaluate::expected_binding(&ns, n, want, live).unwrap_or_else(|| d.clone());
-                    let ok = live.is_some_and(|l| objects::binding_in_sync(l, &d));
-                    let view = live.map(|l| {
-                        let mut l = l.clone();
-                        l.metadata.labels = ours(
-                            l.metadata.labels.as_ref(),
-                            d.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()),
-                        );
-                        Rendered::Binding(l)
-                    });
-                    (view, ok)
-                }
+                (ObjectKey::NetworkPolicy(n), _) => live_view(&ns, n, want, policies),
+                (ObjectKey::CiliumPolicy(n), _) => live_view(&ns, n, want, cilium),
+                (ObjectKey::RoleBinding(n), _) => live_view(&ns, n, want, bindings),
                 (_, Rendered::Namespace(d)) => {
                     let want_labels = d.metadata.labels.clone().unwrap_or_default();
                     let ok = objects::pod_security_in_sync(meta, &want_labels);
@@ -388,7 +438,7 @@ pub fn diff(
                     };
                     (Some(Rendered::Namespace(live)), ok)
                 }
-                _ => (None, false),
+                (ObjectKey::PodSecurityLabels, _) => unreachable!("labels render as a namespace"),
             };
             let what = format!("{key} in {ns}");
             if in_sync {
@@ -422,6 +472,11 @@ pub fn diff(
         for line in policies
             .values()
             .filter_map(|p| stale(&p.metadata, ObjectKey::NetworkPolicy(p.name_any())))
+            .chain(
+                cilium
+                    .values()
+                    .filter_map(|p| stale(&p.metadata, ObjectKey::CiliumPolicy(p.name_any()))),
+            )
             .chain(
                 bindings
                     .values()

@@ -26,7 +26,7 @@ pub const NODE_PLURAL: &str = "ciliumnodes";
 
 /// A CiliumNetworkPolicy. Only `spec` is typed; the rest of what Cilium's schema allows
 /// (`specs`, a status) is kept as it is, so reading a team's policy never fails.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct CiliumNetworkPolicy {
     #[serde(default = "api_version")]
@@ -39,6 +39,18 @@ pub struct CiliumNetworkPolicy {
     pub spec: Option<CiliumPolicySpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub specs: Option<Vec<Value>>,
+}
+
+impl Default for CiliumNetworkPolicy {
+    fn default() -> Self {
+        Self {
+            api_version: api_version(),
+            kind: kind(),
+            metadata: ObjectMeta::default(),
+            spec: None,
+            specs: None,
+        }
+    }
 }
 
 fn api_version() -> String {

@@ -11,8 +11,10 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 
-use crate::api::{ActiveExemption, Control, GroupFormat, IpFamily, Mode, SecurityBaseline};
-use crate::core::families::{self, ClusterFamilies};
+use crate::api::{ActiveExemption, Control, GroupFormat, IpFamily, Mode, ResolvedEngine, SecurityBaseline};
+use crate::core::cilium::{CiliumPolicySpec, metadata_deny_spec};
+use crate::core::cluster::Cluster;
+use crate::core::families;
 use crate::core::policy::metadata_egress_spec;
 
 /// Namespaces no baseline ever touches, whatever its selector says.
@@ -32,15 +34,25 @@ pub struct NamespaceFacts {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ObjectKey {
     NetworkPolicy(String),
+    /// A CiliumNetworkPolicy (the metadata policy on Cilium).
+    CiliumPolicy(String),
     RoleBinding(String),
     /// The Pod Security Admission labels of the namespace itself.
     PodSecurityLabels,
+}
+
+impl ObjectKey {
+    /// Whether this is a policy that blocks the metadata endpoint (of either engine).
+    pub fn is_metadata_policy(&self) -> bool {
+        matches!(self, Self::NetworkPolicy(_) | Self::CiliumPolicy(_))
+    }
 }
 
 impl fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NetworkPolicy(name) => write!(f, "NetworkPolicy/{name}"),
+            Self::CiliumPolicy(name) => write!(f, "CiliumNetworkPolicy/{name}"),
             Self::RoleBinding(name) => write!(f, "RoleBinding/{name}"),
             Self::PodSecurityLabels => f.write_str("Namespace/pod-security-labels"),
         }
@@ -51,6 +63,7 @@ impl fmt::Display for ObjectKey {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Content {
     NetworkPolicy(NetworkPolicySpec),
+    CiliumPolicy(CiliumPolicySpec),
     RoleBinding { role_ref: RoleRef, subjects: Vec<Subject> },
     PodSecurityLabels(BTreeMap<String, String>),
 }
@@ -87,6 +100,9 @@ pub struct Verdict {
     /// The CIDRs no pod here may reach, when this baseline's metadataEgress control applies
     /// (declared and not exempted): other NetworkPolicies are checked against them.
     pub blocked: Vec<IpNet>,
+    /// The engine the metadata policy is written for, when that control applies. On Cilium it is
+    /// a deny, which no other policy can re-open: other NetworkPolicies are not bypasses there.
+    pub engine: Option<ResolvedEngine>,
 }
 
 /// Everything a namespace should look like.
@@ -201,17 +217,28 @@ pub fn precedence(a: &SecurityBaseline, b: &SecurityBaseline) -> std::cmp::Order
 pub fn wanted_objects(
     baseline: &SecurityBaseline,
     valid: &ValidBaseline,
-    cluster: &ClusterFamilies,
+    cluster: &Cluster,
 ) -> Vec<(Control, ObjectKey, Content)> {
     let spec = &baseline.spec;
     let mut out = Vec::new();
     if let Some(egress) = &spec.metadata_egress {
-        let families = families::rendered(egress, cluster).families;
-        out.push((
-            Control::MetadataEgress,
-            ObjectKey::NetworkPolicy(egress.policy_name.clone()),
-            Content::NetworkPolicy(metadata_egress_spec(&valid.blocked, families.contains(&IpFamily::IPv6))),
-        ));
+        let name = egress.policy_name.clone();
+        out.push(match cluster.engine.resolve(egress).engine {
+            ResolvedEngine::NetworkPolicy => {
+                let families = families::rendered(egress, &cluster.families).families;
+                let ipv6 = families.contains(&IpFamily::IPv6);
+                (
+                    Control::MetadataEgress,
+                    ObjectKey::NetworkPolicy(name),
+                    Content::NetworkPolicy(metadata_egress_spec(&valid.blocked, ipv6)),
+                )
+            }
+            ResolvedEngine::Cilium => (
+                Control::MetadataEgress,
+                ObjectKey::CiliumPolicy(name),
+                Content::CiliumPolicy(metadata_deny_spec(&valid.blocked)),
+            ),
+        });
     }
     for rb in &spec.role_bindings {
         let subjects = group_names(rb, spec.group_format)
@@ -303,7 +330,7 @@ pub fn plan(
     baselines: &[&SecurityBaseline],
     validated: &BTreeMap<String, Result<ValidBaseline, InvalidSpec>>,
     system_namespaces: &BTreeSet<String>,
-    cluster: &ClusterFamilies,
+    cluster: &Cluster,
     now: Timestamp,
 ) -> Plan {
     let mut plan = Plan::default();
@@ -344,8 +371,11 @@ pub fn plan(
             plan.next_expiry = Some(plan.next_expiry.map_or(ex.expires.0, |t| t.min(ex.expires.0)));
         }
         let exempted = |c: Control| verdict.exemption.as_ref().is_some_and(|ex| ex.controls.contains(&c));
-        if baseline.spec.metadata_egress.is_some() && !exempted(Control::MetadataEgress) {
+        if let Some(egress) = &baseline.spec.metadata_egress
+            && !exempted(Control::MetadataEgress)
+        {
             verdict.blocked = valid.blocked.clone();
+            verdict.engine = Some(cluster.engine.resolve(egress).engine);
         }
         for (control, key, content) in wanted_objects(baseline, valid, cluster) {
             if verdict

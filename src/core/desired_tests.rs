@@ -46,7 +46,7 @@ fn plan_for(ns: &NamespaceFacts, baselines: &[&SecurityBaseline], now: i64) -> P
         baselines,
         &validated,
         &BTreeSet::from(["platform-system".to_string()]),
-        &crate::core::families::ClusterFamilies::unknown("test"),
+        &crate::core::cluster::Cluster::unknown("test"),
         Timestamp::from_second(now).unwrap(),
     )
 }

@@ -8,10 +8,11 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::api::{Mode, Problem};
+use crate::api::{Mode, Problem, ResolvedEngine};
+use crate::core::cilium::CiliumNetworkPolicy;
 use crate::core::desired::{Content, DesiredObject, ObjectKey, PSA_PREFIX, Plan};
 use crate::core::egress::{self, EgressSummary};
-use crate::core::objects;
+use crate::core::objects::{self, ManagedKind};
 use crate::core::status::NsOutcome;
 
 /// What reconciling (or, read-only, inspecting) one desired object found.
@@ -36,46 +37,22 @@ impl ObjectResult {
     }
 }
 
-/// The policy a baseline wants, as the API server would store it. An adopted object keeps its
-/// adoption mark, so the mark is not drift.
-pub fn expected_policy(
-    ns: &str,
-    name: &str,
-    want: &DesiredObject,
-    actual: Option<&NetworkPolicy>,
-) -> Option<NetworkPolicy> {
-    let Content::NetworkPolicy(spec) = &want.content else {
-        return None;
-    };
-    let mut desired = objects::network_policy(ns, name, spec, &want.owner);
-    if actual.is_some_and(|a| objects::is_adopted(&a.metadata)) {
-        objects::mark_adopted(&mut desired.metadata);
-    }
-    Some(desired)
-}
-
-/// The binding a baseline wants (see [`expected_policy`]).
-pub fn expected_binding(
-    ns: &str,
-    name: &str,
-    want: &DesiredObject,
-    actual: Option<&RoleBinding>,
-) -> Option<RoleBinding> {
-    let Content::RoleBinding { role_ref, subjects } = &want.content else {
-        return None;
-    };
-    let mut desired = objects::role_binding(ns, name, role_ref, subjects, &want.owner);
-    if actual.is_some_and(|a| objects::is_adopted(&a.metadata)) {
-        objects::mark_adopted(&mut desired.metadata);
-    }
-    Some(desired)
-}
-
 /// The objects of one namespace as they are, for a read-only judgement.
 pub struct Actual<'a> {
     pub namespace: &'a ObjectMeta,
     pub policies: &'a BTreeMap<String, NetworkPolicy>,
+    pub cilium_policies: &'a BTreeMap<String, CiliumNetworkPolicy>,
     pub bindings: &'a BTreeMap<String, RoleBinding>,
+}
+
+/// Whether the object `name` of `have` is there as `want` says.
+fn judged<K: ManagedKind>(ns: &str, name: &str, want: &DesiredObject, have: &BTreeMap<String, K>) -> ObjectResult {
+    let have = have.get(name);
+    if objects::holds(ns, name, want, have) {
+        ObjectResult::InSync
+    } else {
+        ObjectResult::drift(have.is_some())
+    }
 }
 
 /// Compares every object of `plan` with what is there, writing nothing.
@@ -84,28 +61,9 @@ pub fn inspect(ns: &str, plan: &Plan, actual: &Actual) -> BTreeMap<ObjectKey, Ob
         .iter()
         .map(|(key, want)| {
             let result = match key {
-                ObjectKey::NetworkPolicy(name) => {
-                    let have = actual.policies.get(name);
-                    let ok = expected_policy(ns, name, want, have)
-                        .zip(have)
-                        .is_some_and(|(d, a)| objects::policy_in_sync(a, &d));
-                    if ok {
-                        ObjectResult::InSync
-                    } else {
-                        ObjectResult::drift(have.is_some())
-                    }
-                }
-                ObjectKey::RoleBinding(name) => {
-                    let have = actual.bindings.get(name);
-                    let ok = expected_binding(ns, name, want, have)
-                        .zip(have)
-                        .is_some_and(|(d, a)| objects::binding_in_sync(a, &d));
-                    if ok {
-                        ObjectResult::InSync
-                    } else {
-                        ObjectResult::drift(have.is_some())
-                    }
-                }
+                ObjectKey::NetworkPolicy(name) => judged(ns, name, want, actual.policies),
+                ObjectKey::CiliumPolicy(name) => judged(ns, name, want, actual.cilium_policies),
+                ObjectKey::RoleBinding(name) => judged(ns, name, want, actual.bindings),
                 ObjectKey::PodSecurityLabels => match &want.content {
                     Content::PodSecurityLabels(labels) => {
                         let floor = objects::pod_security_floor(actual.namespace, labels);
@@ -149,7 +107,10 @@ pub fn protection_findings<'a>(
     let mut out = BTreeMap::new();
     for (baseline, verdict) in plan.verdicts.iter().filter(|(_, v)| !v.blocked.is_empty()) {
         let f: &mut Findings = out.entry(baseline.clone()).or_default();
-        for bypass in egress::bypasses(others.iter().copied(), &verdict.blocked) {
+        // A Cilium deny beats every allow: no NetworkPolicy re-opens what it blocks.
+        let allows_can_bypass = verdict.engine != Some(ResolvedEngine::Cilium);
+        let others = others.iter().copied().filter(|_| allows_can_bypass);
+        for bypass in egress::bypasses(others, &verdict.blocked) {
             f.problems.push(Problem {
                 namespace: ns.into(),
                 object: format!("NetworkPolicy/{}", bypass.policy),

@@ -30,6 +30,10 @@ fn spec(mode: Mode) -> SecurityBaselineSpec {
 }
 
 fn plan(b: &SecurityBaseline) -> Plan {
+    plan_on(b, &crate::core::cluster::Cluster::unknown("test"))
+}
+
+fn plan_on(b: &SecurityBaseline, cluster: &crate::core::cluster::Cluster) -> Plan {
     let validated = [(b.name_any(), desired::validate(b))].into();
     let facts = NamespaceFacts {
         name: "team-a".into(),
@@ -40,9 +44,20 @@ fn plan(b: &SecurityBaseline) -> Plan {
         &[b],
         &validated,
         &BTreeSet::new(),
-        &crate::core::families::ClusterFamilies::unknown("test"),
+        cluster,
         Timestamp::UNIX_EPOCH,
     )
+}
+
+fn on_cilium() -> crate::core::cluster::Cluster {
+    crate::core::cluster::Cluster {
+        families: Default::default(),
+        engine: crate::core::engine::ClusterEngine {
+            cilium_policies_served: true,
+            cilium_nodes: Some(2),
+            unknown: None,
+        },
+    }
 }
 
 /// The namespace's objects exactly as the plan wants them.
@@ -61,11 +76,12 @@ fn compliant(
     for (key, want) in &plan.objects {
         match key {
             ObjectKey::NetworkPolicy(n) => {
-                policies.insert(n.clone(), expected_policy("team-a", n, want, None).unwrap());
+                policies.insert(n.clone(), objects::expected("team-a", n, want, None).unwrap());
             }
             ObjectKey::RoleBinding(n) => {
-                bindings.insert(n.clone(), expected_binding("team-a", n, want, None).unwrap());
+                bindings.insert(n.clone(), objects::expected("team-a", n, want, None).unwrap());
             }
+            ObjectKey::CiliumPolicy(_) => {}
             ObjectKey::PodSecurityLabels => {
                 if let Content::PodSecurityLabels(l) = &want.content {
                     ns.labels = Some(l.clone());
@@ -85,6 +101,7 @@ fn judge(
     let actual = Actual {
         namespace: ns,
         policies: p,
+        cilium_policies: &BTreeMap::new(),
         bindings: b,
     };
     let results = inspect("team-a", plan, &actual);
@@ -186,6 +203,7 @@ fn a_running_host_network_pod_is_a_problem_naming_it() {
     let actual = Actual {
         namespace: &ns,
         policies: &p,
+        cilium_policies: &BTreeMap::new(),
         bindings: &rb,
     };
     let results = inspect("team-a", &plan, &actual);
@@ -195,4 +213,53 @@ fn a_running_host_network_pod_is_a_problem_naming_it() {
     assert_eq!(outcome.problems[0].reason, "HostNetworkPod");
     assert_eq!(outcome.problems[0].object, "Pod/node-agent");
     assert!(outcome.problems[0].message.contains("169.254.169.254/32"));
+}
+
+#[test]
+fn on_cilium_the_deny_policy_is_judged_and_no_team_allow_reopens_it() {
+    let mut b = SecurityBaseline::new("aks", spec(Mode::Enforce));
+    b.metadata.uid = Some("uid-aks".into());
+    let plan = plan_on(&b, &on_cilium());
+    let key = ObjectKey::CiliumPolicy("restrict-instance-metadata".into());
+    let want = &plan.objects[&key];
+    assert!(
+        !plan
+            .objects
+            .contains_key(&ObjectKey::NetworkPolicy("restrict-instance-metadata".into()))
+    );
+    let (ns, _, rb) = compliant(&plan);
+    let cilium: BTreeMap<String, crate::core::cilium::CiliumNetworkPolicy> = [(
+        "restrict-instance-metadata".to_string(),
+        objects::expected("team-a", "restrict-instance-metadata", want, None).unwrap(),
+    )]
+    .into();
+    // A team policy that allows all egress: a bypass of a NetworkPolicy, not of a Cilium deny.
+    let allow_all: NetworkPolicy = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "open", "namespace": "team-a"},
+        "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]}
+    }))
+    .unwrap();
+    let p: BTreeMap<String, NetworkPolicy> = [("open".to_string(), allow_all)].into();
+    let actual = Actual {
+        namespace: &ns,
+        policies: &p,
+        cilium_policies: &cilium,
+        bindings: &rb,
+    };
+    let results = inspect("team-a", &plan, &actual);
+    assert_eq!(results[&key], ObjectResult::InSync);
+    let findings = protection_findings("team-a", &ns, &plan, &summaries(&p), &[]);
+    let outcome = outcomes("team-a", &plan, &results, &findings).remove("aks").unwrap();
+    assert_eq!(outcome.state, NsState::Compliant, "{:?}", outcome.problems);
+    // hostNetwork pods are outside every pod policy, Cilium's included.
+    let findings = protection_findings("team-a", &ns, &plan, &summaries(&p), &["node-agent".into()]);
+    let outcome = outcomes("team-a", &plan, &results, &findings).remove("aks").unwrap();
+    assert_eq!(outcome.state, NsState::Bypassed);
+    // Without the deny policy the namespace is not compliant.
+    let actual = Actual {
+        cilium_policies: &BTreeMap::new(),
+        ..actual
+    };
+    let results = inspect("team-a", &plan, &actual);
+    assert_eq!(results[&key], ObjectResult::drift(false));
 }

@@ -3,11 +3,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
 use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::Resource;
 
-use crate::core::desired::{Owner, PSA_PREFIX};
+use crate::core::cilium::{self, CiliumNetworkPolicy, CiliumPolicySpec};
+use crate::core::desired::{Content, DesiredObject, ObjectKey, Owner, PSA_PREFIX};
 
 /// The one field manager every write uses (server-side apply).
 pub const FIELD_MANAGER: &str = "kube-baseline";
@@ -55,6 +58,128 @@ fn meta(namespace: &str, name: &str, owner: &Owner) -> ObjectMeta {
         labels: Some(labels(owner)),
         // A baseline read from a file (render, audit -f) has no uid yet: no owner to reference.
         owner_references: (!owner.uid.is_empty()).then(|| vec![owner_reference(owner)]),
+        ..Default::default()
+    }
+}
+
+/// A namespaced kind this operator makes for a baseline (NetworkPolicy, CiliumNetworkPolicy,
+/// RoleBinding): how it is built from desired content, and when an object holds that content.
+/// The writer and the judges work with any of them the same way.
+pub trait ManagedKind:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + serde::Serialize
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    /// The object `content` describes (labels and owner included), or None for another kind's.
+    fn build(namespace: &str, name: &str, content: &Content, owner: &Owner) -> Option<Self>;
+    /// Whether `actual` holds everything `desired` declares.
+    fn in_sync(actual: &Self, desired: &Self) -> bool;
+    /// The key of this kind's object `name`.
+    fn key(name: String) -> ObjectKey;
+    /// Whether `desired` cannot be written over `existing` (an immutable field differs): it is
+    /// replaced (deleted, then created) instead.
+    fn must_replace(_existing: &Self, _desired: &Self) -> bool {
+        false
+    }
+    /// `desired` with the immutable fields of `existing`: what can be written in place while a
+    /// replacement is refused.
+    fn keeping_immutable_of(desired: &Self, _existing: &Self) -> Self {
+        desired.clone()
+    }
+    /// The immutable fields, for messages ("binds ClusterRole edit").
+    fn immutable_summary(&self) -> String {
+        String::new()
+    }
+}
+
+impl ManagedKind for NetworkPolicy {
+    fn build(namespace: &str, name: &str, content: &Content, owner: &Owner) -> Option<Self> {
+        match content {
+            Content::NetworkPolicy(spec) => Some(network_policy(namespace, name, spec, owner)),
+            _ => None,
+        }
+    }
+    fn in_sync(actual: &Self, desired: &Self) -> bool {
+        policy_in_sync(actual, desired)
+    }
+    fn key(name: String) -> ObjectKey {
+        ObjectKey::NetworkPolicy(name)
+    }
+}
+
+impl ManagedKind for CiliumNetworkPolicy {
+    fn build(namespace: &str, name: &str, content: &Content, owner: &Owner) -> Option<Self> {
+        match content {
+            Content::CiliumPolicy(spec) => Some(cilium_policy(namespace, name, spec, owner)),
+            _ => None,
+        }
+    }
+    fn in_sync(actual: &Self, desired: &Self) -> bool {
+        meta_in_sync(&actual.metadata, &desired.metadata)
+            && desired
+                .spec
+                .as_ref()
+                .is_some_and(|d| cilium::spec_in_sync(actual.spec.as_ref(), d))
+    }
+    fn key(name: String) -> ObjectKey {
+        ObjectKey::CiliumPolicy(name)
+    }
+}
+
+impl ManagedKind for RoleBinding {
+    fn build(namespace: &str, name: &str, content: &Content, owner: &Owner) -> Option<Self> {
+        match content {
+            Content::RoleBinding { role_ref, subjects } => {
+                Some(role_binding(namespace, name, role_ref, subjects, owner))
+            }
+            _ => None,
+        }
+    }
+    fn in_sync(actual: &Self, desired: &Self) -> bool {
+        binding_in_sync(actual, desired)
+    }
+    fn key(name: String) -> ObjectKey {
+        ObjectKey::RoleBinding(name)
+    }
+    /// roleRef is immutable.
+    fn must_replace(existing: &Self, desired: &Self) -> bool {
+        existing.role_ref != desired.role_ref
+    }
+    fn keeping_immutable_of(desired: &Self, existing: &Self) -> Self {
+        RoleBinding {
+            role_ref: existing.role_ref.clone(),
+            ..desired.clone()
+        }
+    }
+    fn immutable_summary(&self) -> String {
+        format!("binds {} {}", self.role_ref.kind, self.role_ref.name)
+    }
+}
+
+/// The object a baseline wants, as the API server would store it. An adopted object keeps its
+/// adoption mark, so the mark is not drift. None when `want` is another kind's content.
+pub fn expected<K: ManagedKind>(namespace: &str, name: &str, want: &DesiredObject, actual: Option<&K>) -> Option<K> {
+    let mut desired = K::build(namespace, name, &want.content, &want.owner)?;
+    if actual.is_some_and(|a| is_adopted(a.meta())) {
+        mark_adopted(desired.meta_mut());
+    }
+    Some(desired)
+}
+
+/// Whether the object a baseline wants is there as wanted.
+pub fn holds<K: ManagedKind>(namespace: &str, name: &str, want: &DesiredObject, actual: Option<&K>) -> bool {
+    actual.is_some_and(|a| expected(namespace, name, want, Some(a)).is_some_and(|d| K::in_sync(a, &d)))
+}
+
+pub fn cilium_policy(namespace: &str, name: &str, spec: &CiliumPolicySpec, owner: &Owner) -> CiliumNetworkPolicy {
+    CiliumNetworkPolicy {
+        metadata: meta(namespace, name, owner),
+        spec: Some(spec.clone()),
         ..Default::default()
     }
 }

@@ -42,7 +42,7 @@ fn severity(control: Control) -> &'static str {
 
 fn control_of(key: &ObjectKey) -> Control {
     match key {
-        ObjectKey::NetworkPolicy(_) => Control::MetadataEgress,
+        ObjectKey::NetworkPolicy(_) | ObjectKey::CiliumPolicy(_) => Control::MetadataEgress,
         ObjectKey::RoleBinding(_) => Control::RoleBindings,
         ObjectKey::PodSecurityLabels => Control::PodSecurity,
     }
@@ -53,6 +53,7 @@ fn resource(ns: &str, object: &str) -> Value {
     let (kind, name) = object.split_once('/').unwrap_or(("Namespace", ""));
     match kind {
         "NetworkPolicy" => json!({"apiVersion": "networking.k8s.io/v1", "kind": kind, "namespace": ns, "name": name}),
+        "CiliumNetworkPolicy" => json!({"apiVersion": "cilium.io/v2", "kind": kind, "namespace": ns, "name": name}),
         "RoleBinding" => {
             json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind, "namespace": ns, "name": name})
         }

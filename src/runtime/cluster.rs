@@ -151,6 +151,7 @@ pub async fn keep_current(
         }
         let (was, is) = (last.engine.detected(), now.engine.detected());
         *ctx.cluster.write().unwrap() = now.clone();
+        ctx.cilium_served.send_replace(now.engine.cilium_policies_served);
         if now.families.families != last.families.families {
             info!(families = ?now.families.families, source = %now.families.source, "the cluster's address families changed");
         }

@@ -14,6 +14,7 @@ use kube::{Client, ResourceExt};
 use tracing::info;
 
 use crate::api::{SecurityBaseline, SecurityBaselineStatus};
+use crate::core::cilium::CiliumNetworkPolicy;
 use crate::core::cluster::Cluster;
 use crate::core::desired::{self, ObjectKey};
 use crate::core::egress::EgressSummary;
@@ -88,6 +89,12 @@ pub struct Context {
     /// name: no NetworkPolicy applies to them, so each is a way around the baseline.
     pub host_network_pods: Arc<NamespacedIndex<()>>,
     pub binding_names: Arc<NamespacedIndex<()>>,
+    /// Managed CiliumNetworkPolicies, and the names of all of them (watched only while the API
+    /// serves them).
+    pub cilium_policies: Arc<ManagedIndex<CiliumNetworkPolicy>>,
+    pub cilium_names: Arc<NamespacedIndex<()>>,
+    /// Whether the API serves CiliumNetworkPolicies (their watch starts once it does).
+    pub cilium_served: tokio::sync::watch::Sender<bool>,
     pub results: Mutex<Results>,
     pub status_changed: tokio::sync::Notify,
     pub events: Arc<crate::runtime::events::Events>,
@@ -158,6 +165,9 @@ impl Context {
             bindings: Arc::default(),
             policy_names: Arc::default(),
             binding_names: Arc::default(),
+            cilium_policies: Arc::default(),
+            cilium_names: Arc::default(),
+            cilium_served: tokio::sync::watch::Sender::new(cluster.engine.cilium_policies_served),
             results: Mutex::default(),
             status_changed: tokio::sync::Notify::new(),
             status_written: Mutex::new(HashMap::new()),
@@ -196,6 +206,11 @@ impl Context {
                 self.bindings.wait_until_ready().await;
                 self.policy_names.wait_until_ready().await;
                 self.binding_names.wait_until_ready().await;
+                // Cilium's policies are listed only where the API serves them.
+                if self.cluster.read().unwrap().engine.cilium_policies_served {
+                    self.cilium_policies.wait_until_ready().await;
+                    self.cilium_names.wait_until_ready().await;
+                }
                 self.metrics.ready.set(1);
                 self.synced_at.get_or_init(Instant::now);
                 info!("caches synced");

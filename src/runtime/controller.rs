@@ -16,6 +16,7 @@ use kube::{Client, ResourceExt};
 use tracing::debug;
 
 use crate::api::SecurityBaseline;
+use crate::core::cilium::CiliumNetworkPolicy;
 use crate::core::desired::{self, NamespaceFacts, PSA_PREFIX};
 use crate::core::egress::EgressSummary;
 use crate::core::objects::{self, BASELINE_LABEL};
@@ -83,6 +84,7 @@ fn affected_namespaces(ctx: &Context, baseline: &SecurityBaseline) -> Vec<Object
     let made_by = |meta: &kube::api::ObjectMeta| meta.labels.as_ref().is_some_and(made_by);
     out.extend(ctx.policies.namespaces_where(made_by));
     out.extend(ctx.bindings.namespaces_where(made_by));
+    out.extend(ctx.cilium_policies.namespaces_where(made_by));
     // Namespaces it reported on before (an Audit baseline makes no objects): their counts must
     // go when the selector no longer matches.
     out.extend(
@@ -288,6 +290,35 @@ pub fn controller(
         .try_filter_map(|o| futures::future::ready(Ok(o)))
         .filter(no_errors)
     };
+    // Every CiliumNetworkPolicy, once the API serves them: managed ones kept whole, the others by
+    // name only (a Cilium deny cannot be re-opened, so other policies need no summary).
+    let cilium_policies = {
+        let (index, names) = (ctx.cilium_policies.clone(), ctx.cilium_names.clone());
+        let mut served = ctx.cilium_served.subscribe();
+        let (client, relisted_tx) = (client.clone(), relisted_tx.clone());
+        let present = Arc::new(());
+        stream::once(async move {
+            let _ = served.wait_for(|served| *served).await;
+        })
+        .flat_map(move |()| {
+            let (index, names, present) = (index.clone(), names.clone(), present.clone());
+            let mut relisted = on_relist(relisted_tx.clone());
+            watcher(Api::<CiliumNetworkPolicy>::all(client.clone()), watch_config())
+                .backoff(WatchBackoff::default())
+                .modify(|o| o.managed_fields_mut().clear())
+                .map_ok(move |e| {
+                    let echo = index.is_echo(&e);
+                    if !echo {
+                        index.apply(&e);
+                    }
+                    names.apply_with(&e, |_| Some(present.clone()));
+                    relisted(&e);
+                    trigger(e, echo)
+                })
+        })
+        .try_filter_map(|o| futures::future::ready(Ok(o)))
+        .filter(no_errors)
+    };
     // Every RoleBinding: managed ones kept whole, the others by name only (see Context).
     let bindings = {
         let (index, names) = (ctx.bindings.clone(), ctx.binding_names.clone());
@@ -321,6 +352,9 @@ pub fn controller(
         .watches_stream(baselines, move |b| affected_namespaces(&mapper_ctx, &b))
         .watches_stream(policies, |p: NetworkPolicy| p.namespace().map(|ns| ObjectRef::new(&ns)))
         .watches_stream(bindings, |b: RoleBinding| b.namespace().map(|ns| ObjectRef::new(&ns)))
+        .watches_stream(cilium_policies, |p: CiliumNetworkPolicy| {
+            p.namespace().map(|ns| ObjectRef::new(&ns))
+        })
         .watches_stream(host_network_pods, |p: PartialObjectMeta<Pod>| {
             p.namespace().map(|ns| ObjectRef::new(&ns))
         })

@@ -50,7 +50,7 @@ pub async fn reconcile(ns: Arc<CachedNamespace>, ctx: Arc<Context>) -> Result<Ac
         &refs,
         &Context::validated(&baselines),
         &ctx.settings.system_namespaces,
-        &cluster.families,
+        &cluster,
         now,
     );
     let known: BTreeMap<String, Arc<SecurityBaseline>> = baselines.iter().map(|b| (b.name_any(), b.clone())).collect();
@@ -68,7 +68,11 @@ pub async fn reconcile(ns: Arc<CachedNamespace>, ctx: Arc<Context>) -> Result<Ac
             results.insert(key.clone(), result);
         }
         // Released Pod Security labels belong to no baseline: logged and counted, not attributed.
-        for (owner, key, result) in writer.prune(&ns_meta, &plan, &known).await {
+        let egress_settled = results
+            .iter()
+            .filter(|(key, _)| key.is_metadata_policy())
+            .all(|(_, r)| matches!(r, ObjectResult::InSync | ObjectResult::Repaired(_)));
+        for (owner, key, result) in writer.prune(&ns_meta, &plan, &known, egress_settled).await {
             match (owner, result) {
                 (Some(owner), ObjectResult::Repaired(how)) => repairs.push((owner, key, how)),
                 (Some(owner), ObjectResult::Failed { reason, message }) => failures.push((owner, key, reason, message)),

@@ -1,6 +1,8 @@
-//! The object writer: makes one namespace's objects match (apply, adopt, replace), writing only
-//! where the cache differs. Its callers decide what; it decides how. Removing what is no longer
-//! wanted (delete or release) is in [`prune`].
+//! The object writer: executes one namespace's plan. It makes each desired object match (apply,
+//! adopt, replace), writing only where the cache differs, the same way for every managed kind
+//! ([`ManagedKind`]: NetworkPolicy, CiliumNetworkPolicy, RoleBinding; the Pod Security labels
+//! are the namespace's own, in [`labels`]). The core decides what; the writer decides how.
+//! Removing what is no longer wanted (delete or release) is in [`prune`].
 
 mod labels;
 mod prune;
@@ -11,18 +13,54 @@ use std::time::Duration;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::Resource;
+use kube::api::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::ObjectRef;
 use tracing::warn;
 
 use crate::api::{DeletionPolicy, Mode};
+use crate::core::cilium::CiliumNetworkPolicy;
 use crate::core::desired::{Content, DesiredObject, ObjectKey, Owner};
-use crate::core::evaluate;
-use crate::core::objects::{self, FIELD_MANAGER};
+use crate::core::objects::{self, FIELD_MANAGER, ManagedKind};
 use crate::runtime::context::{Context, ObjectResult};
 use crate::runtime::finalizer::Adopting;
 use crate::runtime::index::{NamespacedIndex, revision};
+use crate::runtime::managed::ManagedIndex;
 use crate::runtime::metrics::Metrics;
+
+/// Where the controller caches a managed kind: its managed objects whole, and the names of all
+/// objects of the kind (an object not named there does not exist, so creating it needs no read).
+pub(crate) trait Cached: ManagedKind {
+    fn managed(ctx: &Context) -> &ManagedIndex<Self>;
+    fn names(ctx: &Context) -> &NamespacedIndex<()>;
+}
+
+impl Cached for NetworkPolicy {
+    fn managed(ctx: &Context) -> &ManagedIndex<Self> {
+        &ctx.policies
+    }
+    fn names(ctx: &Context) -> &NamespacedIndex<()> {
+        &ctx.policy_names
+    }
+}
+
+impl Cached for CiliumNetworkPolicy {
+    fn managed(ctx: &Context) -> &ManagedIndex<Self> {
+        &ctx.cilium_policies
+    }
+    fn names(ctx: &Context) -> &NamespacedIndex<()> {
+        &ctx.cilium_names
+    }
+}
+
+impl Cached for RoleBinding {
+    fn managed(ctx: &Context) -> &ManagedIndex<Self> {
+        &ctx.bindings
+    }
+    fn names(ctx: &Context) -> &NamespacedIndex<()> {
+        &ctx.binding_names
+    }
+}
 
 fn classify(e: &kube::Error) -> (String, String) {
     match e {
@@ -91,66 +129,69 @@ impl<'a> NamespaceWriter<'a> {
 
     /// Makes one desired object true: compares it with the cache and writes only when they
     /// differ (and the owning baseline enforces).
-    pub(crate) async fn ensure(
-        &self,
-        ns_meta: &kube::api::ObjectMeta,
-        key: &ObjectKey,
-        want: &DesiredObject,
-    ) -> ObjectResult {
-        let (kind, result) = match (key, &want.content) {
-            (ObjectKey::NetworkPolicy(name), Content::NetworkPolicy(_)) => {
-                let cached = self.ctx.policies.get(self.ns, name);
-                let desired = evaluate::expected_policy(self.ns, name, want, cached.as_ref())
-                    .expect("policy content for a policy key");
-                if cached.as_ref().is_some_and(|a| objects::policy_in_sync(a, &desired)) {
-                    return ObjectResult::InSync;
-                }
-                let result = match self.drift("NetworkPolicy", want, cached.is_some()) {
-                    Some(drift) => drift,
-                    None => self.apply_policy(name, &desired, cached, &want.owner).await,
-                };
-                ("NetworkPolicy", result)
-            }
-            (ObjectKey::RoleBinding(name), Content::RoleBinding { .. }) => {
-                let cached = self.ctx.bindings.get(self.ns, name);
-                let desired = evaluate::expected_binding(self.ns, name, want, cached.as_ref())
-                    .expect("binding content for a binding key");
-                if cached.as_ref().is_some_and(|a| objects::binding_in_sync(a, &desired)) {
-                    return ObjectResult::InSync;
-                }
-                let result = match self.drift("RoleBinding", want, cached.is_some()) {
-                    Some(drift) => drift,
-                    None => self.apply_binding(name, &desired, cached, &want.owner).await,
-                };
-                ("RoleBinding", result)
-            }
-            (ObjectKey::PodSecurityLabels, Content::PodSecurityLabels(labels)) => {
-                // The cache may hold a newer namespace than this reconcile's snapshot (the watch
-                // reporting this process's own label write, which also ends its memo): judge that.
-                let newest = self
-                    .ctx
-                    .namespaces
-                    .get(&ObjectRef::new(self.ns))
-                    .map(|n| n.meta_with_labels());
-                let revision = |m: &kube::api::ObjectMeta| revision(m.resource_version.as_deref());
-                let ns_meta = newest
-                    .as_ref()
-                    .filter(|n| revision(n) > revision(ns_meta))
-                    .unwrap_or(ns_meta);
-                let labels = objects::pod_security_floor(ns_meta, labels);
-                if objects::pod_security_in_sync(ns_meta, &labels) || self.just_wrote(ns_meta, &labels) {
-                    return ObjectResult::InSync;
-                }
-                let result = match self.drift("Namespace", want, true) {
-                    Some(drift) => drift,
-                    None => self.apply_labels(&labels).await,
-                };
-                ("Namespace", result)
-            }
-            _ => unreachable!("desired content always matches its key"),
+    pub(crate) async fn ensure(&self, ns_meta: &ObjectMeta, key: &ObjectKey, want: &DesiredObject) -> ObjectResult {
+        match key {
+            ObjectKey::NetworkPolicy(name) => self.ensure_object::<NetworkPolicy>(name, want).await,
+            ObjectKey::CiliumPolicy(name) => self.ensure_object::<CiliumNetworkPolicy>(name, want).await,
+            ObjectKey::RoleBinding(name) => self.ensure_object::<RoleBinding>(name, want).await,
+            ObjectKey::PodSecurityLabels => match &want.content {
+                Content::PodSecurityLabels(labels) => self.ensure_labels(ns_meta, want, labels).await,
+                _ => unreachable!("desired content always matches its key"),
+            },
+        }
+    }
+
+    /// [`Self::ensure`] for an object of kind `K`.
+    async fn ensure_object<K: Cached>(&self, name: &str, want: &DesiredObject) -> ObjectResult {
+        let kind = K::kind(&()).to_string();
+        let cached = K::managed(self.ctx).get(self.ns, name);
+        let desired = objects::expected(self.ns, name, want, cached.as_ref()).expect("desired content matches its key");
+        if cached.as_ref().is_some_and(|a| K::in_sync(a, &desired)) {
+            return ObjectResult::InSync;
+        }
+        let result = match self.drift(&kind, want, cached.is_some()) {
+            Some(drift) => drift,
+            None => self.apply(name, &desired, cached, &want.owner).await,
         };
         if let ObjectResult::Repaired(_) = result {
-            self.ctx.metrics.repairs.get_or_create(&Metrics::kind(kind)).inc();
+            self.ctx.metrics.repairs.get_or_create(&Metrics::kind(&kind)).inc();
+        }
+        result
+    }
+
+    /// [`Self::ensure`] for the namespace's Pod Security labels.
+    async fn ensure_labels(
+        &self,
+        ns_meta: &ObjectMeta,
+        want: &DesiredObject,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> ObjectResult {
+        // The cache may hold a newer namespace than this reconcile's snapshot (the watch
+        // reporting this process's own label write, which also ends its memo): judge that.
+        let newest = self
+            .ctx
+            .namespaces
+            .get(&ObjectRef::new(self.ns))
+            .map(|n| n.meta_with_labels());
+        let revision = |m: &ObjectMeta| revision(m.resource_version.as_deref());
+        let ns_meta = newest
+            .as_ref()
+            .filter(|n| revision(n) > revision(ns_meta))
+            .unwrap_or(ns_meta);
+        let labels = objects::pod_security_floor(ns_meta, labels);
+        if objects::pod_security_in_sync(ns_meta, &labels) || self.just_wrote(ns_meta, &labels) {
+            return ObjectResult::InSync;
+        }
+        let result = match self.drift("Namespace", want, true) {
+            Some(drift) => drift,
+            None => self.apply_labels(&labels).await,
+        };
+        if let ObjectResult::Repaired(_) = result {
+            self.ctx
+                .metrics
+                .repairs
+                .get_or_create(&Metrics::kind("Namespace"))
+                .inc();
         }
         result
     }
@@ -244,76 +285,36 @@ impl<'a> NamespaceWriter<'a> {
         }
     }
 
-    /// Writes a policy. One missing from the cache is looked up first: a same-named object no
-    /// baseline owns is then adopted, one whose labels were stripped merely repaired.
-    async fn apply_policy(
-        &self,
-        name: &str,
-        desired: &NetworkPolicy,
-        cached: Option<NetworkPolicy>,
-        owner: &Owner,
-    ) -> ObjectResult {
-        let api: Api<NetworkPolicy> = Api::namespaced(self.ctx.client.clone(), self.ns);
+    /// Writes an object. One missing from the cache is looked up first: a same-named object no
+    /// baseline owns is then adopted, one whose labels were stripped merely repaired, and one
+    /// whose immutable fields differ is replaced.
+    async fn apply<K: Cached>(&self, name: &str, desired: &K, cached: Option<K>, owner: &Owner) -> ObjectResult {
+        let kind = K::kind(&()).to_string();
+        let api: Api<K> = Api::namespaced(self.ctx.client.clone(), self.ns);
         let was_cached = cached.is_some();
-        let names = &self.ctx.policy_names;
-        let (written, existing, _adopting) = match self.create_or_find(&api, name, desired, cached, names, owner).await
-        {
-            Ok(Start::Created(created, adopting)) => (Ok(created), None, adopting),
-            Ok(Start::Foreign(controller)) => return taken_by("NetworkPolicy", name, &controller),
-            Ok(Start::Exists {
-                desired,
-                existing,
-                adopting,
-            }) => (
-                self.overwrite(&api, name, &existing, &desired).await,
-                Some(existing),
-                adopting,
-            ),
-            Err(e) => (Err(e), None, None),
-        };
-        match written {
-            Ok(written) => {
-                // The cache learns of our own write now, not when the watch catches up, so a
-                // reconcile in between does not write the same object again.
-                self.ctx.policies.apply_own(written);
-                ObjectResult::Repaired(verb(was_cached, existing.as_ref().map(|e| &e.metadata)))
-            }
-            Err(e) => self.failed("NetworkPolicy", e),
-        }
-    }
-
-    /// Applies a binding (adopting or replacing what exists, see [`Self::apply_policy`]).
-    async fn apply_binding(
-        &self,
-        name: &str,
-        desired: &RoleBinding,
-        cached: Option<RoleBinding>,
-        owner: &Owner,
-    ) -> ObjectResult {
-        let api: Api<RoleBinding> = Api::namespaced(self.ctx.client.clone(), self.ns);
-        let was_cached = cached.is_some();
-        let names = &self.ctx.binding_names;
+        let names = K::names(self.ctx);
         let (desired, existing, _adopting) = match self.create_or_find(&api, name, desired, cached, names, owner).await
         {
             Ok(Start::Created(created, _adopting)) => {
-                self.ctx.bindings.apply_own(created);
+                // The cache learns of our own write now, not when the watch catches up, so a
+                // reconcile in between does not write the same object again.
+                K::managed(self.ctx).apply_own(created);
                 return ObjectResult::Repaired(verb(was_cached, None));
             }
-            Ok(Start::Foreign(controller)) => return taken_by("RoleBinding", name, &controller),
+            Ok(Start::Foreign(controller)) => return taken_by(&kind, name, &controller),
             Ok(Start::Exists {
                 desired,
                 existing,
                 adopting,
             }) => (desired, existing, adopting),
-            Err(e) => return self.failed("RoleBinding", e),
+            Err(e) => return self.failed(&kind, e),
         };
         let desired = &desired;
-        // roleRef is immutable: a binding to another role is replaced, not patched.
-        let replacing = existing.role_ref != desired.role_ref;
+        let replacing = K::must_replace(&existing, desired);
         if replacing && let Err(refused) = self.make_way_for(&api, name, &existing, desired).await {
             return refused;
         }
-        // After a delete the namespace has no binding until this apply lands: a failure is
+        // After a delete the namespace has no such object until this apply lands: a failure is
         // retried at once (briefly), not after the reconcile backoff.
         let mut retries = [100u64, 300, 900].into_iter();
         loop {
@@ -324,15 +325,15 @@ impl<'a> NamespaceWriter<'a> {
             };
             match written {
                 Ok(written) => {
-                    self.ctx.bindings.apply_own(written);
-                    return ObjectResult::Repaired(verb(was_cached, Some(&existing.metadata)));
+                    K::managed(self.ctx).apply_own(written);
+                    return ObjectResult::Repaired(verb(was_cached, Some(existing.meta())));
                 }
                 Err(e) => match retries.next() {
                     Some(ms) if replacing => {
-                        warn!(namespace = self.ns, error = %e, "apply after replacing a binding failed; retrying");
+                        warn!(namespace = self.ns, %kind, error = %e, "apply after replacing failed; retrying");
                         tokio::time::sleep(Duration::from_millis(ms)).await;
                     }
-                    _ => return self.failed("RoleBinding", e),
+                    _ => return self.failed(&kind, e),
                 },
             }
         }

@@ -13,8 +13,9 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::NamespaceWriter;
+use super::{Cached, NamespaceWriter};
 use crate::api::{DeletionPolicy, Mode, SecurityBaseline};
+use crate::core::cilium::CiliumNetworkPolicy;
 use crate::core::desired::{self, NamespaceFacts, ObjectKey, PSA_PREFIX, Plan};
 use crate::core::objects::{self, BASELINE_LABEL, FIELD_MANAGER};
 use crate::runtime::context::ObjectResult;
@@ -58,14 +59,6 @@ impl NamespaceWriter<'_> {
             Err(kube::Error::Api(s)) if s.code == 404 => ObjectResult::InSync,
             Err(e) => self.failed(&kind, e),
         }
-    }
-
-    async fn release_policy(&self, obj: &NetworkPolicy) -> ObjectResult {
-        self.release(obj, || self.ctx.policies.forget(obj)).await
-    }
-
-    async fn release_binding(&self, obj: &RoleBinding) -> ObjectResult {
-        self.release(obj, || self.ctx.bindings.forget(obj)).await
     }
 
     /// Hands the Pod Security labels this operator set over to another field manager: they stay
@@ -130,23 +123,12 @@ impl NamespaceWriter<'_> {
         }
     }
 
-    /// Releases (with `release`), deletes, or, for an orphan whose baseline is confirmed gone,
-    /// deletes `obj`; returns the baseline it belonged to and the result (None for an orphan:
-    /// there is no baseline to report it to).
-    async fn dispose<K>(
-        &self,
-        how: Disposal,
-        release: impl std::future::Future<Output = ObjectResult>,
-        obj: &K,
-    ) -> Option<(String, ObjectResult)>
-    where
-        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
-    {
+    /// Releases, deletes, or, for an orphan whose baseline is confirmed gone, deletes `obj`;
+    /// returns the baseline it belonged to and the result (None for an orphan: there is no
+    /// baseline to report it to).
+    async fn dispose<K: Cached>(&self, how: Disposal, obj: &K) -> Option<(String, ObjectResult)> {
         match how {
-            Disposal::Release(owner) => Some((owner, release.await)),
+            Disposal::Release(owner) => Some((owner, self.release(obj, || K::managed(self.ctx).forget(obj)).await)),
             Disposal::Delete(owner) => Some((owner, self.delete(obj).await)),
             Disposal::Orphan(baseline, uid) => {
                 if !self.baseline_gone(&baseline, &uid).await {
@@ -161,13 +143,42 @@ impl NamespaceWriter<'_> {
         }
     }
 
+    /// The objects of kind `K` here that go, each released or deleted as `disposal` says.
+    async fn prune_kind<K: Cached>(
+        &self,
+        disposal: &impl Fn(&ObjectKey, &kube::api::ObjectMeta) -> Option<Disposal>,
+        egress_settled: bool,
+    ) -> Vec<(Option<String>, ObjectKey, ObjectResult)> {
+        let mut out = Vec::new();
+        for (name, obj) in K::managed(self.ctx).in_namespace(self.ns) {
+            let key = K::key(name);
+            let Some(how) = disposal(&key, obj.meta()) else {
+                continue;
+            };
+            if key.is_metadata_policy() && !egress_settled && !matches!(how, Disposal::Release(_)) {
+                tracing::info!(namespace = self.ns, object = %key, "kept until the metadata policy that replaces it is in place");
+                continue;
+            }
+            if let Some(done) = self.dispose(how, &obj).await {
+                out.push((Some(done.0), key, done.1));
+            }
+        }
+        out
+    }
+
     /// Removes what a known, writing baseline made here and no baseline wants any more, and
     /// what names a baseline that does not exist.
+    ///
+    /// `egress_settled` says whether every metadata policy the plan wants here is in place: until
+    /// it is, no metadata policy is deleted, so switching engines (a NetworkPolicy for a
+    /// CiliumNetworkPolicy, or back) writes the new object before the old one goes and the
+    /// endpoint is never open in between.
     pub(crate) async fn prune(
         &self,
         ns_meta: &kube::api::ObjectMeta,
         plan: &Plan,
         known: &BTreeMap<String, Arc<SecurityBaseline>>,
+        egress_settled: bool,
     ) -> Vec<(Option<String>, ObjectKey, ObjectResult)> {
         // Ours to prune: labelled for a known, writing baseline *and* owned by it (a copy of our
         // object made by someone else keeps the labels but not the ownerReference).
@@ -226,26 +237,9 @@ impl NamespaceWriter<'_> {
             orphan(meta).map(|(baseline, uid)| Disposal::Orphan(baseline, uid))
         };
         let mut out = Vec::new();
-        for (name, obj) in self.ctx.policies.in_namespace(self.ns) {
-            let key = ObjectKey::NetworkPolicy(name);
-            let Some(how) = disposal(&key, &obj.metadata) else {
-                continue;
-            };
-            let release = self.release_policy(&obj);
-            if let Some(done) = self.dispose(how, release, &obj).await {
-                out.push((Some(done.0), key, done.1));
-            }
-        }
-        for (name, obj) in self.ctx.bindings.in_namespace(self.ns) {
-            let key = ObjectKey::RoleBinding(name);
-            let Some(how) = disposal(&key, &obj.metadata) else {
-                continue;
-            };
-            let release = self.release_binding(&obj);
-            if let Some(done) = self.dispose(how, release, &obj).await {
-                out.push((Some(done.0), key, done.1));
-            }
-        }
+        out.extend(self.prune_kind::<NetworkPolicy>(&disposal, egress_settled).await);
+        out.extend(self.prune_kind::<CiliumNetworkPolicy>(&disposal, egress_settled).await);
+        out.extend(self.prune_kind::<RoleBinding>(&disposal, egress_settled).await);
         // Pod Security labels have no owner label; release them unless a baseline that keeps
         // its hands off (Audit or invalid) may be the one that set them.
         let owns_psa = objects::owned_labels(ns_meta).iter().any(|k| k.starts_with(PSA_PREFIX));
