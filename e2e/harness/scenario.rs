@@ -38,7 +38,9 @@ pub fn shared_operator() -> std::net::SocketAddr {
                 .unwrap();
             install();
             let kubeconfig = rt.block_on(operator_kubeconfig("operator-suite.kubeconfig"));
-            let op = Operator::start("suite", &kubeconfig, &[]);
+            // The cluster's engine is read every two seconds, so a test that makes Cilium's
+            // agents appear (a CiliumNode) sees the switch at once.
+            let op = Operator::start("suite", &kubeconfig, &["--cluster-recheck", "2s"]);
             rt.block_on(eventually("operator /readyz", WAIT, || async {
                 (op.http_get("/readyz").await?.0 == 200).then_some(())
             }));

@@ -41,6 +41,13 @@ pub struct ConditionLabel {
     pub condition: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EngineLabel {
+    pub baseline: String,
+    /// NetworkPolicy or Cilium.
+    pub engine: String,
+}
+
 /// All metrics of one operator process.
 pub struct Metrics {
     pub reconciles: Counter,
@@ -51,6 +58,7 @@ pub struct Metrics {
     pub writes: Family<VerbLabel, Counter>,
     pub namespaces: Family<StateLabel, Gauge<i64, AtomicI64>>,
     pub conditions: Family<ConditionLabel, Gauge<i64, AtomicI64>>,
+    pub engine: Family<EngineLabel, Gauge<i64, AtomicI64>>,
     pub status_writes: Counter,
     pub leader: Gauge<i64, AtomicI64>,
     pub ready: Gauge<i64, AtomicI64>,
@@ -72,6 +80,7 @@ impl Metrics {
             writes: Family::default(),
             namespaces: Family::default(),
             conditions: Family::default(),
+            engine: Family::default(),
             status_writes: Counter::default(),
             leader: Gauge::default(),
             ready: Gauge::default(),
@@ -110,8 +119,13 @@ impl Metrics {
         );
         r.register(
             "condition",
-            "1 while the baseline's condition is True, by baseline and condition type (Ready, Degraded, Conflict, Invalid)",
+            "1 while the baseline's condition is True, by baseline and condition type (Ready, Degraded, Conflict, Invalid, EngineUncertain)",
             m.conditions.clone(),
+        );
+        r.register(
+            "engine",
+            "1 for the policy engine a baseline's metadata policy is written for (NetworkPolicy or Cilium), 0 for the other",
+            m.engine.clone(),
         );
         r.register(
             "status_writes",

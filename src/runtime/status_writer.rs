@@ -11,13 +11,13 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, warn};
 
-use crate::api::{SecurityBaseline, SecurityBaselineStatus};
+use crate::api::{ResolvedEngine, SecurityBaseline, SecurityBaselineStatus};
 use crate::core::desired;
 use crate::core::objects::FIELD_MANAGER;
 use crate::core::status::{self, StatusInput};
 use crate::runtime::context::Context;
 use crate::runtime::index::revision;
-use crate::runtime::metrics::{ConditionLabel, ErrorLabel, StateLabel};
+use crate::runtime::metrics::{ConditionLabel, EngineLabel, ErrorLabel, StateLabel};
 
 /// Runs until the process stops.
 pub async fn run(ctx: Arc<Context>) {
@@ -194,11 +194,11 @@ async fn write_all(ctx: &Context, mut pacing: Option<&mut Pacing>) -> bool {
             continue;
         }
         let egress = baseline.spec.metadata_egress.as_ref();
+        let mine = ctx.status_written.lock().unwrap().get(&uid).cloned();
+        let mine = mine.filter(|(rv, _)| !stored_is_newer(baseline, *rv)).map(|(_, s)| s);
+        let previous = mine.as_ref().or(baseline.status.as_ref());
         let (status, pending, unsettled) = {
             let r = ctx.results.lock().unwrap();
-            let mine = ctx.status_written.lock().unwrap().get(&uid).cloned();
-            let mine = mine.filter(|(rv, _)| !stored_is_newer(baseline, *rv)).map(|(_, s)| s);
-            let previous = mine.as_ref().or(baseline.status.as_ref());
             let pending = r.pending_repairs.get(&name).cloned().unwrap_or_default();
             let invalid = desired::validate(baseline).err().map(|e| e.0);
             let generation = baseline.meta().generation;
@@ -222,6 +222,7 @@ async fn write_all(ctx: &Context, mut pacing: Option<&mut Pacing>) -> bool {
             (status::compute(&input, previous, now), pending, unsettled)
         };
         update_gauges(ctx, &name, &status);
+        announce_uncertain_engine(ctx, &name, previous, &status).await;
         if let Some(p) = pacing.as_deref_mut()
             && unsettled == 0
         {
@@ -350,6 +351,12 @@ fn forget_what_is_gone(ctx: &Context, baselines: &[Arc<SecurityBaseline>]) {
                 condition: condition.into(),
             });
         }
+        for e in [ResolvedEngine::NetworkPolicy, ResolvedEngine::Cilium] {
+            ctx.metrics.engine.remove(&EngineLabel {
+                baseline: baseline.clone(),
+                engine: e.as_str().into(),
+            });
+        }
         for state in STATES {
             ctx.metrics.namespaces.remove(&StateLabel {
                 baseline: baseline.clone(),
@@ -395,6 +402,21 @@ fn update_gauges(ctx: &Context, baseline: &str, status: &SecurityBaselineStatus)
             })
             .set(n);
     }
+    let engine = status.engine.as_ref().map(|e| e.engine);
+    for e in [ResolvedEngine::NetworkPolicy, ResolvedEngine::Cilium] {
+        let label = EngineLabel {
+            baseline: baseline.into(),
+            engine: e.as_str().into(),
+        };
+        match engine {
+            Some(current) => {
+                ctx.metrics.engine.get_or_create(&label).set(i64::from(current == e));
+            }
+            None => {
+                ctx.metrics.engine.remove(&label);
+            }
+        }
+    }
     for c in &status.conditions {
         ctx.metrics
             .conditions
@@ -407,7 +429,35 @@ fn update_gauges(ctx: &Context, baseline: &str, status: &SecurityBaselineStatus)
 }
 
 /// The condition types a status carries (their gauges go with a deleted baseline).
-const CONDITIONS: [&str; 4] = ["Ready", "Degraded", "Conflict", "Invalid"];
+const CONDITIONS: [&str; 5] = ["Ready", "Degraded", "Conflict", "Invalid", "EngineUncertain"];
+
+/// A Warning Event when a baseline's engine becomes uncertain (the condition turns True): the
+/// object written may be one that nothing enforces. Once per transition, restarts included
+/// (the stored status already says so).
+async fn announce_uncertain_engine(
+    ctx: &Context,
+    baseline: &str,
+    previous: Option<&SecurityBaselineStatus>,
+    status: &SecurityBaselineStatus,
+) {
+    let uncertain = |s: &SecurityBaselineStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == "EngineUncertain" && c.status == "True")
+            .map(|c| c.message.clone())
+    };
+    if let Some(why) = uncertain(status)
+        && previous.and_then(uncertain).is_none()
+    {
+        ctx.publish(
+            baseline,
+            kube::runtime::events::EventType::Warning,
+            "EngineUncertain",
+            why,
+        )
+        .await;
+    }
+}
 
 #[cfg(test)]
 mod tests {
