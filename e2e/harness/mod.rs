@@ -22,6 +22,7 @@ use kube::{Client, Config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub mod bench;
+pub mod cilium;
 pub mod observer;
 pub mod proxy;
 pub mod scenario;
