@@ -22,6 +22,7 @@ use kube::{Client, Config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub mod bench;
+pub mod cilium;
 pub mod observer;
 pub mod proxy;
 pub mod scenario;
@@ -317,30 +318,7 @@ pub fn install() {
         repo_root().join("config/default").to_str().unwrap(),
     ]);
     wait_established("securitybaselines.kubebaseline.io");
-    install_cilium_crds();
-}
-
-/// Installs Cilium's CRDs (v1.20.2, from its Go module, cached by `e2e/cilium/build.sh`), as a
-/// cluster where Cilium was once installed has them: with them served and no Cilium agent
-/// (no CiliumNode), engine Auto writes a NetworkPolicy and says the evidence disagrees. Once
-/// per test process.
-pub fn install_cilium_crds() {
-    static DONE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    DONE.get_or_init(|| {
-        let out = Command::new(repo_root().join("e2e/cilium/build.sh"))
-            .arg("crds")
-            .output()
-            .expect("e2e/cilium/build.sh runs");
-        assert!(
-            out.status.success(),
-            "e2e/cilium/build.sh crds: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let dir = String::from_utf8(out.stdout).unwrap().trim().to_string();
-        kubectl(&["apply", "--server-side", "--force-conflicts", "-f", &dir]);
-        wait_established("ciliumnetworkpolicies.cilium.io");
-        wait_established("ciliumnodes.cilium.io");
-    });
+    cilium::install_cilium_crds();
 }
 
 /// Waits (up to a minute) until the API server serves the CRD `name`.

@@ -473,7 +473,7 @@ async fn the_api_server_refuses_what_cilium_s_schema_refuses() {
     // The CRDs installed are Cilium's own: a policy with a malformed CIDR is refused there, so
     // what the operator writes passing means Cilium's schema accepts it.
     let client = client().await;
-    install_cilium_crds();
+    cilium::install_cilium_crds();
     let ns = create_namespace(&client, "cilium-schema", &[]).await;
     let bad: CiliumNetworkPolicy = serde_json::from_value(json!({
         "metadata": {"name": "bad"},

@@ -26,6 +26,8 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ObjectMeta, Patch
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, ResourceExt};
 use kube_baseline::api::SecurityBaseline;
+use kube_baseline::core::cilium::{CiliumNetworkPolicy, metadata_deny_spec};
+use kube_baseline::core::objects::release_patch;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
@@ -1373,4 +1375,507 @@ async fn the_operators_token_cannot_forge_an_exemption_into_status() {
         .await
         .expect("an exemption the spec declares may be reported");
     delete_baseline(&name).await;
+}
+
+// --- CiliumNetworkPolicies (the deny policy the operator writes on Cilium) -----------------
+
+/// The operator's identity, with Cilium's CRDs served (no agent: engine detection is unchanged).
+async fn operator_on_cilium() -> Client {
+    cilium::install_cilium_crds();
+    operator().await
+}
+
+fn cnps(client: Client, ns: &str) -> Api<CiliumNetworkPolicy> {
+    Api::namespaced(client, ns)
+}
+
+/// The deny spec as the operator writes it (src/core/cilium.rs) for `blocked`.
+fn deny_spec(blocked: &[&str]) -> Value {
+    let nets: Vec<ipnet::IpNet> = blocked.iter().map(|c| c.parse().unwrap()).collect();
+    serde_json::to_value(metadata_deny_spec(&nets)).unwrap()
+}
+
+/// A CiliumNetworkPolicy with `meta` and `spec`.
+fn cilium_policy(meta: ObjectMeta, spec: Value) -> CiliumNetworkPolicy {
+    let mut cnp: CiliumNetworkPolicy = serde_json::from_value(json!({"spec": spec})).unwrap();
+    cnp.metadata = meta;
+    cnp
+}
+
+/// The shared fence baseline's deny policy (it blocks the default 169.254.169.254/32).
+fn the_deny(managed: bool) -> CiliumNetworkPolicy {
+    cilium_policy(meta(POLICY_NAME, managed), deny_spec(&["169.254.169.254/32"]))
+}
+
+/// A delete that holds only while the object is the one read (as the operator prunes).
+fn delete_exactly(object: &impl kube::Resource) -> DeleteParams {
+    DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: object.meta().uid.clone(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn the_operator_creates_repairs_and_deletes_its_cilium_policy() {
+    let admin = client().await;
+    let ns = selected_namespace(&admin, "fence-cnp-own", &[]).await;
+    let policies = cnps(operator_on_cilium().await, &ns);
+    let created = policies
+        .create(&PostParams::default(), &the_deny(true))
+        .await
+        .expect("the baseline's deny policy may be created");
+    // Someone narrows the deny to one port; the operator's forced apply takes it back.
+    cnps(admin.clone(), &ns)
+        .patch(
+            POLICY_NAME,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"egressDeny": [{"toCIDRSet": [{"cidr": "169.254.169.254/32"}],
+                "toPorts": [{"ports": [{"port": "80"}]}]}]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let repaired = policies
+        .patch(POLICY_NAME, &apply_as_operator(), &Patch::Apply(&the_deny(true)))
+        .await
+        .expect("the repair by server-side apply");
+    assert_eq!(
+        serde_json::to_value(&repaired.spec).unwrap(),
+        deny_spec(&["169.254.169.254/32"])
+    );
+    policies
+        .delete(POLICY_NAME, &delete_exactly(&created))
+        .await
+        .expect("pruning it, with the uid precondition");
+    assert!(policies.get_opt(POLICY_NAME).await.unwrap().is_none());
+    delete_namespace(&admin, &ns).await;
+}
+
+#[tokio::test]
+async fn a_hand_made_cilium_policy_is_adopted_only_when_marked_released_and_never_deleted() {
+    let admin = client().await;
+    let ns = selected_namespace(&admin, "fence-cnp-adopt", &[]).await;
+    let policies = cnps(operator_on_cilium().await, &ns);
+    cnps(admin.clone(), &ns)
+        .create(&PostParams::default(), &the_deny(false))
+        .await
+        .unwrap();
+    assert_fenced(
+        policies.delete(POLICY_NAME, &DeleteParams::default()).await,
+        &format!(
+            "may only delete objects labelled app.kubernetes.io/managed-by=kube-baseline, and CiliumNetworkPolicy {ns}/{POLICY_NAME} is not"
+        ),
+    );
+    assert_fenced(
+        policies
+            .patch(POLICY_NAME, &apply_as_operator(), &Patch::Apply(&the_deny(true)))
+            .await,
+        "only adoption does that",
+    );
+    let adopted = policies
+        .patch(
+            POLICY_NAME,
+            &apply_as_operator(),
+            &Patch::Apply(&adopting(the_deny(true))),
+        )
+        .await
+        .expect("adopting a hand-made deny policy the baseline asks for");
+    assert_eq!(adopted.labels()[MANAGED_BY], "kube-baseline");
+    assert_fenced(
+        policies.delete(POLICY_NAME, &delete_exactly(&adopted)).await,
+        "an adopted object is released, never deleted",
+    );
+    // Releasing changes nothing but the marks, as src/core/objects.rs sends it.
+    let released = policies
+        .patch(
+            POLICY_NAME,
+            &PatchParams::default(),
+            &Patch::Merge(release_patch(&adopted.metadata)),
+        )
+        .await
+        .expect("releasing it");
+    assert!(!released.labels().contains_key(MANAGED_BY));
+    assert!(released.metadata.owner_references.unwrap_or_default().is_empty());
+    assert_eq!(released.spec, adopted.spec);
+    delete_namespace(&admin, &ns).await;
+}
+
+#[tokio::test]
+async fn cilium_policies_that_allow_narrow_the_deny_or_default_deny_are_refused() {
+    // Labelled for a baseline that does not exist: only policy.yaml's shape rules apply.
+    let admin = client().await;
+    let ns = create_namespace(&admin, "fence-cnp-shape", &[]).await;
+    let policies = cnps(operator_on_cilium().await, &ns);
+    let deny = deny_spec(&["169.254.169.254/32"]);
+    let with = |change: &dyn Fn(&mut Value)| {
+        let mut spec = deny.clone();
+        change(&mut spec);
+        spec
+    };
+    let cases = [
+        // An allow: egress to the world, or ingress from it.
+        (
+            with(&|s| s["egress"] = json!([{"toEntities": ["world"]}])),
+            "has spec.egress",
+        ),
+        (
+            with(&|s| s["ingress"] = json!([{"fromEntities": ["world"]}])),
+            "has spec.ingress",
+        ),
+        // A deny narrowed to some ports (the rest of the address stays open).
+        (
+            with(&|s| s["egressDeny"][0]["toPorts"] = json!([{"ports": [{"port": "443", "protocol": "TCP"}]}])),
+            "has an egressDeny rule with toPorts",
+        ),
+        // A deny with a hole in it.
+        (
+            with(&|s| s["egressDeny"][0]["toCIDRSet"][0]["except"] = json!(["169.254.169.254/32"])),
+            "has an egressDeny rule whose toCIDRSet is empty or has an entry with more than a cidr",
+        ),
+        // Default-deny: every pod of the namespace cut off from everything not allowed.
+        (
+            with(&|s| s["enableDefaultDeny"] = json!({"egress": true, "ingress": false})),
+            "does not turn default-deny off",
+        ),
+        (
+            with(&|s| s["enableDefaultDeny"] = json!({"egress": false})),
+            "does not turn default-deny off",
+        ),
+        // Some pods only.
+        (
+            with(&|s| s["endpointSelector"] = json!({"matchLabels": {"app": "web"}})),
+            "selects some endpoints only",
+        ),
+        (
+            with(&|s| {
+                let rule = s["egressDeny"][0].clone();
+                s["egressDeny"] = json!([rule, {"toEntities": ["world"]}]);
+            }),
+            "has 2 egressDeny rules",
+        ),
+    ];
+    for (spec, says) in cases {
+        assert_fenced(
+            policies
+                .create(&PostParams::default(), &cilium_policy(ghost_meta(POLICY_NAME), spec))
+                .await,
+            &format!(
+                "may only write CiliumNetworkPolicies that deny egress to CIDRs and do nothing else (endpointSelector {{}}, one egressDeny rule of toCIDRSet entries that give only a cidr, enableDefaultDeny {{egress: false, ingress: false}}), and CiliumNetworkPolicy {ns}/{POLICY_NAME} {says}"
+            ),
+        );
+    }
+    // A second rule set beside the spec.
+    let mut specs = cilium_policy(ghost_meta(POLICY_NAME), deny.clone());
+    specs.specs = Some(vec![
+        json!({"endpointSelector": {}, "egress": [{"toEntities": ["world"]}]}),
+    ]);
+    assert_fenced(policies.create(&PostParams::default(), &specs).await, "has specs");
+    delete_namespace(&admin, &ns).await;
+}
+
+#[tokio::test]
+async fn the_operators_cilium_policy_cannot_be_changed_into_an_allow_or_default_deny() {
+    // The same rules hold for updates of its own policy, whichever way they are sent.
+    let admin = client().await;
+    let ns = selected_namespace(&admin, "fence-cnp-update", &[]).await;
+    let policies = cnps(operator_on_cilium().await, &ns);
+    policies.create(&PostParams::default(), &the_deny(true)).await.unwrap();
+    assert_fenced(
+        policies
+            .patch(
+                POLICY_NAME,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"enableDefaultDeny": {"egress": true}}})),
+            )
+            .await,
+        "does not turn default-deny off",
+    );
+    let mut allow = the_deny(true);
+    allow
+        .spec
+        .as_mut()
+        .unwrap()
+        .other
+        .insert("egress".into(), json!([{"toEntities": ["all"]}]));
+    assert_fenced(
+        policies
+            .patch(POLICY_NAME, &apply_as_operator(), &Patch::Apply(&allow))
+            .await,
+        "has spec.egress",
+    );
+    let kept = policies.get(POLICY_NAME).await.unwrap();
+    assert_eq!(
+        serde_json::to_value(&kept.spec).unwrap(),
+        deny_spec(&["169.254.169.254/32"])
+    );
+    delete_namespace(&admin, &ns).await;
+}
+
+#[tokio::test]
+async fn the_operators_cilium_policy_denies_exactly_its_baselines_cidrs_under_its_name_where_it_enforces() {
+    let admin = client().await;
+    let selected = selected_namespace(&admin, "fence-cnp-asked", &[]).await;
+    let elsewhere = create_namespace(&admin, "fence-cnp-elsewhere", &[]).await;
+    let op = operator_on_cilium().await;
+    assert_fenced(
+        cnps(op.clone(), &elsewhere)
+            .create(&PostParams::default(), &the_deny(true))
+            .await,
+        &format!("only where that baseline enforces, and it does not select namespace {elsewhere}"),
+    );
+    let policies = cnps(op.clone(), &selected);
+    assert_fenced(
+        policies
+            .create(
+                &PostParams::default(),
+                &cilium_policy(managed_meta("deny-metadata"), deny_spec(&["169.254.169.254/32"])),
+            )
+            .await,
+        &format!(
+            "may write only the CiliumNetworkPolicy SecurityBaseline e2e-fence-test asks for, and CiliumNetworkPolicy {selected}/deny-metadata is not {POLICY_NAME}"
+        ),
+    );
+    // A deny of more (it would cut pods off 10.0.0.0/8), of less, or of something else.
+    for (denied, listed) in [
+        (
+            &["10.0.0.0/8", "169.254.169.254/32"][..],
+            "10.0.0.0/8, 169.254.169.254/32",
+        ),
+        (&["fd00:ec2::254/128"], "fd00:ec2::254/128"),
+        (&["169.254.169.0/24"], "169.254.169.0/24"),
+    ] {
+        assert_fenced(
+            policies
+                .create(
+                    &PostParams::default(),
+                    &cilium_policy(managed_meta(POLICY_NAME), deny_spec(denied)),
+                )
+                .await,
+            &format!(
+                "CiliumNetworkPolicy {selected}/{POLICY_NAME} denies [{listed}] where it blocks [169.254.169.254/32]"
+            ),
+        );
+    }
+    policies
+        .create(&PostParams::default(), &the_deny(true))
+        .await
+        .expect("the baseline's own deny policy");
+    delete_namespace(&admin, &selected).await;
+    delete_namespace(&admin, &elsewhere).await;
+}
+
+#[tokio::test]
+async fn a_cilium_policy_that_is_not_its_own_is_not_updated_and_one_another_controller_owns_not_adopted() {
+    let admin = client().await;
+    let ns = selected_namespace(&admin, "fence-cnp-foreign", &[]).await;
+    let policies = cnps(operator_on_cilium().await, &ns);
+    let as_admin = cnps(admin.clone(), &ns);
+    // A team's allow policy: not the operator's to edit, label or delete.
+    let team = cilium_policy(
+        meta("team-egress", false),
+        json!({"endpointSelector": {}, "egress": [{"toEntities": ["world"]}]}),
+    );
+    as_admin.create(&PostParams::default(), &team).await.unwrap();
+    assert_fenced(
+        policies
+            .patch(
+                "team-egress",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"egress": [{"toEntities": ["cluster"]}]}})),
+            )
+            .await,
+        &format!(
+            "may only update objects labelled app.kubernetes.io/managed-by=kube-baseline, and CiliumNetworkPolicy {ns}/team-egress would not be"
+        ),
+    );
+    assert_fenced(
+        policies
+            .patch(
+                "team-egress",
+                &apply_as_operator(),
+                // (For a baseline that does not exist: the shared one asks for no policy of
+                // this name, and per-baseline.yaml would refuse that first.)
+                &Patch::Apply(&cilium_policy(
+                    ghost_meta("team-egress"),
+                    deny_spec(&["169.254.169.254/32"]),
+                )),
+            )
+            .await,
+        "only adoption does that",
+    );
+    assert_fenced(policies.delete("team-egress", &DeleteParams::default()).await, "is not");
+    // A policy of the baseline's name that another controller owns is not adopted.
+    let owner = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(admin.clone(), &ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "owner"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut squatter = the_deny(false);
+    squatter.metadata.owner_references = Some(vec![OwnerReference {
+        api_version: "v1".into(),
+        kind: "ConfigMap".into(),
+        name: "owner".into(),
+        uid: owner.metadata.uid.clone().unwrap(),
+        controller: Some(true),
+        block_owner_deletion: None,
+    }]);
+    as_admin.create(&PostParams::default(), &squatter).await.unwrap();
+    // (Its labels and mark only: a second controller reference the API server refuses itself.)
+    assert_fenced(
+        policies
+            .patch(
+                POLICY_NAME,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {
+                    "labels": {MANAGED_BY: "kube-baseline", "kubebaseline.io/baseline": fence_baseline().await.0},
+                    "annotations": {"kubebaseline.io/adopted": "true"}}})),
+            )
+            .await,
+        &format!("may not adopt CiliumNetworkPolicy {ns}/{POLICY_NAME}: it is controlled by ConfigMap owner"),
+    );
+    let kept = as_admin.get("team-egress").await.unwrap();
+    assert_eq!(kept.spec, team.spec, "the team's policy is as the team wrote it");
+    delete_namespace(&admin, &ns).await;
+}
+
+#[tokio::test]
+async fn cilium_policies_in_system_namespaces_are_refused() {
+    let op = operator_on_cilium().await;
+    for ns in ["kube-system", OPERATOR_NS] {
+        assert_fenced(
+            cnps(op.clone(), ns)
+                .create(&PostParams::default(), &the_deny(true))
+                .await,
+            &format!("{ns} is a system namespace"),
+        );
+    }
+}
+
+// --- Protection (config/admission) of the managed CiliumNetworkPolicy --------------------
+// Here rather than in e2e_protection: no operator runs in this binary, so nothing but the test
+// writes the deny policy (an operator that does not yet write CNPs would prune it), and the
+// shared fence baseline (Enforce, admission Deny) guards it.
+
+#[tokio::test]
+async fn a_managed_cilium_policy_cannot_be_changed_or_deleted_by_a_namespace_user_but_by_an_admin() {
+    let admin = client().await;
+    let ns = selected_namespace(&admin, "protect-cnp", &[]).await;
+    cnps(operator_on_cilium().await, &ns)
+        .create(&PostParams::default(), &the_deny(true))
+        .await
+        .expect("the operator makes its deny policy");
+    // A user who may edit CiliumNetworkPolicies in the namespace (RBAC), not an administrator.
+    let user = format!("{ns}-netadmin");
+    let role = format!("{ns}-cnp-editor");
+    kubectl(&[
+        "create",
+        "clusterrole",
+        &role,
+        "--verb=get,list,update,patch,delete",
+        "--resource=ciliumnetworkpolicies.cilium.io",
+    ]);
+    kubectl(&[
+        "create",
+        "rolebinding",
+        &role,
+        "-n",
+        &ns,
+        &format!("--clusterrole={role}"),
+        &format!("--user={user}"),
+    ]);
+    let theirs = cnps(client_as_user(&user, &[]).await, &ns);
+    let refused = |result: kube::Result<CiliumNetworkPolicy>| match result {
+        Err(kube::Error::Api(s)) if s.code == 403 => s.message,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let dry_run_delete = DeleteParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    // The protection policy learns of baselines through a watch: wait until it guards.
+    let message = eventually(
+        "admission guards the deny policy",
+        std::time::Duration::from_secs(45),
+        || async {
+            match theirs.delete(POLICY_NAME, &dry_run_delete).await {
+                Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains("kube-baseline-protection") => {
+                    Some(s.message)
+                }
+                _ => None,
+            }
+        },
+    )
+    .await;
+    let managed = format!(
+        "CiliumNetworkPolicy {ns}/{POLICY_NAME} is managed by kube-baseline (SecurityBaseline {})",
+        fence_baseline().await.0
+    );
+    assert!(
+        message.contains(&managed) && message.contains("cannot be deleted"),
+        "{message}"
+    );
+    let message = refused(
+        theirs
+            .delete(POLICY_NAME, &DeleteParams::default())
+            .await
+            .map(|_| the_deny(true)),
+    );
+    assert!(message.contains("cannot be deleted"), "{message}");
+    // Narrowed to some pods, or to one port, or emptied: a spec change.
+    for change in [
+        json!({"spec": {"endpointSelector": {"matchLabels": {"app": "one"}}}}),
+        json!({"spec": {"egressDeny": [{"toCIDRSet": [{"cidr": "169.254.169.254/32"}], "toPorts": [{"ports": [{"port": "80"}]}]}]}}),
+        json!({"spec": {"egressDeny": [{"toCIDRSet": [{"cidr": "192.0.2.1/32"}]}]}}),
+        json!({"specs": [{"endpointSelector": {}, "egress": [{"toEntities": ["all"]}]}]}),
+    ] {
+        let message = refused(
+            theirs
+                .patch(POLICY_NAME, &PatchParams::default(), &Patch::Merge(&change))
+                .await,
+        );
+        assert!(
+            message.contains(&managed) && message.contains("its spec cannot be changed"),
+            "{change}: {message}"
+        );
+    }
+    let message = refused(
+        theirs
+            .patch(
+                POLICY_NAME,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {MANAGED_BY: null}}})),
+            )
+            .await,
+    );
+    assert!(message.contains("cannot be changed"), "{message}");
+    theirs
+        .patch(
+            POLICY_NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"team.example.com/owner": "a"}}})),
+        )
+        .await
+        .expect("other annotations may change");
+    // Cluster administrators (system:masters) may override.
+    let as_admin = cnps(admin.clone(), &ns);
+    as_admin
+        .patch(
+            POLICY_NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"description": "edited by an administrator"}})),
+        )
+        .await
+        .expect("an administrator may edit it");
+    as_admin
+        .delete(POLICY_NAME, &DeleteParams::default())
+        .await
+        .expect("and delete it");
+    kubectl(&["delete", "clusterrole", &role]);
+    delete_namespace(&admin, &ns).await;
 }
