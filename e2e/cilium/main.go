@@ -433,9 +433,20 @@ func (ids *identities) get(lbls labels.Labels) *identity.Identity {
 	var id *identity.Identity
 	switch {
 	case identity.LookupReservedIdentityByLabels(lbls) != nil:
-		// A reserved identity: the host identity takes on any extra labels, as
-		// ipcache.updateReservedHostLabels does.
-		id = identity.NewIdentity(identity.LookupReservedIdentityByLabels(lbls).ID, lbls)
+		reserved := identity.LookupReservedIdentityByLabels(lbls).ID
+		// The node has one identity, whatever its addresses: it carries the labels of all of
+		// them, merged, as ipcache.updateReservedHostLabels does. So every flow to the host
+		// (with an address or without) sees the same labels, and a cidr: label one host
+		// address has (with policyCIDRMatchNodes) is the whole host's. The identity is
+		// updated in place: every flow already resolved to it sees the merged labels too.
+		if host, ok := ids.byID[reserved]; ok && reserved == identity.ReservedIdentityHost {
+			merged := labels.NewFrom(host.Labels)
+			merged.MergeLabels(lbls)
+			*host = *identity.NewIdentity(reserved, merged)
+			ids.byKey[string(key)] = host
+			return host
+		}
+		id = identity.NewIdentity(reserved, lbls)
 	case identity.ScopeForLabels(lbls) == identity.IdentityScopeRemoteNode:
 		id = identity.NewIdentity(ids.nextRN, lbls)
 		ids.nextRN++

@@ -1,5 +1,5 @@
 //! The instance-metadata NetworkPolicy: all egress allowed except to the blocked CIDRs, on
-//! every engine AKS ships (see DESIGN.md D2).
+//! every engine AKS ships (see docs/network-policy-engines.md).
 
 use ipnet::IpNet;
 use k8s_openapi::api::networking::v1::{IPBlock, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicySpec};
