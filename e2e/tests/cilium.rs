@@ -224,9 +224,14 @@ async fn on_cilium_a_team_allow_all_policy_is_not_a_bypass() {
     s.policies(&ns).create(&PostParams::default(), &open).await.unwrap();
     // A Cilium deny beats every allow: the namespace stays compliant.
     stays("compliant with a team allow-all", Duration::from_secs(3), || async {
-        s.status(&cilium)
-            .await
-            .is_some_and(|st| st.namespaces.compliant == 1 && st.namespaces.bypassed == 0)
+        let st = s.status(&cilium).await;
+        let ok = st
+            .as_ref()
+            .is_some_and(|st| st.namespaces.compliant == 1 && st.namespaces.bypassed == 0);
+        if !ok {
+            eprintln!("status with a team allow-all: {st:?}");
+        }
+        ok
     })
     .await;
     s.cleanup().await;

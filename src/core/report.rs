@@ -65,7 +65,17 @@ fn resource(ns: &str, object: &str) -> Value {
 pub fn namespace_results(ns: &str, outcomes: &[BaselineOutcome]) -> Vec<Value> {
     let mut out = Vec::new();
     for o in outcomes {
+        // The engine the baseline's metadata policy is written for here, from its kind.
+        let engine = o.outcome.wanted.iter().find_map(|key| match key {
+            ObjectKey::NetworkPolicy(_) => Some("NetworkPolicy"),
+            ObjectKey::CiliumPolicy(_) => Some("Cilium"),
+            _ => None,
+        });
         let result = |control: Control, object: &str, result: &str, message: String| {
+            let mut properties = json!({"mode": format!("{:?}", o.mode)});
+            if let Some(engine) = engine.filter(|_| control == Control::MetadataEgress) {
+                properties["engine"] = json!(engine);
+            }
             json!({
                 "policy": o.baseline,
                 "rule": rule(control),
@@ -76,7 +86,7 @@ pub fn namespace_results(ns: &str, outcomes: &[BaselineOutcome]) -> Vec<Value> {
                 "severity": severity(control),
                 "scored": true,
                 "resources": [resource(ns, object)],
-                "properties": {"mode": format!("{:?}", o.mode)},
+                "properties": properties,
             })
         };
         for key in o.outcome.wanted.iter() {
@@ -108,7 +118,7 @@ pub fn namespace_results(ns: &str, outcomes: &[BaselineOutcome]) -> Vec<Value> {
         {
             let control = if p.object.starts_with("RoleBinding/") {
                 Control::RoleBindings
-            } else if p.object.starts_with("NetworkPolicy/") {
+            } else if p.object.starts_with("NetworkPolicy/") || p.object.starts_with("CiliumNetworkPolicy/") {
                 Control::MetadataEgress
             } else {
                 Control::PodSecurity

@@ -142,3 +142,28 @@ fn the_cluster_summary_has_one_result_per_baseline_whatever_the_namespace_count(
         "9998 of 10000 selected namespaces comply; not: x, y"
     );
 }
+
+#[test]
+fn the_metadata_results_name_the_engine_their_policy_is_written_for() {
+    let mut o = outcome(vec![], None);
+    let engine_of = |report: &Value, rule: &str| -> Vec<Option<String>> {
+        report["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["rule"] == rule)
+            .map(|r| r["properties"]["engine"].as_str().map(str::to_string))
+            .collect()
+    };
+    let report = report_of(&o, Mode::Enforce, None, Timestamp::UNIX_EPOCH);
+    assert_eq!(
+        engine_of(&report, "metadataEgress"),
+        vec![Some("NetworkPolicy".to_string())]
+    );
+    assert_eq!(engine_of(&report, "roleBindings"), vec![None]);
+    o.wanted = std::sync::Arc::new(vec![ObjectKey::CiliumPolicy("restrict-instance-metadata".into())]);
+    let report = report_of(&o, Mode::Enforce, None, Timestamp::UNIX_EPOCH);
+    assert_eq!(engine_of(&report, "metadataEgress"), vec![Some("Cilium".to_string())]);
+    assert_eq!(report["results"][0]["resources"][0]["kind"], "CiliumNetworkPolicy");
+    assert_eq!(report["results"][0]["resources"][0]["apiVersion"], "cilium.io/v2");
+}
