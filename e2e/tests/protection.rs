@@ -113,6 +113,38 @@ async fn a_member_cannot_open_imds_but_may_add_a_policy_that_excepts_it() {
 }
 
 #[tokio::test]
+async fn with_engine_cilium_a_member_may_allow_all_egress_the_deny_still_holds() {
+    let mut s = Scenario::new("deny-cilium").await;
+    let mut spec = aks_spec(&s.label);
+    spec.metadata_egress.as_mut().unwrap().engine = kube_baseline::api::Engine::Cilium;
+    let baseline = s.baseline("aks", spec).await;
+    let ns = s.namespace("team").await;
+    // The baseline's RoleBindings (the member's edit) and its deny policy are there.
+    s.wait_condition(&baseline, "Ready", "True").await;
+    // Admission guards the namespace (its parameter cache knows the baseline): deleting the
+    // managed binding is refused.
+    let bindings: Api<RoleBinding> = Api::namespaced(member().await, &ns);
+    let dry_run = DeleteParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    eventually(&format!("admission guards {ns}"), WAIT, || async {
+        matches!(bindings.delete("team-dev", &dry_run).await, Err(kube::Error::Api(s)) if s.code == 403).then_some(())
+    })
+    .await;
+    // A Cilium deny beats every allow: the team's allow-all is admitted, and no bypass.
+    let api: Api<NetworkPolicy> = Api::namespaced(member().await, &ns);
+    api.create(&PostParams::default(), &allow_all(&ns))
+        .await
+        .expect("an allow-all is admitted beside a Cilium deny");
+    s.wait_status(&baseline, "compliant with the allow-all", |st| {
+        st.namespaces.compliant == 1 && st.namespaces.bypassed == 0
+    })
+    .await;
+    s.cleanup().await;
+}
+
+#[tokio::test]
 async fn warn_admits_with_a_warning_and_the_bypass_is_reported() {
     let mut s = Scenario::new("warn-open").await;
     let spec = SecurityBaselineSpec {

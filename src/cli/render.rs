@@ -532,6 +532,46 @@ mod tests {
     }
 
     #[test]
+    fn on_cilium_the_deny_policy_is_rendered_instead_of_the_network_policy_and_says_why() {
+        let spec = crate::api::SecurityBaselineSpec {
+            metadata_egress: Some(Default::default()),
+            ..Default::default()
+        };
+        let baselines = [SecurityBaseline::new("aks", spec)];
+        let ns = [ObjectMeta {
+            name: Some("team-a".into()),
+            ..Default::default()
+        }];
+        let on = |engine| Cluster {
+            families: ClusterFamilies::unknown("test"),
+            engine,
+        };
+        let cilium = ClusterEngine {
+            cilium_policies_served: true,
+            cilium_nodes: Some(1),
+            unknown: None,
+        };
+        let out = render(&baselines, &ns, &BTreeSet::new(), &on(cilium), Timestamp::UNIX_EPOCH).unwrap();
+        assert!(out.contains("kind: CiliumNetworkPolicy"), "{out}");
+        assert!(out.contains("egressDeny"), "{out}");
+        assert!(!out.contains("kind: NetworkPolicy"), "{out}");
+        assert!(out.contains("# aks: engine Cilium (Auto:"), "{out}");
+        let out = render(
+            &baselines,
+            &ns,
+            &BTreeSet::new(),
+            &on(ClusterEngine::default()),
+            Timestamp::UNIX_EPOCH,
+        )
+        .unwrap();
+        assert!(
+            out.contains("kind: NetworkPolicy") && !out.contains("CiliumNetworkPolicy"),
+            "{out}"
+        );
+        assert!(out.contains("# aks: engine NetworkPolicy (Auto:"), "{out}");
+    }
+
+    #[test]
     fn labels_parse_as_comma_separated_pairs() {
         let l = parse_labels("a=1,b=two").unwrap();
         assert_eq!(l["a"], "1");
