@@ -214,8 +214,9 @@ async fn on_cilium_a_team_allow_all_policy_is_not_a_bypass() {
         stored_spec(p) == the_deny_policy()
     })
     .await;
-    // A team's allow-all egress policy, made by an admin (the protection policy would refuse it
-    // from a team member on a NetworkPolicy engine).
+    s.wait_status(&cilium, "compliant", |st| st.namespaces.compliant == 1)
+        .await;
+    // A team's allow-all egress policy, made by an admin.
     let open: NetworkPolicy = serde_json::from_value(json!({
         "metadata": {"name": "allow-all-egress"},
         "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]}

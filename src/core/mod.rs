@@ -6,6 +6,7 @@ pub mod cel;
 pub mod cilium;
 pub mod cluster;
 pub mod desired;
+pub mod disposal;
 pub mod egress;
 pub mod engine;
 pub mod evaluate;

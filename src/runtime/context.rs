@@ -184,6 +184,19 @@ impl Context {
         }
     }
 
+    /// Whether any managed object, of any kind, has labels, annotations or owners that match.
+    pub fn any_managed(&self, pred: impl Fn(&kube::api::ObjectMeta) -> bool) -> bool {
+        self.policies.any(&pred) || self.cilium_policies.any(&pred) || self.bindings.any(&pred)
+    }
+
+    /// The namespaces holding a managed object, of any kind, that matches.
+    pub fn namespaces_with_managed(&self, pred: impl Fn(&kube::api::ObjectMeta) -> bool) -> Vec<String> {
+        let mut out = self.policies.namespaces_where(&pred);
+        out.extend(self.cilium_policies.namespaces_where(&pred));
+        out.extend(self.bindings.namespaces_where(&pred));
+        out
+    }
+
     /// Whether every cache has its first full list.
     pub fn is_synced(&self) -> bool {
         self.synced.initialized()

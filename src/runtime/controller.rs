@@ -82,9 +82,7 @@ fn affected_namespaces(ctx: &Context, baseline: &SecurityBaseline) -> Vec<Object
     }
     let made_by = |labels: &BTreeMap<String, String>| labels.get(BASELINE_LABEL) == Some(&name);
     let made_by = |meta: &kube::api::ObjectMeta| meta.labels.as_ref().is_some_and(made_by);
-    out.extend(ctx.policies.namespaces_where(made_by));
-    out.extend(ctx.bindings.namespaces_where(made_by));
-    out.extend(ctx.cilium_policies.namespaces_where(made_by));
+    out.extend(ctx.namespaces_with_managed(made_by));
     // Namespaces it reported on before (an Audit baseline makes no objects): their counts must
     // go when the selector no longer matches.
     out.extend(

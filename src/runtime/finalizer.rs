@@ -19,6 +19,7 @@ use serde_json::json;
 use tracing::info;
 
 use crate::api::{DeletionPolicy, SecurityBaseline};
+use crate::core::disposal::has_finalizer;
 use crate::core::objects::{self, BASELINE_LABEL, RELEASE_FINALIZER};
 use crate::runtime::context::Context;
 
@@ -95,15 +96,6 @@ impl Drop for Adopting<'_> {
     }
 }
 
-fn has_finalizer(b: &SecurityBaseline) -> bool {
-    b.finalizers().iter().any(|f| f == RELEASE_FINALIZER)
-}
-
-/// Whether `b` is being deleted and still waits for the operator to release what it must.
-pub fn releasing(b: &SecurityBaseline) -> bool {
-    b.metadata.deletion_timestamp.is_some() && has_finalizer(b)
-}
-
 async fn set(ctx: &Context, name: &str, on: bool) -> kube::Result<()> {
     // Untyped: the response of a baseline the operator cannot decode must not fail the write.
     let api: Api<kube::api::DynamicObject> = Api::all_with(
@@ -147,7 +139,7 @@ fn left_to_release(ctx: &Context, b: &SecurityBaseline) -> bool {
             && (orphan || objects::is_adopted(meta))
     };
     // Every status pass asks, for every baseline: it must not walk every managed object.
-    ctx.policies.any(pending) || ctx.bindings.any(pending)
+    ctx.any_managed(pending)
 }
 
 /// One pass over the baselines (run with the status writer): removes the finalizer of a deleted

@@ -14,21 +14,13 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::{Cached, NamespaceWriter};
-use crate::api::{DeletionPolicy, Mode, SecurityBaseline};
+use crate::api::{DeletionPolicy, SecurityBaseline};
 use crate::core::cilium::CiliumNetworkPolicy;
 use crate::core::desired::{self, NamespaceFacts, ObjectKey, PSA_PREFIX, Plan};
-use crate::core::objects::{self, BASELINE_LABEL, FIELD_MANAGER};
+use crate::core::disposal::{self, Disposal};
+use crate::core::objects::{self, FIELD_MANAGER};
 use crate::runtime::context::ObjectResult;
 use crate::runtime::metrics::Metrics;
-
-/// What happens to an object that goes, with the baseline it belonged to.
-enum Disposal {
-    /// Labels, mark and ownerReference removed, content kept.
-    Release(String),
-    Delete(String),
-    /// Deleted once the baseline (name, uid) is confirmed gone.
-    Orphan(String, String),
-}
 
 /// The field manager that keeps Pod Security labels a deleted Orphan baseline leaves behind.
 const RELEASED_MANAGER: &str = "kube-baseline-released";
@@ -155,7 +147,7 @@ impl NamespaceWriter<'_> {
             let Some(how) = disposal(&key, obj.meta()) else {
                 continue;
             };
-            if key.is_metadata_policy() && !egress_settled && !matches!(how, Disposal::Release(_)) {
+            if disposal::waits(&key, &how, egress_settled) {
                 tracing::info!(namespace = self.ns, object = %key, "kept until the metadata policy that replaces it is in place");
                 continue;
             }
@@ -180,62 +172,7 @@ impl NamespaceWriter<'_> {
         known: &BTreeMap<String, Arc<SecurityBaseline>>,
         egress_settled: bool,
     ) -> Vec<(Option<String>, ObjectKey, ObjectResult)> {
-        // Ours to prune: labelled for a known, writing baseline *and* owned by it (a copy of our
-        // object made by someone else keeps the labels but not the ownerReference).
-        let prunable = |meta: &kube::api::ObjectMeta| {
-            let baseline = meta.labels.as_ref()?.get(BASELINE_LABEL)?;
-            let b = known
-                .get(baseline)
-                .filter(|b| b.spec.mode == Mode::Enforce && !plan.hands_off.contains(baseline))?;
-            let uid = b.uid()?;
-            meta.owner_references
-                .iter()
-                .flatten()
-                .any(|o| o.uid == uid)
-                .then(|| baseline.clone())
-        };
-        // A baseline being deleted that holds the release finalizer: what it adopted (and, with
-        // deletionPolicy Orphan, everything it made) is released before the finalizer goes.
-        let releasing = |meta: &kube::api::ObjectMeta| {
-            let baseline = meta.labels.as_ref()?.get(BASELINE_LABEL)?;
-            let b = known
-                .get(baseline)
-                .filter(|b| crate::runtime::finalizer::releasing(b))?;
-            let uid = b.uid()?;
-            let owned = meta.owner_references.iter().flatten().any(|o| o.uid == uid);
-            (owned && (b.spec.deletion_policy == DeletionPolicy::Orphan || objects::is_adopted(meta)))
-                .then(|| baseline.clone())
-        };
-        // Labelled for, and controlled by, a SecurityBaseline the caches do not know: owned by
-        // nothing once that is confirmed, the garbage collector's to delete, which after an API
-        // server restart can take minutes (its retries back off). The fence cannot refuse such
-        // an object (no admission policy can say "some baseline exists"), so it goes at once.
-        let orphan = |meta: &kube::api::ObjectMeta| -> Option<(String, String)> {
-            let baseline = meta.labels.as_ref()?.get(BASELINE_LABEL)?;
-            if !objects::is_managed(meta) || known.contains_key(baseline) {
-                return None;
-            }
-            let owner = meta
-                .owner_references
-                .iter()
-                .flatten()
-                .find(|o| o.kind == "SecurityBaseline" && o.controller == Some(true) && &o.name == baseline)?;
-            Some((baseline.clone(), owner.uid.clone()))
-        };
-        // What goes, and how.
-        let disposal = |key: &ObjectKey, meta: &kube::api::ObjectMeta| {
-            if let Some(owner) = releasing(meta) {
-                return Some(Disposal::Release(owner));
-            }
-            if let Some(owner) = prunable(meta).filter(|_| !plan.objects.contains_key(key)) {
-                return Some(if objects::is_adopted(meta) {
-                    Disposal::Release(owner)
-                } else {
-                    Disposal::Delete(owner)
-                });
-            }
-            orphan(meta).map(|(baseline, uid)| Disposal::Orphan(baseline, uid))
-        };
+        let disposal = |key: &ObjectKey, meta: &kube::api::ObjectMeta| disposal::disposal(key, meta, plan, known);
         let mut out = Vec::new();
         out.extend(self.prune_kind::<NetworkPolicy>(&disposal, egress_settled).await);
         out.extend(self.prune_kind::<CiliumNetworkPolicy>(&disposal, egress_settled).await);
@@ -250,7 +187,7 @@ impl NamespaceWriter<'_> {
                 terminating: false,
             };
             let orphaned_here = known.values().any(|b| {
-                crate::runtime::finalizer::releasing(b)
+                disposal::releasing(b)
                     && b.spec.deletion_policy == DeletionPolicy::Orphan
                     && b.spec.pod_security.is_some()
                     && desired::validate(b).is_ok_and(|v| desired::selects(b, &v, &facts))
