@@ -63,12 +63,38 @@ const CLUSTER_ROLE_NAME: &str = r"^[A-Za-z0-9:._-]+$";
     printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
     printcolumn(name = "Selected", type_ = "integer", json_path = ".status.namespaces.selected"),
     printcolumn(name = "Compliant", type_ = "integer", json_path = ".status.namespaces.compliant"),
+    printcolumn(name = "Exempted", type_ = "integer", json_path = ".status.namespaces.exempted"),
+    printcolumn(name = "Bypassed", type_ = "integer", json_path = ".status.namespaces.bypassed"),
     printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Engine",
+        type_ = "string",
+        json_path = ".status.engine.engine",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Drifted",
+        type_ = "integer",
+        json_path = ".status.namespaces.drifted",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Failed",
+        type_ = "integer",
+        json_path = ".status.namespaces.failed",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Conflicted",
+        type_ = "integer",
+        json_path = ".status.namespaces.conflicted",
+        priority = "1"
+    )
 )]
 #[x_kube(validation = Rule::new(
     "self.groupFormat == 'Any' || self.roleBindings.all(rb, rb.groups.all(g, g.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')))"
@@ -177,6 +203,17 @@ pub enum Control {
     MetadataEgress,
     RoleBindings,
     PodSecurity,
+}
+
+impl Control {
+    /// As the API spells it (the field it switches off).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MetadataEgress => "metadataEgress",
+            Self::RoleBindings => "roleBindings",
+            Self::PodSecurity => "podSecurity",
+        }
+    }
 }
 
 /// One time-boxed exception.

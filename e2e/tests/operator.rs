@@ -113,9 +113,27 @@ async fn kubectl_get_shows_mode_counts_and_readiness() {
         .await;
     let table = kubectl(&["get", "sbl", &baseline]);
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "MODE", "SELECTED", "COMPLIANT", "READY", "AGE"]);
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "MODE",
+            "SELECTED",
+            "COMPLIANT",
+            "EXEMPTED",
+            "BYPASSED",
+            "READY",
+            "AGE"
+        ]
+    );
     let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
-    assert_eq!(&row[..5], [baseline.as_str(), "Enforce", "2", "2", "True"]);
+    assert_eq!(&row[..7], [baseline.as_str(), "Enforce", "2", "2", "0", "0", "True"]);
+    // -o wide adds the engine the metadata policy is written for and the other states.
+    let wide = kubectl(&["get", "sbl", &baseline, "-o", "wide"]);
+    let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(&header[8..], ["ENGINE", "DRIFTED", "FAILED", "CONFLICTED"]);
+    let row: Vec<&str> = wide.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(&row[8..], ["NetworkPolicy", "0", "0", "0"]);
     s.cleanup().await;
 }
 

@@ -122,7 +122,7 @@ fn table(report: &Report) -> String {
             .map(|p| format!("{} {}: {}", p.object, p.reason, p.message))
             .collect();
         if let Some(ex) = &r.exemption {
-            let controls: Vec<String> = ex.controls.iter().map(|c| format!("{c:?}")).collect();
+            let controls: Vec<&str> = ex.controls.iter().map(|c| c.as_str()).collect();
             fault.push(format!("exempt from {} until {}", controls.join(", "), ex.expires.0));
         }
         rows.push([

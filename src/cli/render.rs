@@ -231,8 +231,8 @@ fn why(
             .collect();
         let _ = write!(
             line,
-            "; exempt from {:?} until {} ({})",
-            ex.controls,
+            "; exempt from {} until {} ({})",
+            ex.controls.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", "),
             ex.expires.0,
             reasons.join("; ")
         );

@@ -26,11 +26,7 @@ pub struct BaselineOutcome<'a> {
 }
 
 fn rule(control: Control) -> &'static str {
-    match control {
-        Control::MetadataEgress => "metadataEgress",
-        Control::RoleBindings => "roleBindings",
-        Control::PodSecurity => "podSecurity",
-    }
+    control.as_str()
 }
 
 fn severity(control: Control) -> &'static str {

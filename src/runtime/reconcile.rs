@@ -76,7 +76,7 @@ pub async fn reconcile(ns: Arc<CachedNamespace>, ctx: Arc<Context>) -> Result<Ac
             match (owner, result) {
                 (Some(owner), ObjectResult::Repaired(how)) => repairs.push((owner, key, how)),
                 (Some(owner), ObjectResult::Failed { reason, message }) => failures.push((owner, key, reason, message)),
-                (None, ObjectResult::Repaired(how)) => info!(object = %key, how, "repaired"),
+                (None, ObjectResult::Repaired(how)) => info!(object = %key, "{}", log_verb(how)),
                 _ => {}
             }
         }
@@ -85,7 +85,7 @@ pub async fn reconcile(ns: Arc<CachedNamespace>, ctx: Arc<Context>) -> Result<Ac
     let findings = protection_findings(&ctx, &name, &ns_meta, &plan);
     let new_problems = record(&ctx, &name, &plan, &results, &findings, &repairs, &baselines);
     for (baseline, key, how) in &repairs {
-        info!(baseline, object = %key, how, "repaired");
+        info!(baseline, object = %key, "{}", log_verb(how));
         ctx.publish(
             baseline,
             EventType::Normal,
@@ -95,6 +95,14 @@ pub async fn reconcile(ns: Arc<CachedNamespace>, ctx: Arc<Context>) -> Result<Ac
         .await;
     }
     for (baseline, problem) in new_problems {
+        warn!(
+            baseline,
+            object = %problem.object,
+            reason = %problem.reason,
+            message = %problem.message,
+            "{}",
+            problem.reason.to_lowercase()
+        );
         ctx.publish(
             &baseline,
             EventType::Warning,
@@ -128,6 +136,18 @@ pub async fn reconcile(ns: Arc<CachedNamespace>, ctx: Arc<Context>) -> Result<Ac
         }
     };
     Ok(next_action(attempts, plan.next_expiry, now))
+}
+
+/// What a repair did, for the log: created, repaired (an object that drifted, written over),
+/// adopted, pruned or released.
+fn log_verb(how: &str) -> &'static str {
+    match how {
+        "Created" => "created",
+        "Adopted" => "adopted",
+        "Pruned" => "pruned",
+        "Released" => "released",
+        _ => "repaired",
+    }
 }
 
 /// When to look at a namespace again: failures back off exponentially up to five minutes

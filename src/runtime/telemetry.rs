@@ -18,7 +18,14 @@ pub fn init(format: LogFormat, filter: &str) {
     };
     let registry = tracing_subscriber::registry().with(filter);
     match format {
-        LogFormat::Text => registry.with(fmt::layer().with_target(false)).init(),
+        // Colours only on a terminal: a log written to a file or a pipe stays plain text.
+        LogFormat::Text => registry
+            .with(
+                fmt::layer()
+                    .with_target(false)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())),
+            )
+            .init(),
         LogFormat::Json => registry
             .with(fmt::layer().json().flatten_event(true).with_current_span(true))
             .init(),
