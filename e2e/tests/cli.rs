@@ -223,6 +223,31 @@ async fn render_prints_exactly_what_the_operator_then_writes() {
 }
 
 #[tokio::test]
+async fn render_diff_of_an_audit_baseline_shows_what_enforce_would_write() {
+    let mut s = Scenario::new("cli-audit-diff").await;
+    let ns = s.namespace("audited").await;
+    let mut spec = aks_spec(&s.label);
+    spec.mode = kube_baseline::api::Mode::Audit;
+    let name = s.baseline("audit", spec.clone()).await;
+    s.wait_status(&name, "the namespace reported", |st| st.namespaces.selected == 1)
+        .await;
+    let file = baseline_file(&name, &spec);
+    let diff = cli(&["render", "-f", file.to_str().unwrap(), "--diff", "--namespace", &ns]);
+    // Nothing is written by an Audit baseline, so everything differs, and a CI gate on --diff
+    // sees it.
+    assert_eq!(diff.status.code(), Some(1), "{}", text(&diff));
+    let out = String::from_utf8_lossy(&diff.stdout);
+    assert!(
+        out.contains(&format!(
+            "NetworkPolicy/{POLICY} in {ns} (Audit baseline {name}: not written; what Enforce would write): create"
+        )),
+        "{out}"
+    );
+    assert!(!out.contains("0 change(s)"), "{out}");
+    s.cleanup().await;
+}
+
+#[tokio::test]
 async fn errors_say_what_to_do() {
     let client = client().await;
     // No kubeconfig at all.

@@ -420,7 +420,9 @@ pub fn diff(
         let policies = snapshot.policies.get(&ns).unwrap_or(&empty_p);
         let bindings = snapshot.bindings.get(&ns).unwrap_or(&empty_b);
         let cilium = snapshot.cilium_policies.get(&ns).unwrap_or(&empty_c);
-        for (key, want) in plan.objects.iter().filter(|(_, w)| w.owner.mode == Mode::Enforce) {
+        // An Audit baseline's objects are compared too (its drift is what `audit` reports), and
+        // marked: the operator does not write them, Enforce would.
+        for (key, want) in &plan.objects {
             let rendered = build(meta, key, want);
             let (live, in_sync): (Option<Rendered>, bool) = match (key, &rendered) {
                 (ObjectKey::NetworkPolicy(n), _) => live_view(&ns, n, want, policies),
@@ -440,7 +442,13 @@ pub fn diff(
                 }
                 (ObjectKey::PodSecurityLabels, _) => unreachable!("labels render as a namespace"),
             };
-            let what = format!("{key} in {ns}");
+            let what = match want.owner.mode {
+                Mode::Enforce => format!("{key} in {ns}"),
+                Mode::Audit => format!(
+                    "{key} in {ns} (Audit baseline {}: not written; what Enforce would write)",
+                    want.owner.name
+                ),
+            };
             if in_sync {
                 let _ = writeln!(text, "= {what}: unchanged");
                 continue;
