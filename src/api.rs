@@ -111,6 +111,15 @@ pub struct SecurityBaselineSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
 
+    /// Dynamic (default): a namespace whose labels stop matching namespaceSelector leaves the
+    /// baseline, and its objects and Pod Security labels are removed (a Warning Event and
+    /// status.departures say so). Sticky: in the namespaces where this baseline enforces
+    /// (admission Deny), a Namespace label change that would take the namespace out of the
+    /// baseline is refused at admission; cluster administrators (break-glass) and edits of the
+    /// baseline itself still can.
+    #[serde(default, skip_serializing_if = "Selection::is_dynamic")]
+    pub selection: Selection,
+
     /// Namespaces never touched by this baseline, by name, in addition to the system namespaces
     /// (kube-system, kube-public, kube-node-lease and the operator's --system-namespace flag).
     #[serde(default)]
@@ -162,6 +171,20 @@ pub struct SecurityBaselineSpec {
     /// kubebaseline.io/release (see README, Uninstall).
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+}
+
+/// Whether a namespace may leave a baseline by changing its own labels.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub enum Selection {
+    #[default]
+    Dynamic,
+    Sticky,
+}
+
+impl Selection {
+    pub fn is_dynamic(&self) -> bool {
+        *self == Self::Dynamic
+    }
 }
 
 /// What deleting a baseline does to what it made.
@@ -446,10 +469,24 @@ pub struct SecurityBaselineStatus {
     /// ipFamilies, or the cluster's and how they were found). Absent without metadataEgress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_families: Option<RenderedFamilies>,
+    /// The namespaces that left the baseline most recently (at most 20, newest first), and what
+    /// changed: leaving removes a namespace's objects and Pod Security labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub departures: Vec<Departure>,
     /// The policy engine the baseline writes for (NetworkPolicy or Cilium), and why (the spec's
     /// engine, or what was found in the cluster). Absent without metadataEgress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<EngineStatus>,
+}
+
+/// A namespace that stopped being selected.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub struct Departure {
+    pub namespace: String,
+    /// What changed: the namespace's labels, the baseline's selector or exclusions, or the
+    /// baseline's deletion.
+    pub reason: String,
+    pub time: Time,
 }
 
 /// The engine a baseline writes for, and why.

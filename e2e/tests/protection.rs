@@ -708,3 +708,129 @@ async fn a_cidr_admission_cannot_parse_is_refused_not_admitted() {
     .await;
     s.cleanup().await;
 }
+
+/// A user allowed to label namespaces (a common delegated right), through a ClusterRole of its
+/// own for this test.
+async fn namespace_labeller(s: &Scenario, user: &str) -> Client {
+    let role: ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": format!("e2e-labeller-{}", s.label)},
+        "rules": [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "patch", "update"]}]
+    }))
+    .unwrap();
+    let binding: k8s_openapi::api::rbac::v1::ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": format!("e2e-labeller-{}", s.label)},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("e2e-labeller-{}", s.label)},
+        "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": user}]
+    }))
+    .unwrap();
+    let _ = Api::<ClusterRole>::all(s.client.clone())
+        .create(&PostParams::default(), &role)
+        .await;
+    let _ = Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(s.client.clone())
+        .create(&PostParams::default(), &binding)
+        .await;
+    client_as_user(user, &[]).await
+}
+
+async fn drop_labeller(s: &Scenario) {
+    let name = format!("e2e-labeller-{}", s.label);
+    let _ = Api::<ClusterRole>::all(s.client.clone())
+        .delete(&name, &DeleteParams::default())
+        .await;
+    let _ = Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(s.client.clone())
+        .delete(&name, &DeleteParams::default())
+        .await;
+}
+
+/// The Warning Events in namespace `ns` with `reason`.
+async fn namespace_events(s: &Scenario, ns: &str, reason: &str) -> Vec<k8s_openapi::api::events::v1::Event> {
+    Api::<k8s_openapi::api::events::v1::Event>::namespaced(s.client.clone(), ns)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .collect()
+}
+
+#[tokio::test]
+async fn leaving_a_baseline_is_a_warning_in_the_namespace_and_on_the_baseline_and_in_status() {
+    let mut s = Scenario::new("leave").await;
+    let baseline = s.baseline("aks", aks_spec(&s.label)).await;
+    let ns = s.namespace("team").await;
+    s.wait_all_objects(&ns).await;
+    s.wait_status(&baseline, "selected", |st| st.namespaces.selected == 1)
+        .await;
+    // A delegated user removes the selecting label: allowed under the default (Dynamic).
+    let user = namespace_labeller(&s, "labeller@example.com").await;
+    let patch = json!({"metadata": {"labels": {SUITE_LABEL: null}}});
+    Api::<Namespace>::all(user)
+        .patch(&ns, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("a Dynamic baseline lets a namespace leave");
+    let why = "its labels changed and no longer match the baseline's namespaceSelector";
+    s.wait_event(
+        &baseline,
+        "NamespaceLeft",
+        &format!("namespace {ns} left the baseline: {why}"),
+    )
+    .await;
+    let events = eventually("a NamespaceLeft Event in the namespace", WAIT, || async {
+        let found = namespace_events(&s, &ns, "NamespaceLeft").await;
+        (!found.is_empty()).then_some(found)
+    })
+    .await;
+    assert_eq!(events[0].type_.as_deref(), Some("Warning"));
+    assert!(events[0].note.as_deref().unwrap().contains(&baseline), "{events:?}");
+    let status = s
+        .wait_status(&baseline, "the departure in status", |st| !st.departures.is_empty())
+        .await;
+    assert_eq!(status.departures[0].namespace, ns);
+    assert!(status.departures[0].reason.starts_with(why), "{:?}", status.departures);
+    assert_eq!(status.namespaces.selected, 0);
+    drop_labeller(&s).await;
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_sticky_baseline_keeps_its_namespaces_but_an_admin_may_move_one() {
+    let mut s = Scenario::new("sticky").await;
+    let mut spec = aks_spec(&s.label);
+    spec.selection = kube_baseline::api::Selection::Sticky;
+    let baseline = s.baseline("aks", spec).await;
+    let ns = s.namespace("team").await;
+    s.wait_all_objects(&ns).await;
+    let user = namespace_labeller(&s, "sticky-labeller@example.com").await;
+    let namespaces: Api<Namespace> = Api::all(user);
+    let leave = json!({"metadata": {"labels": {SUITE_LABEL: "elsewhere"}}});
+    let message = eventually("the label change refused", WAIT, || async {
+        match namespaces
+            .patch(&ns, &PatchParams::default(), &Patch::Merge(&leave))
+            .await
+        {
+            Err(kube::Error::Api(e)) if e.code == 403 => Some(e.message),
+            _ => None,
+        }
+    })
+    .await;
+    assert!(message.contains("selection: Sticky"), "{message}");
+    assert!(message.contains(&baseline), "{message}");
+    // Other labels still change freely.
+    namespaces
+        .patch(
+            &ns,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"cost-center": "42"}}})),
+        )
+        .await
+        .expect("a label that keeps the namespace selected");
+    // Break-glass can move it, and the departure is reported.
+    Api::<Namespace>::all(s.client.clone())
+        .patch(&ns, &PatchParams::default(), &Patch::Merge(&leave))
+        .await
+        .expect("an admin may");
+    s.wait_event(&baseline, "NamespaceLeft", &ns).await;
+    drop_labeller(&s).await;
+    s.cleanup().await;
+}

@@ -200,6 +200,47 @@ pub fn selects(baseline: &SecurityBaseline, valid: &ValidBaseline, ns: &Namespac
     !baseline.spec.excluded_namespaces.contains(&ns.name) && valid.selector.matches(&ns.labels)
 }
 
+/// Why namespace `ns`, which `baseline` selected when its spec was at `generation_then`, is no
+/// longer selected; None when it still is, when the namespace itself is going away, or when the
+/// baseline is invalid (its Invalid condition says so for every namespace at once).
+pub fn departure(
+    baseline: &SecurityBaseline,
+    valid: Option<&ValidBaseline>,
+    ns: &NamespaceFacts,
+    system_namespaces: &BTreeSet<String>,
+    generation_then: Option<i64>,
+) -> Option<String> {
+    if ns.terminating {
+        return None;
+    }
+    if baseline.metadata.deletion_timestamp.is_some() {
+        return Some("the SecurityBaseline is being deleted".into());
+    }
+    let valid = valid?;
+    if is_system_namespace(&ns.name, system_namespaces) {
+        return Some("it is a system namespace (the operator's --system-namespace)".into());
+    }
+    if baseline.spec.excluded_namespaces.contains(&ns.name) {
+        return Some("the baseline's excludedNamespaces lists it".into());
+    }
+    if valid.selector.matches(&ns.labels) {
+        return None;
+    }
+    let labels: Vec<String> = ns.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let labels = if labels.is_empty() {
+        "none".to_string()
+    } else {
+        labels.join(", ")
+    };
+    Some(
+        if generation_then.is_some() && generation_then != baseline.metadata.generation {
+            format!("the baseline's namespaceSelector changed and no longer matches its labels ({labels})")
+        } else {
+            format!("its labels changed and no longer match the baseline's namespaceSelector (labels now: {labels})")
+        },
+    )
+}
+
 /// Who gets an object two baselines want: Enforce before Audit (a report-only baseline never
 /// keeps an enforcing one from writing), then the older (creation time, then name).
 pub fn precedence(a: &SecurityBaseline, b: &SecurityBaseline) -> std::cmp::Ordering {

@@ -476,3 +476,49 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn a_departure_names_what_changed() {
+    let mut spec = full_spec();
+    spec.namespace_selector = Some(LabelSelector {
+        match_labels: Some([("team".to_string(), "payments".to_string())].into()),
+        ..Default::default()
+    });
+    spec.excluded_namespaces = vec!["legacy".into()];
+    let mut b = baseline("aks", 0, spec);
+    b.metadata.generation = Some(1);
+    let valid = validate(&b).unwrap();
+    let system = BTreeSet::new();
+    let why =
+        |ns: &NamespaceFacts, b: &SecurityBaseline, then: i64| departure(b, Some(&valid), ns, &system, Some(then));
+    // Still selected: no departure.
+    assert_eq!(why(&ns("pay", &[("team", "payments")]), &b, 1), None);
+    // Its labels changed (the baseline did not).
+    let left = why(&ns("pay", &[("team", "checkout")]), &b, 1).unwrap();
+    assert!(
+        left.starts_with("its labels changed") && left.contains("team=checkout"),
+        "{left}"
+    );
+    // The baseline's spec changed since the namespace was last judged.
+    let mut edited = b.clone();
+    edited.metadata.generation = Some(2);
+    let left = why(&ns("pay", &[("team", "checkout")]), &edited, 1).unwrap();
+    assert!(left.starts_with("the baseline's namespaceSelector changed"), "{left}");
+    assert!(
+        why(&ns("legacy", &[("team", "payments")]), &b, 1)
+            .unwrap()
+            .contains("excludedNamespaces")
+    );
+    let mut deleting = b.clone();
+    deleting.metadata.deletion_timestamp = Some(Time(Timestamp::UNIX_EPOCH));
+    assert!(
+        why(&ns("pay", &[("team", "payments")]), &deleting, 1)
+            .unwrap()
+            .contains("being deleted")
+    );
+    // A namespace being deleted, or an invalid baseline, is no departure.
+    let mut going = ns("pay", &[]);
+    going.terminating = true;
+    assert_eq!(why(&going, &b, 1), None);
+    assert_eq!(departure(&b, None, &ns("pay", &[]), &system, Some(1)), None);
+}

@@ -99,7 +99,12 @@ pub struct StatusInput<'a> {
     pub ip_families: Option<crate::core::families::Rendered>,
     /// The engine the metadata policy is written for (None without metadataEgress).
     pub engine: Option<crate::core::engine::Resolution>,
+    /// Namespaces that left the baseline since the status was last written.
+    pub departed: &'a [crate::api::Departure],
 }
+
+/// How many departures a status keeps.
+pub const MAX_DEPARTURES: usize = 20;
 
 /// The status a baseline should have. `previous` keeps `lastTransitionTime` of conditions whose
 /// status did not change, so a recomputed status equals the stored one when nothing changed.
@@ -244,11 +249,23 @@ pub fn compute(
             families: r.families,
             reason: r.reason,
         }),
+        departures: departures(input.departed, previous),
         engine: input.engine.as_ref().map(|r| crate::api::EngineStatus {
             engine: r.engine,
             reason: r.reason.clone(),
         }),
     }
+}
+
+/// The newest departures: those since the last write, then those the status already lists.
+fn departures(
+    departed: &[crate::api::Departure],
+    previous: Option<&SecurityBaselineStatus>,
+) -> Vec<crate::api::Departure> {
+    let mut all: Vec<crate::api::Departure> = departed.iter().rev().cloned().collect();
+    all.extend(previous.iter().flat_map(|p| p.departures.iter().cloned()));
+    all.truncate(MAX_DEPARTURES);
+    all
 }
 
 fn condition(
@@ -300,6 +317,7 @@ mod tests {
             unsettled: 0,
             ip_families: None,
             engine: None,
+            departed: &[],
         }
     }
 

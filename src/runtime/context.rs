@@ -67,6 +67,8 @@ pub struct Results {
     pub pending: BTreeMap<String, (Option<i64>, BTreeSet<String>)>,
     /// Namespaces whose PolicyReport may have to change ("" for the cluster summary).
     pub reports_dirty: BTreeSet<String>,
+    /// Baseline name -> namespaces that left it and are not yet in its status.
+    pub departures: BTreeMap<String, Vec<crate::api::Departure>>,
 }
 
 /// Shared state of the controller.

@@ -163,6 +163,63 @@ impl Events {
         }
     }
 
+    /// A Warning Event in namespace `ns`, about the namespace itself, for its team to see
+    /// (`kubectl events -n NS`). Not aggregated: these are rare (a namespace leaving a baseline).
+    pub async fn publish_in_namespace(&self, ns: &str, reason: &str, note: String) {
+        let regarding = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Namespace".into()),
+            name: Some(ns.into()),
+            // The Events API wants the regarding object's namespace to be the Event's.
+            namespace: Some(ns.into()),
+            ..Default::default()
+        };
+        let event = self.event(ns, Kind::Warning, reason, note, regarding, ns);
+        let api: kube::Api<k8s_openapi::api::events::v1::Event> = kube::Api::namespaced(self.client.clone(), ns);
+        if let Err(e) = api.create(&Default::default(), &event).await {
+            warn!(namespace = ns, error = %e, "could not publish event");
+        }
+    }
+
+    /// An Event in `namespace` about `regarding`, named after `name_prefix` like the Recorder
+    /// names its Events: the object, then a unique suffix (the time, and a counter for two
+    /// Events in the same nanosecond).
+    fn event(
+        &self,
+        namespace: &str,
+        kind: Kind,
+        reason: &str,
+        note: String,
+        regarding: k8s_openapi::api::core::v1::ObjectReference,
+        name_prefix: &str,
+    ) -> k8s_openapi::api::events::v1::Event {
+        k8s_openapi::api::events::v1::Event {
+            metadata: kube::api::ObjectMeta {
+                name: Some(format!(
+                    "{}.{:x}{:x}",
+                    name_prefix.chars().take(220).collect::<String>(),
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_nanos(),
+                    SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 0x1000
+                )),
+                namespace: Some(namespace.into()),
+                ..Default::default()
+            },
+            event_time: Some(MicroTime(Timestamp::now())),
+            type_: Some(if kind == Kind::Warning { "Warning" } else { "Normal" }.into()),
+            reason: Some(reason.into()),
+            action: Some("Reconcile".into()),
+            // The Events API caps a note at 1 KiB.
+            note: Some(note.chars().take(1000).collect()),
+            regarding: Some(regarding),
+            reporting_controller: Some(CONTROLLER.into()),
+            reporting_instance: Some(self.instance.clone()),
+            ..Default::default()
+        }
+    }
+
     async fn send(&self, baseline: &str, kind: Kind, reason: &str, note: String) {
         if let Err(e) = self.create(baseline, kind, reason, note).await {
             warn!(error = %e, "could not publish event");
@@ -200,33 +257,7 @@ impl Events {
         let Some(b) = self.baselines.get(&ObjectRef::new(baseline)) else {
             return Ok(());
         };
-        let event = k8s_openapi::api::events::v1::Event {
-            metadata: kube::api::ObjectMeta {
-                // Named like the Recorder names its Events: the object, then a unique suffix
-                // (the time, and a counter for two Events in the same nanosecond).
-                name: Some(format!(
-                    "{}.{:x}{:x}",
-                    baseline.chars().take(220).collect::<String>(),
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .unwrap_or_default()
-                        .as_nanos(),
-                    SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 0x1000
-                )),
-                namespace: Some(EVENTS_NAMESPACE.into()),
-                ..Default::default()
-            },
-            event_time: Some(MicroTime(Timestamp::now())),
-            type_: Some(if kind == Kind::Warning { "Warning" } else { "Normal" }.into()),
-            reason: Some(reason.into()),
-            action: Some("Reconcile".into()),
-            // The Events API caps a note at 1 KiB.
-            note: Some(note.chars().take(1000).collect()),
-            regarding: Some(b.object_ref(&())),
-            reporting_controller: Some(CONTROLLER.into()),
-            reporting_instance: Some(self.instance.clone()),
-            ..Default::default()
-        };
+        let event = self.event(EVENTS_NAMESPACE, kind, reason, note, b.object_ref(&()), baseline);
         let api: kube::Api<k8s_openapi::api::events::v1::Event> =
             kube::Api::namespaced(self.client.clone(), EVENTS_NAMESPACE);
         api.create(&Default::default(), &event).await.map(drop)

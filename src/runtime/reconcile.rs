@@ -12,7 +12,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use tracing::{info, instrument, warn};
 
-use crate::api::{Problem, SecurityBaseline};
+use crate::api::{Departure, Problem, SecurityBaseline};
 use crate::core::desired::{self, NamespaceFacts, ObjectKey, Plan};
 use crate::core::evaluate::{self, Findings};
 use crate::core::objects::{self};
@@ -45,10 +45,11 @@ pub async fn reconcile(ns: Arc<CachedNamespace>, ctx: Arc<Context>) -> Result<Ac
     let refs: Vec<&SecurityBaseline> = baselines.iter().map(AsRef::as_ref).collect();
     let now = Timestamp::now();
     let cluster = ctx.cluster.read().unwrap().clone();
+    let validated = Context::validated(&baselines);
     let plan = desired::plan(
         &facts,
         &refs,
-        &Context::validated(&baselines),
+        &validated,
         &ctx.settings.system_namespaces,
         &cluster,
         now,
@@ -83,7 +84,22 @@ pub async fn reconcile(ns: Arc<CachedNamespace>, ctx: Arc<Context>) -> Result<Ac
     }
 
     let findings = protection_findings(&ctx, &name, &ns_meta, &plan);
-    let new_problems = record(&ctx, &name, &plan, &results, &findings, &repairs, &baselines);
+    let judged = Judged {
+        plan: &plan,
+        results: &results,
+        findings: &findings,
+        repairs: &repairs,
+    };
+    let (new_problems, departures) = record(&ctx, &facts, &judged, &baselines, &validated);
+    for (baseline, why) in departures {
+        warn!(baseline, why = %why, "namespace left the baseline");
+        let note = format!("namespace {name} left the baseline: {why}");
+        ctx.publish(&baseline, EventType::Warning, "NamespaceLeft", note.clone())
+            .await;
+        ctx.events
+            .publish_in_namespace(&name, "NamespaceLeft", format!("{note} (SecurityBaseline {baseline})"))
+            .await;
+    }
     for (baseline, key, how) in &repairs {
         info!(baseline, object = %key, "{}", log_verb(how));
         ctx.publish(
@@ -185,17 +201,29 @@ fn protection_findings(
     )
 }
 
-/// Stores this namespace's outcome for every baseline and returns the problems that are new.
+/// What one reconcile of a namespace planned, wrote and found.
+struct Judged<'a> {
+    plan: &'a Plan,
+    results: &'a BTreeMap<ObjectKey, ObjectResult>,
+    findings: &'a BTreeMap<String, Findings>,
+    repairs: &'a [(String, ObjectKey, &'static str)],
+}
+
+/// A baseline the namespace left, and what changed.
+type Departed = (String, String);
+
+/// Stores this namespace's outcome for every baseline; returns the problems that are new and
+/// the baselines the namespace has left since its last reconcile (with what changed).
 fn record(
     ctx: &Context,
-    ns: &str,
-    plan: &Plan,
-    results: &BTreeMap<ObjectKey, ObjectResult>,
-    findings: &BTreeMap<String, Findings>,
-    repairs: &[(String, ObjectKey, &'static str)],
+    facts: &NamespaceFacts,
+    judged: &Judged,
     baselines: &[Arc<SecurityBaseline>],
-) -> Vec<(String, Problem)> {
-    let mut judged = evaluate::outcomes(ns, plan, results, findings);
+    validated: &BTreeMap<String, Result<desired::ValidBaseline, desired::InvalidSpec>>,
+) -> (Vec<(String, Problem)>, Vec<Departed>) {
+    let (ns, plan, repairs) = (facts.name.as_str(), judged.plan, judged.repairs);
+    let mut judged = evaluate::outcomes(ns, plan, judged.results, judged.findings);
+    let mut departures = Vec::new();
     let mut new_problems = Vec::new();
     let mut r = ctx.results.lock().unwrap();
     let mut changed = r.seen.insert(ns.to_string());
@@ -209,9 +237,19 @@ fn record(
         }
         let outcomes = r.outcomes.entry(bname.clone()).or_default();
         let Some(mut outcome) = judged.remove(&bname) else {
-            if outcomes.remove(ns).is_some() {
+            if let Some(was) = outcomes.remove(ns) {
                 changed = true;
                 r.reports_dirty.insert(ns.to_string());
+                let valid = validated.get(&bname).and_then(|v| v.as_ref().ok());
+                let system = &ctx.settings.system_namespaces;
+                if let Some(why) = desired::departure(b, valid, facts, system, was.generation) {
+                    r.departures.entry(bname.clone()).or_default().push(Departure {
+                        namespace: ns.to_string(),
+                        reason: why.clone(),
+                        time: Time(Timestamp::now()),
+                    });
+                    departures.push((bname.clone(), why));
+                }
             }
             continue;
         };
@@ -251,7 +289,7 @@ fn record(
     if changed {
         ctx.status_changed.notify_one();
     }
-    new_problems
+    (new_problems, departures)
 }
 
 pub fn error_policy(_ns: Arc<CachedNamespace>, error: &Error, ctx: Arc<Context>) -> Action {

@@ -178,7 +178,13 @@ async fn write_all(ctx: &Context, mut pacing: Option<&mut Pacing>) -> bool {
     let cluster = ctx.cluster.read().unwrap().clone();
     let mut ok = true;
     if pacing.as_deref_mut().is_none_or(|p| p.forget_due(Instant::now())) {
-        forget_what_is_gone(ctx, &baselines);
+        for (baseline, namespaces) in forget_what_is_gone(ctx, &baselines) {
+            for ns in namespaces {
+                warn!(baseline = %baseline, namespace = %ns, "namespace left the baseline: it was deleted");
+                let note = format!("namespace {ns} left SecurityBaseline {baseline}: the SecurityBaseline was deleted");
+                ctx.events.publish_in_namespace(&ns, "NamespaceLeft", note).await;
+            }
+        }
     }
     for baseline in &baselines {
         let name = baseline.name_any();
@@ -200,6 +206,7 @@ async fn write_all(ctx: &Context, mut pacing: Option<&mut Pacing>) -> bool {
         let (status, pending, unsettled) = {
             let r = ctx.results.lock().unwrap();
             let pending = r.pending_repairs.get(&name).cloned().unwrap_or_default();
+            let departed = r.departures.get(&name).cloned().unwrap_or_default();
             let invalid = desired::validate(baseline).err().map(|e| e.0);
             let generation = baseline.meta().generation;
             let outcomes = r.outcomes.get(&name);
@@ -218,8 +225,13 @@ async fn write_all(ctx: &Context, mut pacing: Option<&mut Pacing>) -> bool {
                 unsettled,
                 ip_families: egress.map(|egress| crate::core::families::rendered(egress, &cluster.families)),
                 engine: egress.map(|egress| cluster.engine.resolve(egress)),
+                departed: &departed,
             };
-            (status::compute(&input, previous, now), pending, unsettled)
+            (
+                status::compute(&input, previous, now),
+                (pending, departed.len()),
+                unsettled,
+            )
         };
         update_gauges(ctx, &name, &status);
         announce_uncertain_engine(ctx, &name, previous, &status).await;
@@ -266,7 +278,10 @@ async fn write_all(ctx: &Context, mut pacing: Option<&mut Pacing>) -> bool {
                 ctx.metrics.status_writes.inc();
                 let mut r = ctx.results.lock().unwrap();
                 if let Some(p) = r.pending_repairs.get_mut(&name) {
-                    p.0 -= pending.0;
+                    p.0 -= pending.0.0;
+                }
+                if let Some(d) = r.departures.get_mut(&name) {
+                    d.drain(..pending.1.min(d.len()));
                 }
                 drop(r);
                 let rv = revision(stored.metadata.resource_version.as_deref());
@@ -323,8 +338,9 @@ pub fn status_changed_elsewhere(ctx: &Context, baseline: &SecurityBaseline) {
     }
 }
 
-/// Drops the results of deleted baselines and namespaces, once per pass.
-fn forget_what_is_gone(ctx: &Context, baselines: &[Arc<SecurityBaseline>]) {
+/// Drops the results of deleted baselines and namespaces, once per pass. Returns the deleted
+/// baselines with the namespaces they still selected: those left them.
+fn forget_what_is_gone(ctx: &Context, baselines: &[Arc<SecurityBaseline>]) -> Vec<(String, Vec<String>)> {
     let live_namespaces: HashSet<String> = ctx.namespaces.state().iter().map(|n| n.name_any()).collect();
     let live_baselines: HashSet<String> = baselines.iter().map(|b| b.name_any()).collect();
     let live_uids: HashSet<String> = baselines.iter().filter_map(|b| b.uid()).collect();
@@ -335,6 +351,7 @@ fn forget_what_is_gone(ctx: &Context, baselines: &[Arc<SecurityBaseline>]) {
         .filter(|b| !live_baselines.contains(*b))
         .cloned()
         .collect();
+    let mut left = Vec::new();
     for baseline in gone {
         // Its results leave the PolicyReports of the namespaces it selected.
         let selected: Vec<String> = r
@@ -343,7 +360,9 @@ fn forget_what_is_gone(ctx: &Context, baselines: &[Arc<SecurityBaseline>]) {
             .into_iter()
             .flat_map(|o| o.keys().cloned())
             .collect();
-        r.reports_dirty.extend(selected);
+        r.reports_dirty.extend(selected.iter().cloned());
+        let still_there = selected.into_iter().filter(|ns| live_namespaces.contains(ns)).collect();
+        left.push((baseline.clone(), still_there));
         // A deleted baseline's gauges go with it (no series frozen at its last value).
         for condition in CONDITIONS {
             ctx.metrics.conditions.remove(&ConditionLabel {
@@ -369,6 +388,7 @@ fn forget_what_is_gone(ctx: &Context, baselines: &[Arc<SecurityBaseline>]) {
         outcomes.retain(|ns, _| live_namespaces.contains(ns));
     }
     r.pending_repairs.retain(|b, _| live_baselines.contains(b));
+    r.departures.retain(|b, _| live_baselines.contains(b));
     // A namespace deleted before it was reconciled against a new generation never will be.
     r.pending.retain(|b, _| live_baselines.contains(b));
     for (_, left) in r.pending.values_mut() {
@@ -385,6 +405,7 @@ fn forget_what_is_gone(ctx: &Context, baselines: &[Arc<SecurityBaseline>]) {
         .lock()
         .unwrap()
         .retain(|uid, _| live_uids.contains(uid));
+    left
 }
 
 /// The `state` label values of the per-baseline namespace gauge.
