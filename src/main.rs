@@ -73,9 +73,10 @@ struct RunArgs {
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     lease_duration: Duration,
     /// Maintain a wgpolicyk8s.io/v1alpha2 PolicyReport per selected namespace and a
-    /// ClusterPolicyReport summary (the PolicyReport CRDs must be installed).
-    #[arg(long)]
-    policy_reports: bool,
+    /// ClusterPolicyReport summary: Auto (default) when the API serves them at start, On, Off.
+    /// A bare --policy-reports means On.
+    #[arg(long, value_enum, default_value_t = ReportsMode::Auto, num_args = 0..=1, default_missing_value = "On")]
+    policy_reports: ReportsMode,
     /// How often the cluster's address families and policy engine (Cilium's API and agents) are
     /// read again; a change re-renders every namespace.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
@@ -83,6 +84,17 @@ struct RunArgs {
     /// This replica's identity in the lease and in Events (default: the host name).
     #[arg(long, env = "POD_NAME")]
     instance: Option<String>,
+}
+
+/// Whether PolicyReports are kept.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ReportsMode {
+    #[value(name = "Auto")]
+    Auto,
+    #[value(name = "On")]
+    On,
+    #[value(name = "Off")]
+    Off,
 }
 
 /// How long in-flight work may take after SIGTERM (the Deployment allows 30 s in all).
@@ -227,7 +239,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         status_debounce: args.status_debounce,
         instance,
         progress,
-        policy_reports: args.policy_reports,
+        policy_reports: match args.policy_reports {
+            ReportsMode::On => true,
+            ReportsMode::Off => false,
+            ReportsMode::Auto => kube_baseline::runtime::reports::served(&client).await,
+        },
     };
     // The controller stops on a signal (leadership lost ends the process, above).
     let stop = stopped(stop_rx.clone());

@@ -376,6 +376,9 @@ impl Operator {
                 "--system-namespace",
                 "e2e-platform-system",
             ])
+            // PolicyReports only where a test asks: their CRDs, once e2e_reports installs them,
+            // would otherwise turn them on (Auto) in every later operator.
+            .args((!extra.iter().any(|a| a.starts_with("--policy-reports"))).then_some("--policy-reports=Off"))
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .envs(env.iter().copied())

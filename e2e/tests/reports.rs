@@ -177,9 +177,10 @@ async fn policy_reports_follow_drift_and_repair_and_a_restart_writes_none() {
     })
     .await;
 
-    // A restart over the same outcomes writes no report.
+    // A restart over the same outcomes writes no report. It runs with the default, Auto: the
+    // CRDs are served, so it keeps the reports (the deleted baseline's go, below).
     drop(op);
-    let op = Operator::start("reports-restart", &kubeconfig, &["--policy-reports"]);
+    let op = Operator::start("reports-restart", &kubeconfig, &["--policy-reports=Auto"]);
     let all = Api::<k8s_openapi::api::core::v1::Namespace>::all(s.client.clone())
         .list_metadata(&Default::default())
         .await

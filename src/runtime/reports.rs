@@ -34,6 +34,23 @@ pub struct Reports {
     missing_crd_logged: AtomicBool,
 }
 
+/// Whether the API serves PolicyReports and ClusterPolicyReports (their CRDs are installed),
+/// for `--policy-reports Auto`. A discovery that fails counts as not served.
+pub async fn served(client: &kube::Client) -> bool {
+    let resources = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.list_api_group_resources("wgpolicyk8s.io/v1alpha2"),
+    )
+    .await;
+    let served = matches!(resources, Ok(Ok(list))
+        if ["policyreports", "clusterpolicyreports"].iter().all(|r| list.resources.iter().any(|x| x.name == *r)));
+    tracing::info!(
+        served,
+        "PolicyReports (--policy-reports Auto): kept when the API serves them"
+    );
+    served
+}
+
 fn resource(kind: &str) -> ApiResource {
     ApiResource::from_gvk(&GroupVersionKind::gvk("wgpolicyk8s.io", "v1alpha2", kind))
 }
