@@ -86,7 +86,7 @@ chart-sync:
 check-chart:
 	charts/sync.sh --check
 	$(HELM) lint --strict charts/kube-baseline
-	$(HELM) lint --strict charts/kube-baseline --set namespace.create=true,serviceMonitor.enabled=true,prometheusRule.enabled=true,grafanaDashboard.enabled=true
+	$(HELM) lint --strict charts/kube-baseline --set namespace.create=true,serviceMonitor.enabled=true,prometheusRule.enabled=true,grafanaDashboard.enabled=true,rbac.teamVisibility=true
 
 ## The alert rules pass promtool's check and their unit tests.
 check-monitoring:

@@ -52,6 +52,7 @@ put "$chart/files/fence-policy.yaml" <config/fence/policy.yaml
 put "$chart/files/fence-system-namespaces.yaml" <config/fence/system-namespaces.yaml
 put "$chart/files/fence-baselines.yaml" <config/fence/baselines.yaml
 put "$chart/files/fence-per-baseline.yaml" <config/fence/per-baseline.yaml
+put "$chart/files/team-visibility.yaml" <config/components/team-visibility/roles.yaml
 put "$chart/files/alerts.yaml" <monitoring/alerts.yaml
 put "$chart/files/dashboard.json" <monitoring/dashboard.json
 prometheus_rule | put monitoring/prometheusrule.yaml

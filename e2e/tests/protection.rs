@@ -834,3 +834,69 @@ async fn a_sticky_baseline_keeps_its_namespaces_but_an_admin_may_move_one() {
     drop_labeller(&s).await;
     s.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_team_sees_its_problems_in_its_namespace_and_with_team_visibility_its_baseline() {
+    let mut s = Scenario::new("team-sees").await;
+    let spec = SecurityBaselineSpec {
+        admission: Some(AdmissionMode::Off),
+        ..aks_spec(&s.label)
+    };
+    let baseline = s.baseline("aks", spec).await;
+    let ns = s.namespace("team").await;
+    s.wait_all_objects(&ns).await;
+    s.wait_condition(&baseline, "Ready", "True").await;
+    let member = member().await;
+    Api::<NetworkPolicy>::namespaced(member.clone(), &ns)
+        .create(&PostParams::default(), &allow_all(&ns))
+        .await
+        .expect("admitted with Off");
+    // The Bypassed problem is an Event in the team's namespace, about its policy, readable by
+    // the team (edit through the baseline's own binding).
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(member.clone(), &ns);
+    let event = eventually("a Bypassed Event the member reads in its namespace", WAIT, || async {
+        events
+            .list(&Default::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("Bypassed")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("allow-all-egress")
+            })
+    })
+    .await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert!(event.note.as_deref().unwrap().contains(&baseline), "{event:?}");
+
+    // Baselines are cluster-scoped: the member reads them only with team-visibility's viewer
+    // role bound to its group.
+    let baselines: Api<kube_baseline::api::SecurityBaseline> = Api::all(member.clone());
+    assert!(matches!(baselines.get(&baseline).await, Err(kube::Error::Api(e)) if e.code == 403));
+    kubectl(&[
+        "apply",
+        "--server-side",
+        "-f",
+        repo_root()
+            .join("config/components/team-visibility/roles.yaml")
+            .to_str()
+            .unwrap(),
+    ]);
+    let binding_name = format!("e2e-viewers-{}", s.label);
+    let binding: k8s_openapi::api::rbac::v1::ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": binding_name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "kube-baseline-viewer"},
+        "subjects": [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": GROUP_DEV}]
+    }))
+    .unwrap();
+    let bindings: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(s.client.clone());
+    bindings.create(&PostParams::default(), &binding).await.unwrap();
+    let seen = eventually("the member reads its baseline's status", WAIT, || async {
+        baselines.get(&baseline).await.ok()?.status
+    })
+    .await;
+    assert_eq!(seen.namespaces.bypassed, 1);
+    bindings.delete(&binding_name, &DeleteParams::default()).await.unwrap();
+    s.cleanup().await;
+}

@@ -163,18 +163,27 @@ impl Events {
         }
     }
 
-    /// A Warning Event in namespace `ns`, about the namespace itself, for its team to see
-    /// (`kubectl events -n NS`). Not aggregated: these are rare (a namespace leaving a baseline).
-    pub async fn publish_in_namespace(&self, ns: &str, reason: &str, note: String) {
+    /// A Warning Event in namespace `ns`, about `object` there (`Kind/name` as problems name
+    /// objects; the namespace itself for anything else), for its team to see (`kubectl events
+    /// -n NS`). Not aggregated: these come once per change (a new problem, a departure).
+    pub async fn publish_in_namespace(&self, ns: &str, object: &str, reason: &str, note: String) {
+        let (kind, name) = object.split_once('/').unwrap_or(("Namespace", ns));
+        let (api_version, kind, name) = match kind {
+            "NetworkPolicy" => ("networking.k8s.io/v1", kind, name),
+            "RoleBinding" => ("rbac.authorization.k8s.io/v1", kind, name),
+            "CiliumNetworkPolicy" => ("cilium.io/v2", kind, name),
+            "Pod" => ("v1", kind, name),
+            _ => ("v1", "Namespace", ns),
+        };
         let regarding = k8s_openapi::api::core::v1::ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Namespace".into()),
-            name: Some(ns.into()),
+            api_version: Some(api_version.into()),
+            kind: Some(kind.into()),
+            name: Some(name.into()),
             // The Events API wants the regarding object's namespace to be the Event's.
             namespace: Some(ns.into()),
             ..Default::default()
         };
-        let event = self.event(ns, Kind::Warning, reason, note, regarding, ns);
+        let event = self.event(ns, Kind::Warning, reason, note, regarding, name);
         let api: kube::Api<k8s_openapi::api::events::v1::Event> = kube::Api::namespaced(self.client.clone(), ns);
         if let Err(e) = api.create(&Default::default(), &event).await {
             warn!(namespace = ns, error = %e, "could not publish event");

@@ -96,8 +96,9 @@ pub async fn reconcile(ns: Arc<CachedNamespace>, ctx: Arc<Context>) -> Result<Ac
         let note = format!("namespace {name} left the baseline: {why}");
         ctx.publish(&baseline, EventType::Warning, "NamespaceLeft", note.clone())
             .await;
+        let note = format!("{note} (SecurityBaseline {baseline})");
         ctx.events
-            .publish_in_namespace(&name, "NamespaceLeft", format!("{note} (SecurityBaseline {baseline})"))
+            .publish_in_namespace(&name, "Namespace", "NamespaceLeft", note)
             .await;
     }
     for (baseline, key, how) in &repairs {
@@ -126,6 +127,15 @@ pub async fn reconcile(ns: Arc<CachedNamespace>, ctx: Arc<Context>) -> Result<Ac
             format!("{}/{}: {}", problem.namespace, problem.object, problem.message),
         )
         .await;
+        // The team sees it in its own namespace, about the object.
+        ctx.events
+            .publish_in_namespace(
+                &problem.namespace,
+                &problem.object,
+                &problem.reason,
+                format!("SecurityBaseline {baseline}: {}", problem.message),
+            )
+            .await;
     }
     for (baseline, key, reason, message) in &failures {
         ctx.publish(

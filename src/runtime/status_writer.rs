@@ -182,7 +182,9 @@ async fn write_all(ctx: &Context, mut pacing: Option<&mut Pacing>) -> bool {
             for ns in namespaces {
                 warn!(baseline = %baseline, namespace = %ns, "namespace left the baseline: it was deleted");
                 let note = format!("namespace {ns} left SecurityBaseline {baseline}: the SecurityBaseline was deleted");
-                ctx.events.publish_in_namespace(&ns, "NamespaceLeft", note).await;
+                ctx.events
+                    .publish_in_namespace(&ns, "Namespace", "NamespaceLeft", note)
+                    .await;
             }
         }
     }
