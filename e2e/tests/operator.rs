@@ -1387,3 +1387,48 @@ async fn an_event_after_a_repair_names_the_object_repaired() {
     .await;
     s.cleanup().await;
 }
+
+#[tokio::test]
+async fn two_baselines_compose_their_cidrs_and_pod_security_strictest_wins() {
+    let mut s = Scenario::new("compose").await;
+    let org = s.baseline("org", aks_spec(&s.label)).await;
+    let mut spec = aks_spec(&s.label);
+    spec.metadata_egress = Some(MetadataEgress {
+        blocked_cidrs: vec!["168.63.129.16/32".into(), "169.254.169.254/32".into()],
+        ..Default::default()
+    });
+    spec.role_bindings.clear();
+    spec.pod_security = Some(kube_baseline::api::PodSecurity {
+        enforce: Some(kube_baseline::api::PodSecurityLevel::Restricted),
+        ..Default::default()
+    });
+    let regulated = s.baseline("regulated", spec).await;
+    let ns = s.namespace("payments").await;
+    let np = eventually("the composed policy", WAIT, || async {
+        s.policy(&ns).await.filter(|np| {
+            excepts(np)
+                == vec![(
+                    "0.0.0.0/0".into(),
+                    Some(vec!["168.63.129.16/32".into(), "169.254.169.254/32".into()]),
+                )]
+        })
+    })
+    .await;
+    // Written for the older baseline, which owns it.
+    assert_eq!(np.labels()["kubebaseline.io/baseline"], org);
+    eventually("the stricter Pod Security level", WAIT, || async {
+        let labels = s.namespace_labels(&ns).await;
+        (labels.get("pod-security.kubernetes.io/enforce").map(String::as_str) == Some("restricted")).then_some(())
+    })
+    .await;
+    // Both are compliant: no conflict.
+    for b in [&org, &regulated] {
+        s.wait_status(b, "compliant, no conflict", |st| {
+            st.namespaces.compliant == 1 && st.namespaces.conflicted == 0
+        })
+        .await;
+    }
+    s.wait_event(&org, "Created", &format!("(for baselines {org}, {regulated})"))
+        .await;
+    s.cleanup().await;
+}

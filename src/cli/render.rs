@@ -326,6 +326,9 @@ pub fn render(
         }
         for (key, want) in plan.objects.iter().filter(|(_, w)| w.owner.mode == Mode::Enforce) {
             let _ = writeln!(out, "---");
+            if want.contributors.len() > 1 {
+                let _ = writeln!(out, "# composed for baselines {}", want.contributors.join(", "));
+            }
             out.push_str(&serde_saphyr::to_string(&build(meta, key, want))?);
         }
     }

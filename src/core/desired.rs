@@ -79,7 +79,95 @@ pub struct Owner {
 #[derive(Clone, Debug, PartialEq)]
 pub struct DesiredObject {
     pub content: Content,
+    /// The baseline it is written for (labels, ownerReference): the first by precedence.
     pub owner: Owner,
+    /// Every baseline whose wants it holds, by name (the owner included): baselines of one mode
+    /// compose, the strictest wins (see [`Want::merge`]).
+    pub contributors: Vec<String>,
+}
+
+/// What one baseline asks of an object, in a form that composes with what another asks.
+#[derive(Clone, Debug, PartialEq)]
+enum Want {
+    NetworkPolicy {
+        blocked: Vec<IpNet>,
+        ipv6: bool,
+    },
+    CiliumPolicy {
+        blocked: Vec<IpNet>,
+    },
+    RoleBinding {
+        role_ref: RoleRef,
+        subjects: Vec<Subject>,
+    },
+    /// Mode (enforce, audit, warn) -> level and version.
+    PodSecurity(BTreeMap<&'static str, (crate::api::PodSecurityLevel, String)>),
+}
+
+impl Want {
+    /// What two baselines' wants of one object come to, strictest first: blocked CIDRs are
+    /// united (and IPv6 egress kept where either keeps it), Pod Security takes the strictest
+    /// level per mode (with that level's version; on a tie, `self`'s, the earlier baseline's).
+    /// None for a contradiction no merge resolves: two bindings of one name that differ.
+    fn merge(&self, other: &Want) -> Option<Want> {
+        let union = |a: &[IpNet], b: &[IpNet]| {
+            let mut all: Vec<IpNet> = a.iter().chain(b).copied().collect();
+            all.sort();
+            all.dedup();
+            all
+        };
+        match (self, other) {
+            (Want::NetworkPolicy { blocked: a, ipv6: x }, Want::NetworkPolicy { blocked: b, ipv6: y }) => {
+                Some(Want::NetworkPolicy {
+                    blocked: union(a, b),
+                    ipv6: *x || *y,
+                })
+            }
+            (Want::CiliumPolicy { blocked: a }, Want::CiliumPolicy { blocked: b }) => {
+                Some(Want::CiliumPolicy { blocked: union(a, b) })
+            }
+            (Want::PodSecurity(a), Want::PodSecurity(b)) => {
+                let mut merged = a.clone();
+                for (mode, (level, version)) in b {
+                    let stricter = merged.get(mode).is_none_or(|(have, _)| rank(*level) > rank(*have));
+                    if stricter {
+                        merged.insert(mode, (*level, version.clone()));
+                    }
+                }
+                Some(Want::PodSecurity(merged))
+            }
+            (a, b) if a == b => Some(a.clone()),
+            _ => None,
+        }
+    }
+
+    fn content(&self) -> Content {
+        match self {
+            Want::NetworkPolicy { blocked, ipv6 } => Content::NetworkPolicy(metadata_egress_spec(blocked, *ipv6)),
+            Want::CiliumPolicy { blocked } => Content::CiliumPolicy(metadata_deny_spec(blocked)),
+            Want::RoleBinding { role_ref, subjects } => Content::RoleBinding {
+                role_ref: role_ref.clone(),
+                subjects: subjects.clone(),
+            },
+            Want::PodSecurity(modes) => {
+                let mut labels = BTreeMap::new();
+                for (mode, (level, version)) in modes {
+                    labels.insert(format!("{PSA_PREFIX}{mode}"), level.as_str().to_string());
+                    labels.insert(format!("{PSA_PREFIX}{mode}-version"), version.clone());
+                }
+                Content::PodSecurityLabels(labels)
+            }
+        }
+    }
+}
+
+fn rank(level: crate::api::PodSecurityLevel) -> u8 {
+    use crate::api::PodSecurityLevel::*;
+    match level {
+        Privileged => 0,
+        Baseline => 1,
+        Restricted => 2,
+    }
 }
 
 /// A baseline wants an object that an older baseline wants differently.
@@ -260,10 +348,19 @@ pub fn wanted_objects(
     valid: &ValidBaseline,
     cluster: &Cluster,
 ) -> Vec<(Control, ObjectKey, Content)> {
+    wants(baseline, valid, cluster)
+        .into_iter()
+        .map(|(control, key, want)| (control, key, want.content()))
+        .collect()
+}
+
+/// [`wanted_objects`], as wants that compose with other baselines'.
+fn wants(baseline: &SecurityBaseline, valid: &ValidBaseline, cluster: &Cluster) -> Vec<(Control, ObjectKey, Want)> {
     let spec = &baseline.spec;
     let mut out = Vec::new();
     if let Some(egress) = &spec.metadata_egress {
         let name = egress.policy_name.clone();
+        let blocked = valid.blocked.clone();
         out.push(match cluster.engine.resolve(egress).engine {
             ResolvedEngine::NetworkPolicy => {
                 let families = families::rendered(egress, &cluster.families).families;
@@ -271,13 +368,13 @@ pub fn wanted_objects(
                 (
                     Control::MetadataEgress,
                     ObjectKey::NetworkPolicy(name),
-                    Content::NetworkPolicy(metadata_egress_spec(&valid.blocked, ipv6)),
+                    Want::NetworkPolicy { blocked, ipv6 },
                 )
             }
             ResolvedEngine::Cilium => (
                 Control::MetadataEgress,
                 ObjectKey::CiliumPolicy(name),
-                Content::CiliumPolicy(metadata_deny_spec(&valid.blocked)),
+                Want::CiliumPolicy { blocked },
             ),
         });
     }
@@ -299,22 +396,19 @@ pub fn wanted_objects(
         out.push((
             Control::RoleBindings,
             ObjectKey::RoleBinding(rb.name.clone()),
-            Content::RoleBinding { role_ref, subjects },
+            Want::RoleBinding { role_ref, subjects },
         ));
     }
     if let Some(psa) = &spec.pod_security {
-        let mut labels = BTreeMap::new();
-        for (mode, level) in [("enforce", psa.enforce), ("audit", psa.audit), ("warn", psa.warn)] {
-            if let Some(level) = level {
-                labels.insert(format!("{PSA_PREFIX}{mode}"), level.as_str().to_string());
-                labels.insert(format!("{PSA_PREFIX}{mode}-version"), psa.version.clone());
-            }
-        }
-        if !labels.is_empty() {
+        let modes: BTreeMap<&'static str, _> = [("enforce", psa.enforce), ("audit", psa.audit), ("warn", psa.warn)]
+            .into_iter()
+            .filter_map(|(mode, level)| Some((mode, (level?, psa.version.clone()))))
+            .collect();
+        if !modes.is_empty() {
             out.push((
                 Control::PodSecurity,
                 ObjectKey::PodSecurityLabels,
-                Content::PodSecurityLabels(labels),
+                Want::PodSecurity(modes),
             ));
         }
     }
@@ -391,6 +485,7 @@ pub fn plan(
     }
     let mut ordered: Vec<&SecurityBaseline> = baselines.to_vec();
     ordered.sort_by(|a, b| precedence(a, b));
+    let mut wanted: BTreeMap<ObjectKey, (Want, Owner, Vec<String>)> = BTreeMap::new();
     for baseline in ordered.into_iter().filter(|b| !deleting(b)) {
         let name = baseline.name_any();
         let Some(Ok(valid)) = validated.get(&name) else {
@@ -418,7 +513,7 @@ pub fn plan(
             verdict.blocked = valid.blocked.clone();
             verdict.engine = Some(cluster.engine.resolve(egress).engine);
         }
-        for (control, key, content) in wanted_objects(baseline, valid, cluster) {
+        for (control, key, want) in wants(baseline, valid, cluster) {
             if verdict
                 .exemption
                 .as_ref()
@@ -426,21 +521,28 @@ pub fn plan(
             {
                 continue;
             }
-            match plan.objects.get(&key) {
+            match wanted.get_mut(&key) {
                 None => {
-                    plan.objects.insert(
-                        key.clone(),
-                        DesiredObject {
-                            content,
-                            owner: owner.clone(),
-                        },
-                    );
+                    wanted.insert(key.clone(), (want, owner.clone(), vec![name.clone()]));
                     verdict.wanted.push(key);
                 }
-                Some(existing) if existing.content == content => verdict.wanted.push(key),
-                Some(existing) => verdict.conflicts.push(Conflict {
+                // Baselines of one mode compose: the object holds what each asks, strictest
+                // wins. An Audit baseline never changes what an Enforce one writes.
+                Some((have, first, contributors)) if first.mode == owner.mode => match have.merge(&want) {
+                    Some(merged) => {
+                        *have = merged;
+                        contributors.push(name.clone());
+                        verdict.wanted.push(key);
+                    }
+                    None => verdict.conflicts.push(Conflict {
+                        key,
+                        winner: first.name.clone(),
+                    }),
+                },
+                Some((have, _, _)) if *have == want => verdict.wanted.push(key),
+                Some((_, first, _)) => verdict.conflicts.push(Conflict {
                     key,
-                    winner: existing.owner.name.clone(),
+                    winner: first.name.clone(),
                 }),
             }
         }
@@ -449,6 +551,21 @@ pub fn plan(
         verdict.conflicts.sort_by(|a, b| a.key.cmp(&b.key));
         plan.verdicts.insert(name, verdict);
     }
+    plan.objects = wanted
+        .into_iter()
+        .map(|(key, (want, owner, mut contributors))| {
+            contributors.sort();
+            let content = want.content();
+            (
+                key,
+                DesiredObject {
+                    content,
+                    owner,
+                    contributors,
+                },
+            )
+        })
+        .collect();
     plan
 }
 

@@ -238,7 +238,93 @@ fn same_creation_time_breaks_ties_by_name() {
             .name,
         "a"
     );
-    assert_eq!(p.verdicts["b"].conflicts.len(), 1);
+    // Their CIDRs compose: no conflict, both contributed.
+    assert!(p.verdicts["b"].conflicts.is_empty());
+    assert_eq!(
+        p.objects[&ObjectKey::NetworkPolicy("restrict-instance-metadata".into())].contributors,
+        ["a", "b"]
+    );
+}
+
+fn blocked_by(p: &Plan) -> Vec<String> {
+    let Content::NetworkPolicy(spec) =
+        &p.objects[&ObjectKey::NetworkPolicy("restrict-instance-metadata".into())].content
+    else {
+        panic!("a NetworkPolicy");
+    };
+    spec.egress.as_ref().unwrap()[0].to.as_ref().unwrap()[0]
+        .ip_block
+        .as_ref()
+        .unwrap()
+        .except
+        .clone()
+        .unwrap_or_default()
+}
+
+#[test]
+fn baselines_compose_strictest_wins() {
+    // An org-wide baseline, and a stricter one for regulated teams that adds the WireServer and
+    // asks for restricted where the org asks for baseline (and for audit where it says nothing).
+    let org = baseline("org", 10, full_spec());
+    let mut spec = full_spec();
+    spec.metadata_egress = Some(MetadataEgress {
+        blocked_cidrs: vec!["168.63.129.16/32".into(), "169.254.169.254/32".into()],
+        ..Default::default()
+    });
+    spec.pod_security = Some(PodSecurity {
+        enforce: Some(PodSecurityLevel::Restricted),
+        audit: Some(PodSecurityLevel::Restricted),
+        warn: Some(PodSecurityLevel::Baseline),
+        version: "v1.35".into(),
+    });
+    spec.role_bindings = vec![BaselineRoleBinding {
+        name: "auditors".into(),
+        cluster_role: "view".into(),
+        groups: vec![GROUP_B.into()],
+    }];
+    let regulated = baseline("regulated", 20, spec);
+    let p = plan_for(&ns("payments", &[]), &[&regulated, &org], 100);
+    assert!(p.verdicts.values().all(|v| v.conflicts.is_empty()), "{:?}", p.verdicts);
+    assert_eq!(blocked_by(&p), ["168.63.129.16/32", "169.254.169.254/32"]);
+    let Content::PodSecurityLabels(labels) = &p.objects[&ObjectKey::PodSecurityLabels].content else {
+        panic!("labels");
+    };
+    let label = |k: &str| labels.get(&format!("{PSA_PREFIX}{k}")).map(String::as_str);
+    assert_eq!(label("enforce"), Some("restricted"));
+    assert_eq!(
+        label("enforce-version"),
+        Some("v1.35"),
+        "the version of the level that won"
+    );
+    assert_eq!(label("audit"), Some("restricted"));
+    // warn: the org's restricted beats the regulated baseline's baseline.
+    assert_eq!(
+        (label("warn"), label("warn-version")),
+        (Some("restricted"), Some("latest"))
+    );
+    // Bindings of different names each stand; the owner of shared objects is the older.
+    assert!(p.objects.contains_key(&ObjectKey::RoleBinding("auditors".into())));
+    assert!(p.objects.contains_key(&ObjectKey::RoleBinding("team-edit".into())));
+    assert_eq!(p.objects[&ObjectKey::PodSecurityLabels].owner.name, "org");
+    assert_eq!(
+        p.objects[&ObjectKey::PodSecurityLabels].contributors,
+        ["org", "regulated"]
+    );
+}
+
+#[test]
+fn an_audit_baseline_never_changes_what_an_enforcing_one_writes() {
+    let enforce = baseline("aks", 20, full_spec());
+    let mut spec = full_spec();
+    spec.mode = Mode::Audit;
+    spec.metadata_egress = Some(MetadataEgress {
+        blocked_cidrs: vec!["168.63.129.16/32".into(), "169.254.169.254/32".into()],
+        ..Default::default()
+    });
+    let audit = baseline("preview", 10, spec);
+    let p = plan_for(&ns("team-a", &[]), &[&audit, &enforce], 100);
+    assert_eq!(blocked_by(&p), ["169.254.169.254/32"]);
+    assert_eq!(p.verdicts["preview"].conflicts.len(), 1, "it reports what differs");
 }
 
 #[test]
@@ -473,6 +559,59 @@ mod properties {
             let shuffled: Vec<SecurityBaseline> = bs.iter().map(reordered).collect();
             let shuffled_refs: Vec<&SecurityBaseline> = shuffled.iter().collect();
             prop_assert_eq!(&first, &plan_for(&ns, &shuffled_refs, now));
+        }
+
+        /// Composing never makes a namespace less strict than any one enforcing baseline asks,
+        /// and a baseline twice composes to itself (idempotent).
+        #[test]
+        fn composing_is_never_less_strict_than_any_baseline_and_idempotent(
+            bs in baselines(),
+            ns_name in prop::sample::select(NAMESPACES.to_vec()),
+            tier in prop_oneof![Just("apps"), Just("db"), Just("none")],
+        ) {
+            let ns = ns(ns_name, &[("tier", tier)]);
+            let refs: Vec<&SecurityBaseline> = bs.iter().collect();
+            let all = plan_for(&ns, &refs, 0);
+            for b in bs.iter().filter(|b| b.spec.mode == Mode::Enforce) {
+                let alone = plan_for(&ns, &[b], 0);
+                let Some(verdict) = all.verdicts.get(&b.name_any()) else { continue };
+                for key in &verdict.wanted {
+                    let (Some(merged), Some(own)) = (all.objects.get(key), alone.objects.get(key)) else { continue };
+                    prop_assert!(at_least_as_strict(&merged.content, &own.content), "{key}: {merged:?} vs {own:?}");
+                }
+                let mut twice = b.clone();
+                twice.metadata.name = Some(format!("{}-twin", b.name_any()));
+                twice.metadata.uid = Some(format!("{}-twin", b.uid().unwrap_or_default()));
+                let doubled = plan_for(&ns, &[b, &twice], 0);
+                for (key, own) in &alone.objects {
+                    prop_assert_eq!(&doubled.objects[key].content, &own.content);
+                }
+            }
+        }
+    }
+
+    /// Whether `merged` blocks every CIDR `own` blocks (and keeps no IPv6 egress `own` cuts
+    /// off is not required: keeping egress is not a weakness), and sets every Pod Security mode
+    /// at least as strictly; other kinds must be equal.
+    fn at_least_as_strict(merged: &Content, own: &Content) -> bool {
+        let excepts = |spec: &k8s_openapi::api::networking::v1::NetworkPolicySpec| -> BTreeSet<String> {
+            spec.egress
+                .iter()
+                .flatten()
+                .flat_map(|r| r.to.iter().flatten())
+                .filter_map(|p| p.ip_block.as_ref())
+                .flat_map(|b| b.except.clone().unwrap_or_default())
+                .collect()
+        };
+        match (merged, own) {
+            (Content::NetworkPolicy(m), Content::NetworkPolicy(o)) => excepts(o).is_subset(&excepts(m)),
+            (Content::PodSecurityLabels(m), Content::PodSecurityLabels(o)) => o.iter().all(|(k, v)| {
+                k.ends_with("-version")
+                    || m.get(k).is_some_and(|mv| {
+                        crate::core::objects::pod_security_rank(mv) >= crate::core::objects::pod_security_rank(v)
+                    })
+            }),
+            (m, o) => m == o,
         }
     }
 }

@@ -107,7 +107,7 @@ pub async fn reconcile(ns: Arc<CachedNamespace>, ctx: Arc<Context>) -> Result<Ac
             baseline,
             EventType::Normal,
             how,
-            format!("{how} {key} in namespace {name}"),
+            format!("{how} {key} in namespace {name}{}", composed_of(&plan, key)),
         )
         .await;
     }
@@ -162,6 +162,14 @@ pub async fn reconcile(ns: Arc<CachedNamespace>, ctx: Arc<Context>) -> Result<Ac
         }
     };
     Ok(next_action(attempts, plan.next_expiry, now))
+}
+
+/// Which baselines an object composes, for its Event, when more than one.
+fn composed_of(plan: &Plan, key: &ObjectKey) -> String {
+    match plan.objects.get(key) {
+        Some(o) if o.contributors.len() > 1 => format!(" (for baselines {})", o.contributors.join(", ")),
+        _ => String::new(),
+    }
 }
 
 /// What a repair did, for the log: created, repaired (an object that drifted, written over),
