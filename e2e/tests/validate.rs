@@ -268,11 +268,26 @@ fn the_binary_reports_every_invalid_document_at_its_location() {
     let dir_arg = dir.to_str().unwrap();
     let (docs, _) = load::read(std::slice::from_ref(&dir)).unwrap();
 
-    let (code, stdout, _) = validate_bin(&[dir_arg], None);
+    // --strict: documents of other kinds are refused too, as the API server refuses them.
+    let (code, stdout, _) = validate_bin(&["--strict", dir_arg], None);
     assert_eq!(code, Some(1), "{stdout}");
+    // Each error is at file:line:column, the line inside its document.
+    let reported_in = |stdout: &str, doc: &load::Document| {
+        let next = docs
+            .iter()
+            .filter(|d| d.location.file == doc.location.file && d.location.line > doc.location.line)
+            .map(|d| d.location.line)
+            .min()
+            .unwrap_or(usize::MAX);
+        // Errors only: a warning (a role the default allow-list forbids) is no refusal.
+        stdout.lines().filter(|l| !l.contains(": warning: ")).any(|l| {
+            l.strip_prefix(&format!("{}:", doc.location.file))
+                .and_then(|rest| rest.split(':').next()?.parse::<usize>().ok())
+                .is_some_and(|line| line >= doc.location.line && line < next)
+        })
+    };
     for doc in &docs {
-        let prefix = format!("{}: ", doc.location);
-        let reported = stdout.lines().any(|l| l.starts_with(&prefix));
+        let reported = reported_in(&stdout, doc);
         assert_eq!(
             reported,
             class(&doc.location) != Class::Good,
@@ -282,6 +297,15 @@ fn the_binary_reports_every_invalid_document_at_its_location() {
     }
     let summary = stdout.lines().last().unwrap();
     assert!(summary.starts_with(&format!("{} documents: ", docs.len())), "{summary}");
+    // Without --strict, documents of other kinds are skipped and said to be.
+    let (_, plain, _) = validate_bin(&[dir_arg], None);
+    for doc in docs.iter().filter(|d| class(&d.location) == Class::Kind) {
+        assert!(!reported_in(&plain, doc), "{}: skipped\n{plain}", doc.location);
+    }
+    assert!(
+        plain.lines().last().unwrap().contains("skipped (--strict refuses"),
+        "{plain}"
+    );
     for line in stdout.lines().filter(|l| l.contains("/operator-")) {
         assert!(
             line.contains("operator check after admission") || line.contains("the operator cannot decode it"),
@@ -290,7 +314,7 @@ fn the_binary_reports_every_invalid_document_at_its_location() {
     }
 
     // JSON: one entry per document, valid exactly for the good ones, errors with their source.
-    let (code, stdout, _) = validate_bin(&["-o", "json", dir_arg], None);
+    let (code, stdout, _) = validate_bin(&["-o", "json", "--strict", dir_arg], None);
     assert_eq!(code, Some(1));
     let out: Value = serde_json::from_str(&stdout).unwrap();
     let documents = out["documents"].as_array().unwrap();
@@ -329,17 +353,17 @@ fn the_binary_reports_every_invalid_document_at_its_location() {
     let good: Vec<&str> = good.iter().map(String::as_str).collect();
     let (code, stdout, _) = validate_bin(&good, None);
     assert_eq!(code, Some(0), "{stdout}");
-    assert!(stdout.trim_end().ends_with("invalid"), "{stdout}");
+    assert!(stdout.lines().last().unwrap().contains(" valid, 0 invalid"), "{stdout}");
 
     // stdin, with a YAML error in the second document.
     let text = "apiVersion: kubebaseline.io/v1alpha1\nkind: SecurityBaseline\nmetadata: {name: a}\nspec: {mode: Foo}\n---\nspec: [\n";
     let (code, stdout, _) = validate_bin(&["-"], Some(text));
     assert_eq!(code, Some(1));
     assert!(
-        stdout.contains(r#"-:1: spec.mode: Unsupported value: "Foo": supported values: "Enforce", "Audit""#),
+        stdout.contains(r#"-:4:8: spec.mode: Unsupported value: "Foo": supported values: "Enforce", "Audit""#),
         "{stdout}"
     );
-    assert!(stdout.contains("-:2: not valid YAML (line 6)"), "{stdout}");
+    assert!(stdout.contains("-:6:1: not valid YAML (line 6)"), "{stdout}");
 
     // A path that does not exist: exit 1, naming it.
     let (code, _, stderr) = validate_bin(&["/nonexistent/baselines"], None);

@@ -10,6 +10,24 @@ use std::path::{Path, PathBuf};
 pub struct Document {
     pub location: Location,
     pub value: serde_json::Value,
+    /// Where its fields are, relative to the document.
+    pub positions: crate::cli::positions::Positions,
+}
+
+impl Document {
+    /// Where `field` is in the file (the document's first line for the whole document).
+    pub fn position_of(&self, field: &str) -> crate::cli::positions::Position {
+        match self.positions.of_field(field) {
+            Some(p) => crate::cli::positions::Position {
+                line: self.location.line + p.line - 1,
+                column: p.column,
+            },
+            None => crate::cli::positions::Position {
+                line: self.location.line,
+                column: 1,
+            },
+        }
+    }
 }
 
 /// `file:N` (the N-th document of the file, from 1) and the line it starts on.
@@ -114,7 +132,11 @@ fn split(file: &str, text: &str, docs: &mut Vec<Document>, errors: &mut Vec<Pars
         };
         match serde_saphyr::from_str::<serde_json::Value>(&chunk) {
             Ok(serde_json::Value::Null) => {}
-            Ok(value) => docs.push(Document { location, value }),
+            Ok(value) => docs.push(Document {
+                location,
+                value,
+                positions: crate::cli::positions::Positions::of(&chunk).unwrap_or_default(),
+            }),
             Err(e) => errors.push(ParseError {
                 location,
                 message: e.to_string(),

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod cluster;
 pub mod judge;
 pub mod load;
+pub mod positions;
 pub mod render;
 pub mod validate;
 

@@ -1,6 +1,8 @@
 //! `kube-baseline validate FILE|DIR|-`: offline, what the API server would refuse in
 //! SecurityBaseline files (schema and CEL rules, unknown fields, wrong kinds) and what the
-//! operator would mark `Invalid` after admission, each at its `file:document` location. Other
+//! operator would mark `Invalid` after admission, each at its `file:line:column`, with a
+//! did-you-mean for a misspelt field and warnings for roles the default allow-list forbids.
+//! Documents of other kinds are skipped (`--strict` refuses them). Other
 //! subcommands read baseline files through [`load_baselines`], so they accept exactly what
 //! `validate` accepts.
 
@@ -24,6 +26,14 @@ pub struct ValidateArgs {
     /// document with its errors, for machines.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
     pub output: Output,
+    /// Refuse documents that are not SecurityBaselines instead of skipping them.
+    #[arg(long)]
+    pub strict: bool,
+    /// The ClusterRoles the operator may bind (its RBAC `bind` allow-list and the fence's);
+    /// a roleBinding to another role is a warning: the API server accepts the baseline, and the
+    /// operator's write is then forbidden.
+    #[arg(long, value_delimiter = ',', default_value = "view,edit", value_name = "ROLE,...")]
+    pub allowed_roles: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -43,6 +53,8 @@ pub enum Source {
     Operator,
     /// The document is not YAML.
     Yaml,
+    /// Accepted by both, and not what was meant (a role the operator may not bind).
+    Warning,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -51,6 +63,12 @@ pub struct ErrorEntry {
     pub field: String,
     pub message: String,
     pub source: Source,
+    /// Where the field is in the file (the document's first line for the whole document).
+    pub line: usize,
+    pub column: usize,
+    /// A suggestion: the declared field a misspelt one is closest to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
 
 /// One document and what `validate` found in it.
@@ -64,7 +82,12 @@ pub struct DocumentResult {
     pub line: usize,
     pub name: Option<String>,
     pub valid: bool,
+    /// Not a SecurityBaseline, and not refused for it (without --strict).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
     pub errors: Vec<ErrorEntry>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<ErrorEntry>,
     #[serde(skip)]
     pub baseline: Option<SecurityBaseline>,
 }
@@ -78,33 +101,70 @@ impl DocumentResult {
             line: location.line,
             name: None,
             valid: false,
+            skipped: false,
             errors: Vec::new(),
+            warnings: Vec::new(),
             baseline: None,
         }
     }
 
-    /// The text lines of its errors: `file:document: field: message`.
+    /// The text lines of its errors: `file:line:column: field: message`.
     pub fn lines(&self) -> impl Iterator<Item = String> + '_ {
-        self.errors.iter().map(move |e| {
-            let field = if e.field.is_empty() {
-                String::new()
-            } else {
-                format!("{}: ", e.field)
-            };
-            let note = match e.source {
-                // (An undecodable baseline, on the whole document, explains itself.)
-                Source::Operator if !e.field.is_empty() => {
-                    " (operator check after admission: the API server accepts this baseline, the operator marks it \
+        self.errors.iter().map(move |e| self.line(e))
+    }
+
+    /// The text lines of its warnings: `file:line:column: warning: field: message`.
+    pub fn warning_lines(&self) -> impl Iterator<Item = String> + '_ {
+        self.warnings.iter().map(move |e| self.line(e))
+    }
+
+    fn line(&self, e: &ErrorEntry) -> String {
+        let field = if e.field.is_empty() {
+            String::new()
+        } else {
+            format!("{}: ", e.field)
+        };
+        let hint = e
+            .hint
+            .as_ref()
+            .map(|h| format!(" (did you mean {h:?}?)"))
+            .unwrap_or_default();
+        let warning = if e.source == Source::Warning { "warning: " } else { "" };
+        let note = match e.source {
+            // (An undecodable baseline, on the whole document, explains itself.)
+            Source::Operator if !e.field.is_empty() => {
+                " (operator check after admission: the API server accepts this baseline, the operator marks it \
                      Invalid and applies nothing of it)"
-                }
-                _ => "",
-            };
-            format!("{}: {field}{}{note}", self.location, e.message)
-        })
+            }
+            _ => "",
+        };
+        format!(
+            "{}:{}:{}: {warning}{field}{}{hint}{note}",
+            self.file, e.line, e.column, e.message
+        )
     }
 }
 
-fn entry(e: &FieldError, source: Source) -> ErrorEntry {
+/// What `validate` checks beyond the API server's rules.
+#[derive(Clone, Debug)]
+pub struct Checks {
+    /// Refuse other kinds instead of skipping them.
+    pub strict: bool,
+    /// The roles the operator may bind.
+    pub allowed_roles: Vec<String>,
+}
+
+impl Default for Checks {
+    fn default() -> Self {
+        Self {
+            strict: false,
+            allowed_roles: vec!["view".into(), "edit".into()],
+        }
+    }
+}
+
+fn entry(doc: &load::Document, e: &FieldError, source: Source) -> ErrorEntry {
+    let at = doc.position_of(&e.field);
     ErrorEntry {
         field: e.field.clone(),
         message: e.message.clone(),
@@ -112,25 +172,115 @@ fn entry(e: &FieldError, source: Source) -> ErrorEntry {
             Reason::Operator | Reason::Undecodable => Source::Operator,
             _ => source,
         },
+        line: at.line,
+        column: at.column,
+        hint: (e.reason == Reason::UnknownField)
+            .then(|| did_you_mean(&e.field))
+            .flatten(),
     }
+}
+
+/// The declared field closest to the misspelt last step of `field` (same parent), when one is
+/// close enough to be what was meant.
+fn did_you_mean(field: &str) -> Option<String> {
+    use kube::CustomResourceExt;
+    let crd = serde_json::to_value(SecurityBaseline::crd()).ok()?;
+    let mut schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    let steps: Vec<&str> = field.split('.').collect();
+    let (last, parents) = steps.split_last()?;
+    for step in parents {
+        let name = step.split('[').next().unwrap_or(step);
+        schema = &schema["properties"][name];
+        for _ in step.matches('[') {
+            schema = &schema["items"];
+        }
+    }
+    let wrong = last.split('[').next().unwrap_or(last);
+    let mut names: Vec<&str> = schema["properties"].as_object()?.keys().map(String::as_str).collect();
+    if parents.is_empty() {
+        names.extend(["apiVersion", "kind", "metadata"]);
+    }
+    names
+        .into_iter()
+        .map(|n| (distance(&wrong.to_ascii_lowercase(), &n.to_ascii_lowercase()), n))
+        .filter(|(d, n)| *d <= (n.len() / 3).max(1))
+        .min()
+        .map(|(_, n)| n.to_string())
+}
+
+/// Levenshtein distance.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let here = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(here + 1);
+            prev = here;
+        }
+    }
+    row[b.len()]
+}
+
+/// RoleBindings to roles the operator may not bind: accepted by the API server, forbidden when
+/// the operator writes them.
+fn role_warnings(doc: &load::Document, baseline: &SecurityBaseline, allowed: &[String]) -> Vec<ErrorEntry> {
+    baseline
+        .spec
+        .role_bindings
+        .iter()
+        .enumerate()
+        .filter(|(_, rb)| !allowed.contains(&rb.cluster_role))
+        .map(|(i, rb)| {
+            let field = format!("spec.roleBindings[{i}].clusterRole");
+            let at = doc.position_of(&field);
+            ErrorEntry {
+                message: format!(
+                    "{:?} is not on the allow-list of roles the operator may bind ({}): the API server accepts the baseline, and the operator's RoleBinding is then forbidden in every namespace (widen the allow-list in RBAC and the fence together, see config/components/allow-admin; never cluster-admin)",
+                    rb.cluster_role,
+                    allowed.join(", ")
+                ),
+                field,
+                source: Source::Warning,
+                line: at.line,
+                column: at.column,
+                hint: None,
+            }
+        })
+        .collect()
 }
 
 /// Every document of `paths`, checked, in file and document order. Fails only when a path
 /// cannot be read.
-pub fn validate_paths(paths: &[PathBuf]) -> anyhow::Result<Vec<DocumentResult>> {
+pub fn validate_paths(paths: &[PathBuf], check: &Checks) -> anyhow::Result<Vec<DocumentResult>> {
     let (docs, parse_errors) = load::read(paths)?;
     let mut results: Vec<DocumentResult> = Vec::new();
     for doc in &docs {
         let report = schema::check(&doc.value);
         let mut result = DocumentResult::new(&doc.location);
         result.name = report.name.clone();
+        let other_kind = !report.admission.is_empty() && report.admission.iter().all(|e| e.reason == Reason::WrongKind);
+        if other_kind && !check.strict {
+            // Kept, to say what was skipped when nothing else is there.
+            result.skipped = true;
+            result
+                .errors
+                .extend(report.admission.iter().map(|e| entry(doc, e, Source::Admission)));
+            results.push(result);
+            continue;
+        }
         result.valid = report.is_valid();
         result
             .errors
-            .extend(report.admission.iter().map(|e| entry(e, Source::Admission)));
+            .extend(report.admission.iter().map(|e| entry(doc, e, Source::Admission)));
         result
             .errors
-            .extend(report.operator.iter().map(|e| entry(e, Source::Operator)));
+            .extend(report.operator.iter().map(|e| entry(doc, e, Source::Operator)));
+        if let Some(b) = &report.baseline {
+            result.warnings = role_warnings(doc, b, &check.allowed_roles);
+        }
         result.baseline = report.baseline;
         results.push(result);
     }
@@ -140,6 +290,9 @@ pub fn validate_paths(paths: &[PathBuf]) -> anyhow::Result<Vec<DocumentResult>> 
             field: String::new(),
             message: format!("not valid YAML (line {}): {}", e.location.line, e.message),
             source: Source::Yaml,
+            line: e.location.line,
+            column: 1,
+            hint: None,
         });
         results.push(result);
     }
@@ -150,9 +303,15 @@ pub fn validate_paths(paths: &[PathBuf]) -> anyhow::Result<Vec<DocumentResult>> 
 /// The baselines of `paths` when every document is a valid SecurityBaseline (for `render -f`
 /// and `audit -f`); otherwise every problem, worded as `validate` words it.
 pub fn load_baselines(paths: &[PathBuf]) -> Result<Vec<SecurityBaseline>, InvalidBaselines> {
-    let results = validate_paths(paths).map_err(|e| InvalidBaselines {
+    let results = validate_paths(paths, &Checks::default()).map_err(|e| InvalidBaselines {
         messages: vec![e.to_string()],
     })?;
+    let (skipped, results): (Vec<DocumentResult>, Vec<DocumentResult>) = results.into_iter().partition(|r| r.skipped);
+    if results.is_empty() && !skipped.is_empty() {
+        return Err(InvalidBaselines {
+            messages: skipped.iter().flat_map(DocumentResult::lines).collect(),
+        });
+    }
     if results.is_empty() {
         return Err(InvalidBaselines {
             messages: vec![format!(
@@ -189,9 +348,14 @@ struct JsonOutput<'a> {
 /// Runs `validate`: exit code 0 when every document is a valid SecurityBaseline, 1 otherwise
 /// (also for YAML errors, and when no document was found).
 pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
-    let results = validate_paths(&args.paths)?;
+    let checks = Checks {
+        strict: args.strict,
+        allowed_roles: args.allowed_roles.clone(),
+    };
+    let results = validate_paths(&args.paths, &checks)?;
     let valid = results.iter().filter(|r| r.valid).count();
-    let invalid = results.len() - valid;
+    let skipped = results.iter().filter(|r| r.skipped).count();
+    let invalid = results.len() - valid - skipped;
     match args.output {
         Output::Json => {
             let out = JsonOutput {
@@ -202,13 +366,15 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
         Output::Text => {
-            for line in results.iter().flat_map(DocumentResult::lines) {
-                println!("{line}");
+            for r in results.iter().filter(|r| !r.skipped) {
+                for line in r.lines().chain(r.warning_lines()) {
+                    println!("{line}");
+                }
             }
             println!("{}", summary(&results));
         }
     }
-    Ok(if results.is_empty() || invalid > 0 {
+    Ok(if results.len() == skipped || invalid > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
@@ -216,8 +382,15 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn summary(results: &[DocumentResult]) -> String {
+    let skipped = results.iter().filter(|r| r.skipped).count();
+    let results: Vec<&DocumentResult> = results.iter().filter(|r| !r.skipped).collect();
+    let skipped = match skipped {
+        0 => String::new(),
+        1 => "; 1 document of another kind skipped (--strict refuses it)".into(),
+        n => format!("; {n} documents of other kinds skipped (--strict refuses them)"),
+    };
     if results.is_empty() {
-        return "no documents found (validate reads .yaml, .yml and .json files)".into();
+        return format!("no SecurityBaseline documents found (validate reads .yaml, .yml and .json files){skipped}");
     }
     let count = |source: Source| {
         results
@@ -245,6 +418,10 @@ fn summary(results: &[DocumentResult]) -> String {
         .map(|(n, what)| plural(n, what))
         .collect();
         line.push_str(&format!(" ({})", parts.join(", ")));
+    }
+    line.push_str(&skipped);
+    if let Some(n) = Some(results.iter().map(|r| r.warnings.len()).sum::<usize>()).filter(|n| *n > 0) {
+        line.push_str(&format!("; {n} warning{}", if n == 1 { "" } else { "s" }));
     }
     line
 }
@@ -280,7 +457,7 @@ mod tests {
                 "{GOOD}---\napiVersion: kubebaseline.io/v1alpha1\nkind: SecurityBaseline\nmetadata: {{name: b}}\nspec: {{mode: Foo}}\n---\nnot: [yaml\n"
             ),
         );
-        let results = validate_paths(std::slice::from_ref(&dir)).unwrap();
+        let results = validate_paths(std::slice::from_ref(&dir), &Checks::default()).unwrap();
         let locations: Vec<(String, bool)> = results
             .iter()
             .map(|r| {
@@ -300,12 +477,14 @@ mod tests {
             ]
         );
         let lines: Vec<String> = results.iter().flat_map(DocumentResult::lines).collect();
+        // file:line:column of the field itself (the second document starts on line 6).
         assert!(
             lines[0]
-                .ends_with(r#"b.yaml:2: spec.mode: Unsupported value: "Foo": supported values: "Enforce", "Audit""#)
+                .ends_with(r#"b.yaml:9:8: spec.mode: Unsupported value: "Foo": supported values: "Enforce", "Audit""#),
+            "{lines:?}"
         );
         assert!(
-            lines.last().unwrap().contains("b.yaml:3: not valid YAML (line 11)"),
+            lines.last().unwrap().contains("b.yaml:11:1: not valid YAML (line 11)"),
             "{lines:?}"
         );
         assert_eq!(results[3].errors[0].source, Source::Yaml);
@@ -331,7 +510,7 @@ mod tests {
             "sel.yaml",
             "apiVersion: kubebaseline.io/v1alpha1\nkind: SecurityBaseline\nmetadata: {name: s}\nspec:\n  namespaceSelector:\n    matchExpressions: [{key: a, operator: Maybe}]\n",
         );
-        let results = validate_paths(&[path]).unwrap();
+        let results = validate_paths(&[path], &Checks::default()).unwrap();
         assert_eq!(results[0].errors[0].source, Source::Operator);
         assert!(
             results[0]
@@ -340,6 +519,46 @@ mod tests {
                 .unwrap()
                 .contains("operator check after admission")
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_misspelt_field_gets_a_suggestion_other_kinds_are_skipped_and_unbindable_roles_warned() {
+        let dir = temp_dir("hints");
+        let path = write(
+            &dir,
+            "mixed.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n---\napiVersion: kubebaseline.io/v1alpha1\nkind: SecurityBaseline\nmetadata: {name: s}\nspec:\n  metadataEgres: {}\n  roleBindings:\n    - {name: root, clusterRole: cluster-admin, groups: [3f2504e0-4f89-11d3-9a0c-0305e82c3301]}\n",
+        );
+        let results = validate_paths(std::slice::from_ref(&path), &Checks::default()).unwrap();
+        assert!(results[0].skipped, "a ConfigMap is skipped");
+        let lines: Vec<String> = results[1].lines().collect();
+        assert!(
+            lines[0].ends_with(r#"mixed.yaml:9:3: spec.metadataEgres: unknown field (did you mean "metadataEgress"?)"#),
+            "{lines:?}"
+        );
+        let strict = Checks {
+            strict: true,
+            ..Checks::default()
+        };
+        let results = validate_paths(std::slice::from_ref(&path), &strict).unwrap();
+        assert!(!results[0].skipped && !results[0].valid);
+        // A valid baseline binding cluster-admin: a warning, not an error.
+        let ok = write(
+            &dir,
+            "admin.yaml",
+            "apiVersion: kubebaseline.io/v1alpha1\nkind: SecurityBaseline\nmetadata: {name: s}\nspec:\n  roleBindings:\n    - name: root\n      clusterRole: cluster-admin\n      groups: [3f2504e0-4f89-11d3-9a0c-0305e82c3301]\n",
+        );
+        let results = validate_paths(std::slice::from_ref(&ok), &Checks::default()).unwrap();
+        assert!(results[0].valid);
+        let warning: Vec<String> = results[0].warning_lines().collect();
+        assert!(
+            warning[0].contains(
+                "admin.yaml:7:7: warning: spec.roleBindings[0].clusterRole: \"cluster-admin\" is not on the allow-list"
+            ),
+            "{warning:?}"
+        );
+        assert!(summary(&results).ends_with("; 1 warning"), "{}", summary(&results));
         std::fs::remove_dir_all(dir).unwrap();
     }
 
