@@ -35,5 +35,8 @@ kube-baseline runs below (Ctrl-C stops it). In another shell:
     '{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy","metadata":{"name":"open"},"spec":{"podSelector":{},"policyTypes":["Egress"],"egress":[{}]}}'
   $kubectl events -n default --for securitybaseline/aks-default
 
+  # Later, to run it from the Helm chart instead (it takes over the CRD and policies applied here):
+  #   helm install kube-baseline charts/kube-baseline -n kube-baseline-system --create-namespace --take-ownership
+
 MSG
 exec target/debug/kube-baseline run --metrics-addr "$metrics"

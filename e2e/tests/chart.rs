@@ -40,7 +40,6 @@ fn chart_lints_clean_with_defaults_and_with_every_option() {
     // values.schema.json catches what would render a broken or unsafe installation.
     for wrong in [
         "replicas=0",
-        "rbac.bindAllowlist={cluster-admin}",
         "operator.logFormat=xml",
         "replica=2",
     ] {
@@ -51,6 +50,26 @@ fn chart_lints_clean_with_defaults_and_with_every_option() {
         );
         assert!(!ok, "helm lint accepted {wrong}");
     }
+    // cluster-admin on the allow-list: refused with a message that says why (a schema `not`
+    // would only say "'not' failed").
+    let (ok, _, stderr) = run(
+        &helm,
+        &[
+            "template",
+            "x",
+            "charts/kube-baseline",
+            "--kube-version",
+            "1.36.0",
+            "--set",
+            "rbac.bindAllowlist={view,cluster-admin}",
+        ],
+        None,
+    );
+    assert!(!ok, "helm template accepted cluster-admin");
+    assert!(
+        stderr.contains("rbac.bindAllowlist must not contain cluster-admin: a SecurityBaseline could then grant cluster-admin"),
+        "{stderr}"
+    );
 }
 
 /// The objects both installations must agree on, by (kind, namespace, name).
