@@ -5,7 +5,7 @@ CRD := crds/securitybaselines.kubebaseline.io.yaml
 E2E_TESTS := $(patsubst e2e/tests/%.rs,--test e2e_%,$(wildcard e2e/tests/*.rs))
 
 .PHONY: all build test fmt-check clippy unit crds check-crds e2e cluster-up cluster-down cluster-status run bench bench-writes bench-kyverno clean
-.PHONY: tools image chart-sync check-chart check-monitoring
+.PHONY: tools image chart-sync check-chart check-monitoring dist
 
 all: build
 
@@ -77,6 +77,12 @@ tools:
 ## The manager image (static binary FROM scratch) with podman: localhost/kube-baseline:<version>.
 image:
 	image/build.sh
+
+## A release in dist/ (binary with cargo-auditable metadata, CycloneDX SBOM, image OCI archive,
+## chart package, kubectl plugin and its krew manifest, CRD and kustomize config, SHA256SUMS).
+## VERSION=x.y.z sets the version (default Cargo.toml's).
+dist:
+	release/dist.sh
 
 ## Copy the CRD, policies, rules and dashboard into the chart (and monitoring/prometheusrule.yaml).
 chart-sync:

@@ -20,9 +20,10 @@ for v in $(compgen -e); do
   esac
 done
 # --target keeps RUSTFLAGS off the build scripts and proc macros (they run on the host) and the
-# artefacts apart from the usual target/release.
+# artefacts apart from the usual target/release. AUDITABLE=1 (release/dist.sh) builds through
+# `cargo auditable`, which embeds the dependency tree in the binary.
 RUSTFLAGS="-C target-feature=+crt-static ${RUSTFLAGS:-}" \
-  cargo build --release --locked --target "$target" --bin kube-baseline
+  cargo ${AUDITABLE:+auditable} build --release --locked --target "$target" --bin kube-baseline
 bin=$target_dir/$target/release/kube-baseline
 # A dynamic binary would start nowhere in a scratch image: refuse it here, not at run time.
 if readelf -l "$bin" | grep -q 'Requesting program interpreter'; then
