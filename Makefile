@@ -2,9 +2,10 @@
 SHELL := /bin/bash
 CLUSTER := e2e/controlplane/cluster.sh
 CRD := crds/securitybaselines.kubebaseline.io.yaml
+API_DOC := docs/api.md
 E2E_TESTS := $(patsubst e2e/tests/%.rs,--test e2e_%,$(wildcard e2e/tests/*.rs))
 
-.PHONY: all build test fmt-check clippy unit crds check-crds e2e cluster-up cluster-down cluster-status run bench bench-writes bench-kyverno clean
+.PHONY: all build test fmt-check clippy unit crds check-crds docs check-docs check-links e2e cluster-up cluster-down cluster-status run bench bench-writes bench-kyverno clean
 .PHONY: tools image chart-sync check-chart check-monitoring dist
 
 all: build
@@ -12,9 +13,10 @@ all: build
 build:
 	cargo build --bins
 
-## The whole check, in order: format, lints, unit tests, CRD freshness, chart and monitoring
-## checks, end-to-end tests (they include the image, chart and monitoring tests).
-test: fmt-check clippy unit check-crds check-chart check-monitoring e2e
+## The whole check, in order: format, lints, unit tests, CRD and API-reference freshness, the
+## documents' links, chart and monitoring checks, end-to-end tests (they include the image, chart
+## and monitoring tests).
+test: fmt-check clippy unit check-crds check-docs check-links check-chart check-monitoring e2e
 
 fmt-check:
 	cargo fmt --all -- --check
@@ -32,6 +34,19 @@ crds:
 ## Fail when crds/ differs from what the Rust types generate.
 check-crds:
 	@cargo run -q -- crd | diff -u $(CRD) - || { echo "crds/ is stale: run 'make crds' and commit" >&2; exit 1; }
+
+## Regenerate the field tables of docs/api.md from the CRD (the text around them is kept).
+docs:
+	cargo run -q -- api-docs $(CRD) < $(API_DOC) > $(API_DOC).tmp && mv $(API_DOC).tmp $(API_DOC)
+
+## Fail when docs/api.md's field tables differ from what the CRD generates.
+check-docs:
+	@cargo run -q -- api-docs $(CRD) < $(API_DOC) | diff -u $(API_DOC) - || { echo "docs/api.md is stale: run 'make docs' and commit" >&2; exit 1; }
+
+## Every relative link and anchor in the top-level Markdown files and docs/ resolves, and no
+## document links to another site; the alerts' runbook annotations name a heading.
+check-links:
+	cargo test -q --test docs_links
 
 ## End-to-end tests on the local control plane (started and stopped here unless already running).
 e2e:
@@ -65,7 +80,7 @@ bench-kyverno:
 clean:
 	cargo clean
 
-## --- Packaging: image, Helm chart, dashboard and alerts (README "Install on a cluster") ---
+## --- Packaging: image, Helm chart, dashboard and alerts (docs/install.md, docs/operations.md) ---
 HELM = $$(e2e/tools/build.sh helm)
 PROMTOOL = $$(e2e/tools/build.sh promtool)
 

@@ -168,7 +168,7 @@ pub struct SecurityBaselineSpec {
     /// removes them; Orphan releases them (labels and ownerReference removed, content kept, Pod
     /// Security labels left in place). Objects it adopted are always released, never deleted.
     /// While anything is to be released the baseline carries the finalizer
-    /// kubebaseline.io/release (see README, Uninstall).
+    /// kubebaseline.io/release (see docs/operations.md, Uninstalling).
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
 }

@@ -40,6 +40,13 @@ enum Command {
     Render(kube_baseline::cli::render::RenderArgs),
     /// Check SecurityBaseline files offline, as the API server and the operator would.
     Validate(ValidateArgs),
+    /// Print docs/api.md (read on stdin) with its field tables generated anew from the CRD file
+    /// (`make docs`).
+    #[command(hide = true)]
+    ApiDocs {
+        /// The CRD, as crds/ holds it.
+        crd: std::path::PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -118,6 +125,12 @@ fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate(args) => validate::run(args),
+        Command::ApiDocs { crd } => {
+            let crd = std::fs::read_to_string(&crd).with_context(|| format!("reading {}", crd.display()))?;
+            let page = std::io::read_to_string(std::io::stdin()).context("reading the page on stdin")?;
+            print!("{}", kube_baseline::cli::api_docs::splice(&page, &crd)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run(args) => {
             kube_baseline::runtime::memory::limit_arenas();
             let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;

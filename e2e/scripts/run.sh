@@ -17,7 +17,7 @@ metrics=${METRICS_ADDR:-127.0.0.1:8080}
 cargo build --bins
 "$kubectl" apply --server-side -k crds
 "$kubectl" wait --for condition=established --timeout 60s crd/securitybaselines.kubebaseline.io
-# Prevention in the API server (README, Protection): the ValidatingAdmissionPolicy and its bindings.
+# Prevention in the API server (docs/protection.md): the ValidatingAdmissionPolicy and its bindings.
 "$kubectl" apply --server-side -k config/admission
 "$kubectl" apply -f config/samples/demo-namespaces.yaml
 "$kubectl" apply -k config/samples

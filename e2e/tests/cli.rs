@@ -1,4 +1,4 @@
-//! The subcommands beside the operator (README "GitOps and CI"): `audit` judges a live cluster
+//! The subcommands beside the operator (docs/gitops.md): `audit` judges a live cluster
 //! read-only and tells pipelines by exit code; `render` prints exactly what the operator then
 //! writes; their errors say what to do.
 

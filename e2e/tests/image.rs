@@ -4,7 +4,7 @@
 //! serves `/readyz` and `/metrics`, and exits 0 on `podman stop`.
 //!
 //! podman on this machine (Debian 12's podman 4.3) needs two adjustments, both outside the image
-//! (see README, "The image"): the runtime `runc`, because Debian's crun refuses the machine's
+//! (see docs/install.md, "The image"): the runtime `runc`, because Debian's crun refuses the machine's
 //! hybrid cgroup layout ("cgroups in hybrid mode not supported, drop all controllers from
 //! cgroupv2"), and explicit `--ulimit`s, because podman's defaults for root (nofile 1048576)
 //! exceed the hard limits of a sandbox without CAP_SYS_RESOURCE ("setrlimit `RLIMIT_NOFILE`:

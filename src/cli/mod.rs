@@ -2,6 +2,7 @@
 //! `render` what it would write, `audit` a live cluster. They share the core with the
 //! controller, so they decide exactly as it does.
 
+pub mod api_docs;
 pub mod audit;
 pub mod cluster;
 pub mod judge;

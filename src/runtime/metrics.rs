@@ -1,4 +1,4 @@
-//! Prometheus metrics, served on `/metrics`. Every metric is listed in the README.
+//! Prometheus metrics, served on `/metrics`. Every metric is listed in docs/operations.md.
 
 use std::sync::atomic::AtomicI64;
 
