@@ -443,7 +443,8 @@ pub struct SecurityBaselineStatus {
     /// The spec generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready, Degraded, Conflict and Invalid, in metav1.Condition shape.
+    /// Ready, Degraded, Conflict, Invalid and (with metadataEgress) EngineUncertain, in
+    /// metav1.Condition shape.
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// How many selected namespaces are in each compliance state.
@@ -534,8 +535,8 @@ pub struct Problem {
     pub namespace: String,
     /// `Kind/name` of the object.
     pub object: String,
-    /// A CamelCase reason: Drift, Bypassed, Conflict, Forbidden, Invalid, ApplyFailed (and
-    /// HostNetworkAllowed among warnings).
+    /// A CamelCase reason: Drift, Bypassed, HostNetworkPod, Conflict, Forbidden, Invalid,
+    /// ApplyFailed (and HostNetworkAllowed among warnings).
     pub reason: String,
     pub message: String,
 }

@@ -63,7 +63,7 @@ fn no_config(e: impl std::fmt::Display) -> anyhow::Error {
 pub fn explain(e: kube::Error, verb: &str, resource: &str) -> anyhow::Error {
     match &e {
         kube::Error::Api(s) if s.code == 403 => anyhow::anyhow!(
-            "RBAC denied: this identity may not {verb} {resource} in all namespaces ({}). audit and render --diff need get and list on namespaces, networkpolicies.networking.k8s.io, rolebindings.rbac.authorization.k8s.io and securitybaselines.kubebaseline.io (the ClusterRole view does not include securitybaselines: see README, GitOps and CI)",
+            "RBAC denied: this identity may not {verb} {resource} in all namespaces ({}). audit and render --diff need get and list on namespaces, networkpolicies.networking.k8s.io, rolebindings.rbac.authorization.k8s.io and securitybaselines.kubebaseline.io (the ClusterRole view does not include securitybaselines: see docs/gitops.md, or config/components/team-visibility)",
             s.message
         ),
         kube::Error::Api(s) if s.code == 401 => anyhow::anyhow!(
@@ -71,7 +71,7 @@ pub fn explain(e: kube::Error, verb: &str, resource: &str) -> anyhow::Error {
             s.message
         ),
         kube::Error::Api(s) if s.code == 404 && resource.contains("securitybaselines") => anyhow::anyhow!(
-            "the SecurityBaseline CRD is not installed in this cluster: install kube-baseline (see README) or pass the baselines as files with -f"
+            "the SecurityBaseline CRD is not installed in this cluster: install kube-baseline (see docs/install.md) or pass the baselines as files with -f"
         ),
         _ => anyhow::anyhow!("cannot {verb} {resource}: {e}"),
     }

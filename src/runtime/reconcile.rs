@@ -1,4 +1,4 @@
-//! The per-namespace reconcile (DESIGN.md D4): read the caches, compute the desired state with
+//! The per-namespace reconcile (docs/architecture.md): read the caches, compute the desired state with
 //! the pure core, let the writer make it true, record the outcome for the status writer.
 
 use std::collections::BTreeMap;

@@ -89,7 +89,7 @@ impl Reports {
                 Ok(e) => e,
                 Err(e) => {
                     if !self.missing_crd_logged.swap(true, Ordering::Relaxed) {
-                        error!(error = %e, "--policy-reports: cannot watch wgpolicyk8s.io/v1alpha2 reports; is the PolicyReport CRD installed? (see README)");
+                        error!(error = %e, "--policy-reports: cannot watch wgpolicyk8s.io/v1alpha2 reports; is the PolicyReport CRD installed? (see docs/gitops.md)");
                     }
                     continue;
                 }
@@ -233,7 +233,7 @@ impl Reports {
                     && !self.missing_crd_logged.swap(true, Ordering::Relaxed)
                 {
                     error!(
-                        "--policy-reports: the wgpolicyk8s.io/v1alpha2 PolicyReport CRDs are not installed; install them (see README)"
+                        "--policy-reports: the wgpolicyk8s.io/v1alpha2 PolicyReport CRDs are not installed; install them (see docs/gitops.md)"
                     );
                 } else {
                     warn!(error = %e, "could not write a policy report");
