@@ -124,7 +124,7 @@ async fn the_chart_package_installs_with_the_release_image_and_the_api_server_ac
         "apply",
         "--server-side",
         "--force-conflicts",
-        "-f",
+        "-k",
         dist().join("crds").to_str().unwrap(),
     ]);
     let (ok, out, err) = run(
