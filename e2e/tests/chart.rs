@@ -38,11 +38,7 @@ fn chart_lints_clean_with_defaults_and_with_every_option() {
     args.extend_from_slice(EVERYTHING);
     run_ok(&helm, &args, None);
     // values.schema.json catches what would render a broken or unsafe installation.
-    for wrong in [
-        "replicas=0",
-        "operator.logFormat=xml",
-        "replica=2",
-    ] {
+    for wrong in ["replicas=0", "operator.logFormat=xml", "replica=2"] {
         let (ok, ..) = run(
             &helm,
             &["lint", "--strict", "charts/kube-baseline", "--set", wrong],
@@ -67,7 +63,9 @@ fn chart_lints_clean_with_defaults_and_with_every_option() {
     );
     assert!(!ok, "helm template accepted cluster-admin");
     assert!(
-        stderr.contains("rbac.bindAllowlist must not contain cluster-admin: a SecurityBaseline could then grant cluster-admin"),
+        stderr.contains(
+            "rbac.bindAllowlist must not contain cluster-admin: a SecurityBaseline could then grant cluster-admin"
+        ),
         "{stderr}"
     );
 }

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use tools::{documents, run, run_ok, tool};
 use harness::*;
 use serde_json::Value;
+use tools::{documents, run, run_ok, tool};
 
 /// The release version the test builds (not the crate's, to prove VERSION is what counts).
 const VERSION: &str = "0.1.0-e2e.1";
@@ -74,15 +74,19 @@ fn every_file_of_dist_is_in_its_checksums_and_they_hold() {
 fn the_binary_is_static_says_its_version_and_carries_its_dependency_tree() {
     let bin = dist().join(format!("kube-baseline-{VERSION}-linux-{}", arch()));
     let headers = run_ok(&PathBuf::from("readelf"), &["-lS", bin.to_str().unwrap()], None);
-    assert!(!headers.contains("Requesting program interpreter"), "dynamically linked");
+    assert!(
+        !headers.contains("Requesting program interpreter"),
+        "dynamically linked"
+    );
     // cargo auditable's section: the dependency tree, compressed JSON.
     assert!(headers.contains(".dep-v0"), "no cargo auditable section:\n{headers}");
     let version = run_ok(&bin, &["--version"], None);
     assert!(version.starts_with("kube-baseline "), "{version}");
     // The SBOM describes the same crate and its dependencies.
-    let sbom: Value =
-        serde_json::from_str(&std::fs::read_to_string(dist().join(format!("kube-baseline-{VERSION}.cdx.json"))).unwrap())
-            .unwrap();
+    let sbom: Value = serde_json::from_str(
+        &std::fs::read_to_string(dist().join(format!("kube-baseline-{VERSION}.cdx.json"))).unwrap(),
+    )
+    .unwrap();
     assert_eq!(sbom["bomFormat"], "CycloneDX");
     assert_eq!(sbom["metadata"]["component"]["name"], "kube-baseline");
     let components: Vec<&str> = sbom["components"]
@@ -116,7 +120,9 @@ async fn the_chart_package_installs_with_the_release_image_and_the_api_server_ac
     );
     let docs = documents(&yaml);
     let deployment = docs.iter().find(|d| d["kind"] == "Deployment").expect("a Deployment");
-    let image = deployment["spec"]["template"]["spec"]["containers"][0]["image"].as_str().unwrap();
+    let image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap();
     assert_eq!(image, format!("kube-baseline:{VERSION}"));
     // The API server accepts everything it renders (the CRD from dist/ first).
     install();
@@ -147,7 +153,11 @@ fn the_kubectl_plugin_validates_a_baseline_and_its_manifest_names_the_archive() 
     let dir = dist();
     let archive = format!("kubectl-baseline-{VERSION}-linux-{}.tar.gz", arch());
     let manifest = std::fs::read_to_string(dir.join("baseline.yaml")).unwrap();
-    let sha = run_ok(&PathBuf::from("sha256sum"), &[dir.join(&archive).to_str().unwrap()], None);
+    let sha = run_ok(
+        &PathBuf::from("sha256sum"),
+        &[dir.join(&archive).to_str().unwrap()],
+        None,
+    );
     let sha = sha.split_whitespace().next().unwrap();
     assert!(manifest.contains(&format!("sha256: {sha}")), "{manifest}");
     assert!(manifest.contains(&format!("uri: {archive}")), "{manifest}");
@@ -155,7 +165,12 @@ fn the_kubectl_plugin_validates_a_baseline_and_its_manifest_names_the_archive() 
     std::fs::create_dir_all(&unpacked).unwrap();
     run_ok(
         &PathBuf::from("tar"),
-        &["-xzf", dir.join(&archive).to_str().unwrap(), "-C", unpacked.to_str().unwrap()],
+        &[
+            "-xzf",
+            dir.join(&archive).to_str().unwrap(),
+            "-C",
+            unpacked.to_str().unwrap(),
+        ],
         None,
     );
     // kubectl runs a plugin as kubectl-<name> with the remaining arguments.
@@ -173,7 +188,11 @@ fn the_image_archive_loads_under_the_release_tag() {
         panic!("no image archive in dist/ (podman missing?)");
     }
     let podman = PathBuf::from("podman");
-    let loaded = run_ok(&podman, &["load", "--quiet", "--input", archive.to_str().unwrap()], None);
+    let loaded = run_ok(
+        &podman,
+        &["load", "--quiet", "--input", archive.to_str().unwrap()],
+        None,
+    );
     assert!(loaded.contains(&format!("kube-baseline:{VERSION}")), "{loaded}");
 }
 

@@ -124,11 +124,7 @@ impl DocumentResult {
         } else {
             format!("{}: ", e.field)
         };
-        let hint = e
-            .hint
-            .as_ref()
-            .map(|h| format!(" (did you mean {h:?}?)"))
-            .unwrap_or_default();
+        let hint = e.hint.as_ref().map(|h| format!(" ({h})")).unwrap_or_default();
         let warning = if e.source == Source::Warning { "warning: " } else { "" };
         let note = match e.source {
             // (An undecodable baseline, on the whole document, explains itself.)
@@ -164,7 +160,13 @@ impl Default for Checks {
 }
 
 fn entry(doc: &load::Document, e: &FieldError, source: Source) -> ErrorEntry {
-    let at = doc.position_of(&e.field);
+    // A list rule's message names the list: point at the entry that breaks it, and quote it.
+    let culprit = (e.reason == Reason::Invalid).then(|| culprit(&doc.value, e)).flatten();
+    let at = doc.position_of(culprit.as_ref().map_or(&e.field, |(path, _)| path));
+    let hint = match e.reason {
+        Reason::UnknownField => did_you_mean(&e.field).map(|f| format!("did you mean {f:?}?")),
+        _ => culprit.map(|(_, why)| why),
+    };
     ErrorEntry {
         field: e.field.clone(),
         message: e.message.clone(),
@@ -174,10 +176,47 @@ fn entry(doc: &load::Document, e: &FieldError, source: Source) -> ErrorEntry {
         },
         line: at.line,
         column: at.column,
-        hint: (e.reason == Reason::UnknownField)
-            .then(|| did_you_mean(&e.field))
-            .flatten(),
+        hint,
     }
+}
+
+/// The first entry that breaks the blockedCIDRs or the groups rule (whose messages name only the
+/// list), as its path and a note quoting it.
+fn culprit(doc: &serde_json::Value, e: &FieldError) -> Option<(String, String)> {
+    if e.field == "spec.metadataEgress.blockedCIDRs" {
+        let cidrs = doc["spec"]["metadataEgress"]["blockedCIDRs"].as_array()?;
+        return cidrs.iter().enumerate().find_map(|(i, c)| {
+            let c = c.as_str()?;
+            let path = format!("{}[{i}]", e.field);
+            let why = match c.parse::<ipnet::IpNet>() {
+                Err(_) => "is not a CIDR".to_string(),
+                Ok(net) if net.prefix_len() == 0 => "would block all egress".to_string(),
+                Ok(net) if net.trunc() != net => format!("has bits set past the prefix: {} is canonical", net.trunc()),
+                Ok(net) if net.to_string() != c => format!("is not written canonically: {net}"),
+                Ok(_) => return None,
+            };
+            Some((path.clone(), format!("{c:?} at {path} {why}")))
+        });
+    }
+    if e.field == "spec" && e.message.contains("roleBindings[].groups") {
+        let guid = |g: &str| {
+            let parts: Vec<&str> = g.split('-').collect();
+            parts.len() == 5
+                && parts
+                    .iter()
+                    .zip([8, 4, 4, 4, 12])
+                    .all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
+        };
+        let bindings = doc["spec"]["roleBindings"].as_array()?;
+        return bindings.iter().enumerate().find_map(|(i, rb)| {
+            rb["groups"].as_array()?.iter().enumerate().find_map(|(j, g)| {
+                let g = g.as_str()?;
+                let path = format!("spec.roleBindings[{i}].groups[{j}]");
+                (!guid(g)).then(|| (path.clone(), format!("{g:?} at {path} is not a GUID")))
+            })
+        });
+    }
+    None
 }
 
 /// The declared field closest to the misspelt last step of `field` (same parent), when one is
@@ -559,6 +598,29 @@ mod tests {
             "{warning:?}"
         );
         assert!(summary(&results).ends_with("; 1 warning"), "{}", summary(&results));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_list_rule_points_at_and_quotes_the_entry_that_breaks_it() {
+        let dir = temp_dir("culprits");
+        let path = write(
+            &dir,
+            "lists.yaml",
+            "apiVersion: kubebaseline.io/v1alpha1\nkind: SecurityBaseline\nmetadata: {name: s}\nspec:\n  metadataEgress:\n    blockedCIDRs:\n      - 169.254.169.254/32\n      - 10.0.0.1/8\n  roleBindings:\n    - name: devs\n      clusterRole: edit\n      groups: [3f2504e0-4f89-11d3-9a0c-0305e82c3301, developers]\n",
+        );
+        let results = validate_paths(std::slice::from_ref(&path), &Checks::default()).unwrap();
+        let lines: Vec<String> = results[0].lines().collect();
+        assert!(
+            lines.iter().any(|l| l.contains("lists.yaml:8:9: spec.metadataEgress.blockedCIDRs: Invalid value")
+                && l.ends_with("(\"10.0.0.1/8\" at spec.metadataEgress.blockedCIDRs[1] has bits set past the prefix: 10.0.0.0/8 is canonical)")),
+            "{lines:#?}"
+        );
+        assert!(
+            lines.iter().any(|l| l.contains("lists.yaml:12:")
+                && l.ends_with("(\"developers\" at spec.roleBindings[0].groups[1] is not a GUID)")),
+            "{lines:#?}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 
