@@ -52,7 +52,7 @@ async fn operator_kubeconfig_file() -> PathBuf {
     static PATH: OnceCell<PathBuf> = OnceCell::const_new();
     PATH.get_or_init(|| async {
         install();
-        fence_baseline().await;
+        made_fence_baseline().await;
         operator_kubeconfig("operator-fence.kubeconfig").await
     })
     .await
@@ -70,9 +70,18 @@ static FENCE_BASELINE: std::sync::OnceLock<(String, String)> = std::sync::OnceLo
 const POLICY_NAME: &str = "restrict-instance-metadata";
 
 async fn fence_baseline() -> &'static (String, String) {
+    // Every test waits for the per-baseline fence, not only the first (which sets the baseline).
+    static IN_FORCE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    let baseline = made_fence_baseline().await;
+    IN_FORCE.get_or_init(per_baseline_fence_in_force).await;
+    baseline
+}
+
+async fn made_fence_baseline() -> &'static (String, String) {
     if let Some(b) = FENCE_BASELINE.get() {
         return b;
     }
+    install();
     // One name for every run: the baseline is made once per control plane and reused, so runs
     // leave no baselines behind (each is a parameter of every admission policy).
     let name = "e2e-fence-test".to_string();
@@ -91,6 +100,33 @@ async fn fence_baseline() -> &'static (String, String) {
     };
     let _ = FENCE_BASELINE.set((name, made.metadata.uid.unwrap()));
     FENCE_BASELINE.get().unwrap()
+}
+
+/// Waits (up to two minutes) until the per-baseline fence refuses what it must. Its parameters
+/// are SecurityBaselines, and after an API server restart (e2e_faults restarts it just before
+/// this binary) the API server takes 30 s and more to discover their kind; until then that policy
+/// is not configured and, failing open by design (config/fence/per-baseline.yaml), admits.
+async fn per_baseline_fence_in_force() {
+    install();
+    let admin = client().await;
+    let elsewhere = create_namespace(&admin, "fence-probe", &[]).await;
+    let bindings = Api::<RoleBinding>::namespaced(client_from(&operator_kubeconfig_file().await).await, &elsewhere);
+    let dry_run = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let probe = binding("team-dev", "edit", true);
+    eventually(
+        "the per-baseline fence in force",
+        std::time::Duration::from_secs(120),
+        || async {
+            matches!(bindings.create(&dry_run, &probe).await,
+            Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains("kube-baseline-fence-per-baseline"))
+            .then_some(())
+        },
+    )
+    .await;
+    delete_namespace(&admin, &elsewhere).await;
 }
 
 /// A SecurityBaseline named `name` with `spec`, selecting the namespaces labelled `SELECTED=name`.
@@ -115,6 +151,7 @@ async fn selected_namespace(admin: &Client, prefix: &str, extra: &[(&str, &str)]
 
 /// The operator's identity, authenticated by its own token: its RBAC, then the fence.
 async fn operator() -> Client {
+    fence_baseline().await;
     client_from(&operator_kubeconfig_file().await).await
 }
 
