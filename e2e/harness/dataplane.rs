@@ -1,6 +1,6 @@
 //! The dataplane harness: a real NetworkPolicy engine and real packets.
 //!
-//! A "node" network namespace holds a bridge (`10.244.0.1/24`, also the Node's InternalIP); each
+//! A "node" network namespace holds a bridge (`10.244.0.1/16`, also the Node's InternalIP); each
 //! pod is a network namespace with a veth on that bridge, registered as a Pod object (nodeName,
 //! hostIP, podIP, phase Running; no kubelet). Stubs answer TCP: the Instance Metadata endpoint
 //! at 169.254.169.254:80 and an "outside" host at 203.0.113.10:80, each in a namespace of its own
@@ -44,7 +44,7 @@ use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
@@ -80,7 +80,7 @@ pub struct Dataplane {
     node_ns: String,
     stub_ns: Vec<String>,
     pods: Mutex<Vec<Pod>>,
-    next_host: AtomicU8,
+    next_host: AtomicU16,
     engine: Mutex<Option<Child>>,
     pub engine_log: PathBuf,
     host_before: HostNetwork,
@@ -271,7 +271,7 @@ impl Dataplane {
                 format!("{NETNS_PREFIX}{pid}-outside"),
             ],
             pods: Mutex::new(vec![]),
-            next_host: AtomicU8::new(2),
+            next_host: AtomicU16::new(2),
             engine: Mutex::new(None),
             engine_log: cluster_dir().join("logs").join(format!("kube-router-{run}.log")),
             run,
@@ -316,6 +316,21 @@ impl Dataplane {
             );
             eprintln!("dataplane: removing {name}, left by a run that is gone");
             let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+        let namespaces = kubectl(&["get", "namespaces", "-o", "name"]);
+        for name in namespaces
+            .lines()
+            .filter_map(|l| l.strip_prefix("namespace/kbdp-canary-"))
+        {
+            let Some(pid) = name.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
+            if pid != me && !pid_alive(pid) {
+                let _ = Command::new(kubectl_path())
+                    .env("KUBECONFIG", kubeconfig_path())
+                    .args(["delete", "namespace", &format!("kbdp-canary-{name}"), "--wait=false"])
+                    .output();
+            }
         }
         for kind in ["pods", "nodes"] {
             let out = kubectl(&["get", kind, "-A", "-l", RUN_LABEL, "-o", "json"]);
@@ -382,7 +397,7 @@ impl Dataplane {
             "type",
             "bridge",
         ]);
-        ip_cmd(&["-n", node, "addr", "add", &format!("{NODE_IP}/24"), "dev", "br0"]);
+        ip_cmd(&["-n", node, "addr", "add", &format!("{NODE_IP}/16"), "dev", "br0"]);
         ip_cmd(&["-n", node, "link", "set", "br0", "up"]);
         // The node-local DNS address on the node's loopback (no dummy links on every kernel).
         ip_cmd(&["-n", node, "addr", "add", &format!("{DNS}/32"), "dev", "lo"]);
@@ -472,6 +487,16 @@ impl Dataplane {
                 }
             }
         });
+    }
+
+    /// The engine's version (e2e/dataplane/versions.env).
+    pub fn engine_version() -> String {
+        let env = std::fs::read_to_string(repo_root().join("e2e/dataplane/versions.env")).unwrap();
+        env.lines()
+            .find_map(|l| l.strip_prefix("KUBE_ROUTER_VERSION="))
+            .expect("KUBE_ROUTER_VERSION in versions.env")
+            .trim()
+            .to_string()
     }
 
     pub fn engine_binary() -> PathBuf {
@@ -593,6 +618,21 @@ impl Dataplane {
         .join("\n----\n")
     }
 
+    /// The engine log's length now (for [`Dataplane::engine_syncs_since`]).
+    pub fn engine_log_offset(&self) -> usize {
+        std::fs::read(&self.engine_log).map(|b| b.len()).unwrap_or(0)
+    }
+
+    /// How long each of the engine's full syncs (iptables and ipsets) took since `offset`.
+    pub fn engine_syncs_since(&self, offset: usize) -> Vec<Duration> {
+        let text = std::fs::read(&self.engine_log).unwrap_or_default();
+        let text = String::from_utf8_lossy(&text[offset.min(text.len())..]).into_owned();
+        text.lines()
+            .filter_map(|l| l.split("sync iptables took ").nth(1))
+            .filter_map(|d| go_duration(d.trim()))
+            .collect()
+    }
+
     /// The host network as it was before anything was made.
     pub fn host_before(&self) -> &HostNetwork {
         &self.host_before
@@ -610,8 +650,8 @@ impl Dataplane {
     /// (Running on this node). The engine programs it once it sees the object.
     pub fn pod(&self, ns: &str, name: &str) -> Pod {
         let host = self.next_host.fetch_add(1, Ordering::Relaxed);
-        assert!(host < 255, "out of pod addresses");
-        let ip = Ipv4Addr::new(10, 244, 0, host);
+        assert!(host < 65000, "out of pod addresses");
+        let ip = Ipv4Addr::new(10, 244, (host >> 8) as u8, host as u8);
         let netns = format!("{NETNS_PREFIX}{}-p{host}", std::process::id());
         let pod = Pod {
             namespace: ns.into(),
@@ -637,7 +677,7 @@ impl Dataplane {
             &netns,
         ]);
         ip_cmd(&["-n", &self.node_ns, "link", "set", &link, "master", "br0", "up"]);
-        ip_cmd(&["-n", &netns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+        ip_cmd(&["-n", &netns, "addr", "add", &format!("{ip}/16"), "dev", "eth0"]);
         ip_cmd(&["-n", &netns, "link", "set", "eth0", "up"]);
         ip_cmd(&["-n", &netns, "route", "add", "default", "via", &NODE_IP.to_string()]);
         listen_in(&netns, SocketAddr::from((ip, POD_PORT)));
@@ -892,4 +932,28 @@ impl Timeline {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+}
+
+/// A Go duration as the engine logs it ("67.06ms", "1.2s", "950µs", "1m2.5s").
+fn go_duration(text: &str) -> Option<Duration> {
+    let mut total = 0.0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let value: f64 = rest[..end].parse().ok()?;
+        rest = &rest[end..];
+        let unit_end = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let scale = match &rest[..unit_end] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "µs" | "us" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        total += value * scale;
+        rest = &rest[unit_end..];
+    }
+    Some(Duration::from_secs_f64(total))
 }
