@@ -346,6 +346,43 @@ async fn the_policy_deleted_by_an_admin_leaves_at_most_a_short_window() {
     s.cleanup().await;
 }
 
+/// The same delete with nobody to repair it (the rendered policy copied into a namespace no
+/// baseline selects): the probe does see IMDS open, so the repair test's zero means something.
+#[tokio::test]
+async fn without_a_repair_a_deleted_policy_opens_imds_after_the_engines_sync() {
+    let mut s = Scenario::new("dp-norepair").await;
+    let selected = s.namespace("team").await;
+    s.baseline("aks", aks_spec(&s.label)).await;
+    let mut copy = s.wait_policy(&selected).await;
+    let ns = s.unselected_namespace("plain").await;
+    copy.metadata = kube::api::ObjectMeta {
+        name: Some("rendered-copy".into()),
+        namespace: Some(ns.clone()),
+        ..Default::default()
+    };
+    s.policies(&ns).create(&PostParams::default(), &copy).await.unwrap();
+    let a = pod(&ns, "a").await;
+    wait_blocked(&a, IMDS, 80).await;
+
+    let probe = Probe::start(&a, IMDS, 80, EVERY);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let deleted = Instant::now();
+    s.policies(&ns)
+        .delete("rendered-copy", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_reachable(&a, IMDS, 80).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let timeline = probe.stop();
+    let opened = timeline.opened_after(deleted).expect("the probe saw IMDS open");
+    println!(
+        "no repair: IMDS answered {opened:?} after the delete ({})",
+        timeline.summary(deleted)
+    );
+    assert!(opened < WAIT);
+    s.cleanup().await;
+}
+
 #[tokio::test]
 async fn engine_network_policy_behaves_as_the_default_and_the_families_are_ipv4() {
     let mut s = Scenario::new("dp-engine").await;
