@@ -258,6 +258,23 @@ impl Dataplane {
     /// Builds the topology, registers the Node, starts the engine and waits until it enforces;
     /// on failure, removes what it made and says why.
     pub fn start() -> Result<Self, String> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err("the dataplane suite needs root (network namespaces, iptables inside them)".into());
+        }
+        // A CiliumNode says an agent runs: engine Auto would write CiliumNetworkPolicies, which
+        // this engine does not read (a leftover of a killed Cilium test, say).
+        let cilium_nodes = Command::new(kubectl_path())
+            .env("KUBECONFIG", kubeconfig_path())
+            .args(["get", "ciliumnodes.cilium.io", "-o", "name"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        if !cilium_nodes.is_empty() {
+            return Err(format!(
+                "CiliumNode objects exist ({cilium_nodes}): engine Auto would pick Cilium; delete them first"
+            ));
+        }
         let host_before = HostNetwork::read();
         let pid = std::process::id();
         Self::remove_stale(pid);
