@@ -519,7 +519,17 @@ async fn time_to_blocked_in_packets() {
     let baseline = s.baseline("aks", aks_spec(&s.label)).await;
     let mut rows = vec![];
     let mut present = 0;
-    for scale in [10, 100] {
+    // DATAPLANE_BENCH_SCALES: the counts of selected namespaces with a pod (default 10,100).
+    let scales: Vec<usize> = std::env::var("DATAPLANE_BENCH_SCALES")
+        .unwrap_or_else(|_| "10,100".into())
+        .split(',')
+        .map(|n| {
+            n.trim()
+                .parse()
+                .expect("DATAPLANE_BENCH_SCALES: counts, comma-separated")
+        })
+        .collect();
+    for scale in scales {
         while present < scale {
             let ns = s.namespace("bg").await;
             pod(&ns, "bg").await;
