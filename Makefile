@@ -65,9 +65,11 @@ cluster-status:
 run:
 	e2e/scripts/run.sh
 
-## Scale and latency on the local control plane (release build); see BENCHMARKS.md.
+## Scale and latency on the local control plane (release build), and time to blocked in packets
+## on the dataplane suite's test engine; see BENCHMARKS.md.
 bench:
 	e2e/scripts/with-cluster.sh cargo test --release --test e2e_bench scale_and_repair_latency -- --ignored --nocapture --test-threads 1
+	e2e/scripts/with-cluster.sh cargo test --release --test e2e_dataplane time_to_blocked_in_packets -- --ignored --nocapture --test-threads 1
 
 ## What the API server spends on one write, by write style (create, server-side apply) and identity.
 bench-writes:

@@ -23,6 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub mod bench;
 pub mod cilium;
+pub mod dataplane;
 pub mod observer;
 pub mod proxy;
 pub mod scenario;
