@@ -27,6 +27,7 @@ use crate::runtime::metrics::Metrics;
 use crate::runtime::namespaces::{self, CachedNamespace};
 use crate::runtime::reconcile::{error_policy, reconcile};
 use crate::runtime::retry::WatchBackoff;
+use crate::runtime::writer::Cached;
 
 /// Baseline events that can change what a namespace should look like: spec changes
 /// (generation), deletion, and every object at (re)start. Status-only updates are dropped, so
@@ -150,6 +151,32 @@ fn decoded(event: watcher::Event<DynamicObject>) -> watcher::Event<SecurityBasel
         InitApply(o) => InitApply(crate::api::decode(o)),
         InitDone => InitDone,
     }
+}
+
+/// The watch of every object of a managed kind (`K::managed` keeps the managed ones whole,
+/// `K::names` the names of all): each event is applied to both caches, an echo of this process's
+/// own write is not applied twice, and the object is handed on to trigger its namespace's
+/// reconcile (None for an echo or a list marker).
+fn managed_objects<K: Cached>(
+    ctx: Arc<Context>,
+    client: Client,
+    relisted_tx: futures::channel::mpsc::UnboundedSender<()>,
+) -> impl Stream<Item = Result<Option<K>, watcher::Error>> + Send + 'static {
+    let present = Arc::new(());
+    let mut relisted = on_relist(relisted_tx);
+    watcher(Api::<K>::all(client), watch_config())
+        .backoff(WatchBackoff::default())
+        .modify(|o| o.managed_fields_mut().clear())
+        .map_ok(move |e| {
+            let index = K::managed(&ctx);
+            let echo = index.is_echo(&e);
+            if !echo {
+                index.apply(&e);
+            }
+            K::names(&ctx).apply_with(&e, |_| Some(present.clone()));
+            relisted(&e);
+            trigger(e, echo)
+        })
 }
 
 /// Every namespace is reconciled again this often, against events missed for any reason.
@@ -291,54 +318,21 @@ pub fn controller(
     // Every CiliumNetworkPolicy, once the API serves them: managed ones kept whole, the others by
     // name only (a Cilium deny cannot be re-opened, so other policies need no summary).
     let cilium_policies = {
-        let (index, names) = (ctx.cilium_policies.clone(), ctx.cilium_names.clone());
         let mut served = ctx.cilium_served.subscribe();
-        let (client, relisted_tx) = (client.clone(), relisted_tx.clone());
-        let present = Arc::new(());
+        let (client, relisted_tx, ctx_for_cilium) = (client.clone(), relisted_tx.clone(), ctx.clone());
         stream::once(async move {
             let _ = served.wait_for(|served| *served).await;
         })
         .flat_map(move |()| {
-            let (index, names, present) = (index.clone(), names.clone(), present.clone());
-            let mut relisted = on_relist(relisted_tx.clone());
-            watcher(Api::<CiliumNetworkPolicy>::all(client.clone()), watch_config())
-                .backoff(WatchBackoff::default())
-                .modify(|o| o.managed_fields_mut().clear())
-                .map_ok(move |e| {
-                    let echo = index.is_echo(&e);
-                    if !echo {
-                        index.apply(&e);
-                    }
-                    names.apply_with(&e, |_| Some(present.clone()));
-                    relisted(&e);
-                    trigger(e, echo)
-                })
+            managed_objects::<CiliumNetworkPolicy>(ctx_for_cilium.clone(), client.clone(), relisted_tx.clone())
         })
         .try_filter_map(|o| futures::future::ready(Ok(o)))
         .filter(no_errors)
     };
     // Every RoleBinding: managed ones kept whole, the others by name only (see Context).
-    let bindings = {
-        let (index, names) = (ctx.bindings.clone(), ctx.binding_names.clone());
-        let present = Arc::new(());
-        watcher(Api::<RoleBinding>::all(client), watch_config())
-            .backoff(WatchBackoff::default())
-            .modify(|o| o.managed_fields_mut().clear())
-            .map_ok({
-                let mut relisted = on_relist(relisted_tx);
-                move |e| {
-                    let echo = index.is_echo(&e);
-                    if !echo {
-                        index.apply(&e);
-                    }
-                    names.apply_with(&e, |_| Some(present.clone()));
-                    relisted(&e);
-                    trigger(e, echo)
-                }
-            })
-            .try_filter_map(|o| futures::future::ready(Ok(o)))
-            .filter(no_errors)
-    };
+    let bindings = managed_objects::<RoleBinding>(ctx.clone(), client, relisted_tx)
+        .try_filter_map(|o| futures::future::ready(Ok(o)))
+        .filter(no_errors);
 
     let mapper_ctx = ctx.clone();
     let run = Controller::for_stream(namespaces, ns_reader)
