@@ -297,6 +297,16 @@ fn the_binary_reports_every_invalid_document_at_its_location() {
     }
     let summary = stdout.lines().last().unwrap();
     assert!(summary.starts_with(&format!("{} documents: ", docs.len())), "{summary}");
+    // The corpus's misspelt field gets the declared one it is closest to, and a list rule's error
+    // quotes the entry that breaks it, at that entry's line.
+    assert!(
+        stdout.contains(r#"spec.metadataEgress.blockedCidrs: unknown field (did you mean "blockedCIDRs"?)"#),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(r#"("developers" at spec.roleBindings[0].groups[0] is not a GUID)"#),
+        "{stdout}"
+    );
     // Without --strict, documents of other kinds are skipped and said to be.
     let (_, plain, _) = validate_bin(&[dir_arg], None);
     for doc in docs.iter().filter(|d| class(&d.location) == Class::Kind) {

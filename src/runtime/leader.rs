@@ -8,7 +8,9 @@ mod fence;
 
 use std::time::Duration;
 
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::Client;
+use kube::api::Api;
 use kube_lease_manager::{LeaseCreateMode, LeaseManagerBuilder};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -31,13 +33,20 @@ pub struct LeaseSettings {
 pub struct Leadership {
     pub is_leader: watch::Receiver<bool>,
     task: JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>,
+    leases: Api<Lease>,
+    settings: LeaseSettings,
 }
+
+/// How long a new leader waits before it believes it: two replicas that start together can both
+/// be told they lead (the lease manager takes a free lease with a write that does not check the
+/// version it read, so the later write wins), and the other's write lands within milliseconds.
+const CONFIRM_AFTER: Duration = Duration::from_millis(1000);
 
 impl Leadership {
     /// Starts campaigning; the lease is created when missing.
     pub async fn campaign(client: Client, s: &LeaseSettings) -> Result<Self> {
         let timing = Timing::new(s.duration);
-        let manager = LeaseManagerBuilder::new(client, &s.name)
+        let manager = LeaseManagerBuilder::new(client.clone(), &s.name)
             .with_namespace(&s.namespace)
             .with_identity(&s.identity)
             .with_create_mode(LeaseCreateMode::AutoCreate)
@@ -50,17 +59,37 @@ impl Leadership {
             .await
             .map_err(Error::Lease)?;
         let (is_leader, task) = manager.watch().await;
-        Ok(Self { is_leader, task })
+        Ok(Self {
+            is_leader,
+            task,
+            leases: Api::namespaced(client, &s.namespace),
+            settings: s.clone(),
+        })
     }
 
-    /// Resolves once this process leads.
+    /// Resolves once this process leads: told so by the lease manager, and still the holder on
+    /// the API server a moment later (see [`CONFIRM_AFTER`]). A replica that loses that race
+    /// stands by instead of starting to write.
     pub async fn acquired(&mut self) -> Result<()> {
-        self.is_leader
-            .wait_for(|l| *l)
-            .await
-            .map_err(|_| Error::LeaseManagerStopped)?;
-        info!("became leader");
-        Ok(())
+        loop {
+            self.is_leader
+                .wait_for(|l| *l)
+                .await
+                .map_err(|_| Error::LeaseManagerStopped)?;
+            tokio::time::sleep(CONFIRM_AFTER).await;
+            if *self.is_leader.borrow() && self.holds().await {
+                info!("became leader");
+                return Ok(());
+            }
+            info!("another replica took the lease as this one did; standing by");
+        }
+    }
+
+    /// Whether the stored lease names this process as its holder (a failed read: no).
+    async fn holds(&self) -> bool {
+        let read = tokio::time::timeout(Duration::from_secs(5), self.leases.get_opt(&self.settings.name)).await;
+        matches!(read, Ok(Ok(Some(lease)))
+            if lease.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some(self.settings.identity.as_str()))
     }
 
     /// Resolves when leadership is lost after it was held.
