@@ -324,14 +324,32 @@ pub fn install() {
 
 /// Waits (up to a minute) until the API server serves the CRD `name`.
 pub fn wait_established(name: &str) {
-    kubectl(&[
-        "wait",
-        "--for",
-        "condition=established",
-        "--timeout",
-        "60s",
-        &format!("crd/{name}"),
-    ]);
+    // `kubectl wait` gives up at once, not after its timeout, on a CRD created so recently that
+    // it has no status conditions yet ("<nil> is of the type <nil>"): ask again until a minute.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = Command::new(kubectl_path())
+            .env("KUBECONFIG", kubeconfig_path())
+            .args([
+                "wait",
+                "--for",
+                "condition=established",
+                "--timeout",
+                "60s",
+                &format!("crd/{name}"),
+            ])
+            .output()
+            .expect("kubectl runs");
+        if out.status.success() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "crd/{name} not established: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// A kubeconfig for the installed operator's own ServiceAccount (`config/rbac`).
