@@ -919,6 +919,86 @@ async fn pod_security_labels_it_did_not_set_are_never_lowered_or_removed() {
     delete_namespace(&admin, &ns).await;
 }
 
+/// The guard label (kubebaseline.io/guarded, the protection policy's Deny bindings select on it):
+/// the token may set it anywhere, but may not take it away where a baseline enforces, nor take
+/// away one someone else set; where no baseline selects, it may remove its own.
+#[tokio::test]
+async fn the_guard_label_stays_where_a_baseline_enforces() {
+    const GUARD: &str = kube_baseline::core::objects::GUARD_LABEL;
+    let admin = client().await;
+    let selected = selected_namespace(&admin, "fence-guard", &[]).await;
+    let elsewhere = create_namespace(&admin, "fence-unguarded", &[]).await;
+    let namespaces: Api<Namespace> = Api::all(operator().await);
+    let apply = |ns: &str, labels: Value| {
+        Patch::Apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}}))
+    };
+    for ns in [&selected, &elsewhere] {
+        namespaces
+            .patch(
+                ns,
+                &apply_as_operator(),
+                &apply(ns, json!({GUARD: "true", PSA_ENFORCE: "baseline"})),
+            )
+            .await
+            .expect("the guard label may be set anywhere");
+    }
+    // Where the fence baseline enforces: neither removed nor changed, whichever way it is sent.
+    assert_fenced(
+        namespaces
+            .patch(
+                &selected,
+                &apply_as_operator(),
+                &apply(&selected, json!({PSA_ENFORCE: "baseline"})),
+            )
+            .await,
+        &format!("may not remove the label {GUARD} from namespace {selected}"),
+    );
+    assert_fenced(
+        namespaces
+            .patch(
+                &selected,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {GUARD: "false"}}})),
+            )
+            .await,
+        "enforces there",
+    );
+    assert_eq!(
+        admin_namespace_labels(&admin, &selected)
+            .await
+            .get(GUARD)
+            .map(String::as_str),
+        Some("true")
+    );
+    // Where no baseline selects: its own may go.
+    namespaces
+        .patch(&elsewhere, &apply_as_operator(), &apply(&elsewhere, json!({})))
+        .await
+        .expect("its own guard label, where no baseline enforces");
+    assert!(!admin_namespace_labels(&admin, &elsewhere).await.contains_key(GUARD));
+    // One someone else set is not the token's to take away, even there; setting it to "true" is.
+    Api::<Namespace>::all(admin.clone())
+        .patch(
+            &elsewhere,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {GUARD: "true"}}})),
+        )
+        .await
+        .unwrap();
+    assert_fenced(
+        namespaces
+            .patch(
+                &elsewhere,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {GUARD: null}}})),
+            )
+            .await,
+        "takes away one set by someone else",
+    );
+    delete_namespace(&admin, &selected).await;
+    delete_namespace(&admin, &elsewhere).await;
+}
+
 async fn admin_namespace_labels(admin: &Client, ns: &str) -> BTreeMap<String, String> {
     Api::<Namespace>::all(admin.clone())
         .get(ns)

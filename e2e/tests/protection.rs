@@ -900,3 +900,93 @@ async fn a_team_sees_its_problems_in_its_namespace_and_with_team_visibility_its_
     bindings.delete(&binding_name, &DeleteParams::default()).await.unwrap();
     s.cleanup().await;
 }
+
+/// The Deny copy of the protection policy is bound only where `kubebaseline.io/guarded=true`: the
+/// operator keeps that label on exactly the namespaces an enforcing baseline selects, restores it
+/// when an administrator removes it, takes it away when the namespace leaves, and no one else may
+/// change it while the namespace is enforced.
+#[tokio::test]
+async fn the_guard_label_marks_exactly_the_enforced_namespaces_and_cannot_be_taken_away() {
+    use kube_baseline::core::objects::GUARD_LABEL;
+    let mut s = Scenario::new("guard").await;
+    let baseline = s.baseline("aks", aks_spec(&s.label)).await;
+    let ns = s.namespace("team").await;
+    let outside = s.unselected_namespace("outside").await;
+    s.wait_all_objects(&ns).await;
+    let guarded = |labels: &std::collections::BTreeMap<String, String>| {
+        labels.get(GUARD_LABEL).map(String::as_str) == Some("true")
+    };
+    assert!(
+        guarded(&s.namespace_labels(&ns).await),
+        "written with the Pod Security labels"
+    );
+
+    // A user who may label namespaces cannot take it away, nor change it, while it is enforced.
+    let user = namespace_labeller(&s, "guard-labeller@example.com").await;
+    let namespaces: Api<Namespace> = Api::all(user);
+    for value in [Value::Null, json!("false")] {
+        let patch = json!({"metadata": {"labels": {GUARD_LABEL: value}}});
+        let message = eventually("the guard label change refused", WAIT, || async {
+            match namespaces
+                .patch(&ns, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Err(kube::Error::Api(e)) if e.code == 403 => Some(e.message),
+                _ => None,
+            }
+        })
+        .await;
+        assert!(
+            message.contains(GUARD_LABEL) && message.contains(&baseline),
+            "{message}"
+        );
+        assert!(message.contains("system:masters"), "says who may override: {message}");
+    }
+
+    // Break-glass may; the operator puts it back.
+    let admin: Api<Namespace> = Api::all(s.client.clone());
+    let unguard = json!({"metadata": {"labels": {GUARD_LABEL: null}}});
+    admin
+        .patch(&ns, &PatchParams::default(), &Patch::Merge(&unguard))
+        .await
+        .expect("an administrator may remove it");
+    eventually("the guard label restored", WAIT, || async {
+        guarded(&s.namespace_labels(&ns).await).then_some(())
+    })
+    .await;
+    assert!(
+        !s.namespace_labels(&outside).await.contains_key(GUARD_LABEL),
+        "a namespace no baseline selects is not guarded"
+    );
+
+    // Leaving (a delegated user may, under Dynamic selection) takes it away, and the user may
+    // remove it with the same write.
+    let leave = json!({"metadata": {"labels": {SUITE_LABEL: null}}});
+    namespaces
+        .patch(&ns, &PatchParams::default(), &Patch::Merge(&leave))
+        .await
+        .expect("a Dynamic baseline lets a namespace leave");
+    eventually("the guard label removed once the namespace left", WAIT, || async {
+        (!s.namespace_labels(&ns).await.contains_key(GUARD_LABEL)).then_some(())
+    })
+    .await;
+    // An Audit baseline writes nothing, not even the guard label.
+    let audit_label = unique("guard-audit");
+    let mut audit = aks_spec(&audit_label);
+    audit.mode = kube_baseline::api::Mode::Audit;
+    let audit_baseline = s.baseline("audit", audit).await;
+    let audited = create_namespace(&s.client, "audited", &[(SUITE_LABEL, audit_label.as_str())]).await;
+    s.wait_status(&audit_baseline, "the namespace selected", |st| {
+        st.namespaces.selected >= 1
+    })
+    .await;
+    stays(
+        "no guard label under an Audit baseline",
+        std::time::Duration::from_secs(2),
+        || async { !s.namespace_labels(&audited).await.contains_key(GUARD_LABEL) },
+    )
+    .await;
+    delete_namespace(&s.client, &audited).await;
+    drop_labeller(&s).await;
+    s.cleanup().await;
+}

@@ -285,7 +285,15 @@ fn build(ns: &ObjectMeta, key: &ObjectKey, want: &DesiredObject) -> Rendered {
         (ObjectKey::PodSecurityLabels, Content::PodSecurityLabels(labels)) => Rendered::Namespace(Namespace {
             metadata: ObjectMeta {
                 name: Some(name),
-                labels: Some(objects::pod_security_floor(ns, labels)),
+                // An enforcing baseline's labels are applied with the guard label (the
+                // protection policy's Deny bindings select on it).
+                labels: Some({
+                    let mut labels = objects::pod_security_floor(ns, labels);
+                    if want.owner.mode == crate::api::Mode::Enforce {
+                        labels.insert(objects::GUARD_LABEL.into(), objects::GUARD_VALUE.into());
+                    }
+                    labels
+                }),
                 ..Default::default()
             },
             ..Default::default()

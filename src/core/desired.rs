@@ -207,6 +207,9 @@ pub struct Plan {
     pub keep_pod_security_labels: bool,
     /// When the earliest exemption in force here expires: reconcile again then.
     pub next_expiry: Option<Timestamp>,
+    /// Whether an enforcing baseline selects the namespace: it then carries the guard label
+    /// ([`crate::core::objects::GUARD_LABEL`]) that scopes the protection policy's Deny bindings.
+    pub guarded: bool,
 }
 
 /// A baseline whose spec cannot be applied; admission catches most of this, the rest lands here.
@@ -499,6 +502,7 @@ pub fn plan(
             uid: baseline.uid().unwrap_or_default(),
             mode: baseline.spec.mode,
         };
+        plan.guarded |= owner.mode == Mode::Enforce;
         let mut verdict = Verdict {
             exemption: active_exemption(baseline, &ns.name, now),
             ..Default::default()

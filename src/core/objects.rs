@@ -21,6 +21,14 @@ pub const BASELINE_LABEL: &str = "kubebaseline.io/baseline";
 pub const ADOPTED_ANNOTATION: &str = "kubebaseline.io/adopted";
 /// Keeps a baseline until what it must release (Orphan policy, adopted objects) is released.
 pub const RELEASE_FINALIZER: &str = "kubebaseline.io/release";
+/// The label this operator keeps on every namespace an enforcing baseline selects, and only
+/// there: the protection policy's Deny bindings select on it (config/admission), so the API
+/// server skips the policy, before any CEL runs, for writes everywhere else. Who may change it
+/// is guarded like the Pod Security labels (the protection policy for users, the fence for the
+/// operator's own token).
+pub const GUARD_LABEL: &str = "kubebaseline.io/guarded";
+/// Its one value.
+pub const GUARD_VALUE: &str = "true";
 
 /// Whether an object carries the managed-by label (made, adopted, or copied from one that was).
 pub fn is_managed(meta: &ObjectMeta) -> bool {
@@ -351,14 +359,25 @@ pub fn owned_labels(meta: &ObjectMeta) -> BTreeSet<String> {
         .collect()
 }
 
-/// The namespace labels baselines select on: the Pod Security labels this operator set are left
-/// out, so a selector on them cannot flip with the operator's own writes (apply, no longer match,
-/// release, match again, ...).
+/// The namespace labels baselines select on: the Pod Security labels and the guard label this
+/// operator set are left out, so a selector on them cannot flip with the operator's own writes
+/// (apply, no longer match, release, match again, ...).
 pub fn selectable_labels(ns: &ObjectMeta) -> BTreeMap<String, String> {
     let owned = owned_labels(ns);
     let mut labels = ns.labels.clone().unwrap_or_default();
-    labels.retain(|k, _| !(k.starts_with(PSA_PREFIX) && owned.contains(k)));
+    labels.retain(|k, _| !((k.starts_with(PSA_PREFIX) || k == GUARD_LABEL) && owned.contains(k)));
     labels
+}
+
+/// Whether the namespace carries the guard label as this operator's own (set by its apply).
+pub fn guard_held(ns: &ObjectMeta) -> bool {
+    ns.labels.as_ref().and_then(|l| l.get(GUARD_LABEL)).map(String::as_str) == Some(GUARD_VALUE)
+        && owned_labels(ns).contains(GUARD_LABEL)
+}
+
+/// Whether this operator owns the guard label of the namespace (whatever its value).
+pub fn guard_owned(ns: &ObjectMeta) -> bool {
+    owned_labels(ns).contains(GUARD_LABEL)
 }
 
 /// Pod Security levels from loosest to strictest; None for a value that is not a level.

@@ -76,8 +76,13 @@ fn affected_namespaces(ctx: &Context, baseline: &SecurityBaseline) -> Vec<Object
         let selected = valid.as_ref().is_some_and(|v| desired::selects(baseline, v, &facts));
         if selected {
             out.insert(facts.name);
-        } else if ns.owned_labels().iter().any(|k| k.starts_with(PSA_PREFIX)) {
-            // Pod Security labels carry no baseline name: the one that set them may be this one.
+        } else if ns
+            .owned_labels()
+            .iter()
+            .any(|k| k.starts_with(PSA_PREFIX) || k == objects::GUARD_LABEL)
+        {
+            // Pod Security and guard labels carry no baseline name: the one that set them may
+            // be this one.
             psa_elsewhere.insert(facts.name);
         }
     }

@@ -59,8 +59,13 @@ pub async fn reconcile(ns: Arc<CachedNamespace>, ctx: Arc<Context>) -> Result<Ac
     let mut results: BTreeMap<ObjectKey, ObjectResult> = BTreeMap::new();
     let mut repairs: Vec<(String, ObjectKey, &'static str)> = Vec::new();
     let mut failures = Vec::new();
+    let mut guard_failed = false;
     if !facts.terminating && !desired::is_system_namespace(&name, &ctx.settings.system_namespaces) {
-        let writer = NamespaceWriter { ctx: &ctx, ns: &name };
+        let writer = NamespaceWriter {
+            ctx: &ctx,
+            ns: &name,
+            guarded: plan.guarded,
+        };
         for (key, want) in &plan.objects {
             let result = writer.ensure(&ns_meta, key, want).await;
             if let ObjectResult::Repaired(how) = result {
@@ -80,6 +85,21 @@ pub async fn reconcile(ns: Arc<CachedNamespace>, ctx: Arc<Context>) -> Result<Ac
                 (None, ObjectResult::Repaired(how)) => info!(object = %key, "{}", log_verb(how)),
                 _ => {}
             }
+        }
+        // The guard label is the protection policy's, not a baseline's object: logged and
+        // counted (a failure backs off like any other), no Event.
+        match writer.ensure_guard(&ns_meta).await {
+            Some(ObjectResult::Repaired(_)) => info!(
+                label = objects::GUARD_LABEL,
+                guarded = plan.guarded,
+                "guard label {}",
+                if plan.guarded { "set" } else { "removed" }
+            ),
+            Some(ObjectResult::Failed { reason, message }) => {
+                warn!(label = objects::GUARD_LABEL, reason, message, "guard label not written");
+                guard_failed = true;
+            }
+            _ => {}
         }
     }
 
@@ -149,7 +169,8 @@ pub async fn reconcile(ns: Arc<CachedNamespace>, ctx: Arc<Context>) -> Result<Ac
 
     ctx.metrics.reconciles.inc();
     ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
-    let any_failed = !failures.is_empty() || results.values().any(|r| matches!(r, ObjectResult::Failed { .. }));
+    let any_failed =
+        guard_failed || !failures.is_empty() || results.values().any(|r| matches!(r, ObjectResult::Failed { .. }));
     let attempts = {
         let mut r = ctx.results.lock().unwrap();
         if any_failed {

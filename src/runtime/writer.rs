@@ -97,6 +97,11 @@ enum Start<'a, K> {
 pub(crate) struct NamespaceWriter<'a> {
     pub(crate) ctx: &'a Context,
     pub(crate) ns: &'a str,
+    /// Whether the namespace must carry the guard label (the plan's [`Plan::guarded`]): every
+    /// label apply of this pass says so, since an apply that leaves it out removes it.
+    ///
+    /// [`Plan::guarded`]: crate::core::desired::Plan::guarded
+    pub(crate) guarded: bool,
 }
 
 impl<'a> NamespaceWriter<'a> {
@@ -179,6 +184,7 @@ impl<'a> NamespaceWriter<'a> {
             .filter(|n| revision(n) > revision(ns_meta))
             .unwrap_or(ns_meta);
         let labels = objects::pod_security_floor(ns_meta, labels);
+        // (The guard label alone is [`Self::ensure_guard`]'s: no Pod Security Event for it.)
         if objects::pod_security_in_sync(ns_meta, &labels) || self.just_wrote(ns_meta, &labels) {
             return ObjectResult::InSync;
         }

@@ -1,5 +1,6 @@
-//! The Namespace half of the writer: the Pod Security labels, the only part of a namespace the
-//! operator writes, applied under its field manager so that it owns exactly those labels.
+//! The Namespace half of the writer: the Pod Security labels and the guard label, the only parts
+//! of a namespace the operator writes, applied under its field manager so that it owns exactly
+//! those labels.
 
 use std::collections::BTreeMap;
 
@@ -9,12 +10,16 @@ use kube::api::{Api, Patch};
 use serde_json::json;
 
 use super::NamespaceWriter;
+use crate::core::desired::PSA_PREFIX;
+use crate::core::objects::{self, GUARD_LABEL, GUARD_VALUE};
 use crate::runtime::context::ObjectResult;
 
 impl NamespaceWriter<'_> {
-    /// Applies exactly `labels` as this manager's Pod Security labels: labels it set before and
-    /// no longer wants are released (removed); other labels are never touched.
+    /// Applies exactly `labels` as this manager's Pod Security labels, with the guard label when
+    /// the namespace is guarded: labels it set before and no longer wants are released
+    /// (removed); other labels are never touched.
     pub(super) async fn apply_labels(&self, labels: &BTreeMap<String, String>) -> ObjectResult {
+        let labels = &self.with_guard(labels);
         let api: Api<Namespace> = Api::all(self.ctx.client.clone());
         let patch = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.ns, "labels": labels}});
         self.count_write("apply", "Namespace");
@@ -24,7 +29,8 @@ impl NamespaceWriter<'_> {
                     let mut map = self.ctx.labels_written.lock().unwrap();
                     map.insert(self.ns.to_string(), (rv, labels.clone()));
                 }
-                ObjectResult::Repaired(if labels.is_empty() { "Pruned" } else { "Updated" })
+                let pod_security = labels.keys().any(|k| k.starts_with(PSA_PREFIX));
+                ObjectResult::Repaired(if pod_security { "Updated" } else { "Pruned" })
             }
             Err(e) => self.failed("Namespace", e),
         }
@@ -33,6 +39,7 @@ impl NamespaceWriter<'_> {
     /// Whether this process wrote exactly `labels` to the namespace in a version the namespace
     /// cache has not caught up with yet (then there is nothing to write).
     pub(super) fn just_wrote(&self, ns_meta: &kube::api::ObjectMeta, labels: &BTreeMap<String, String>) -> bool {
+        let labels = &self.with_guard(labels);
         let mut map = self.ctx.labels_written.lock().unwrap();
         let Some((written, wrote)) = map.get(self.ns) else {
             return false;
@@ -43,5 +50,42 @@ impl NamespaceWriter<'_> {
             return false;
         }
         wrote == labels
+    }
+
+    /// `labels` with the guard label when the namespace is guarded.
+    fn with_guard(&self, labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        let mut all = labels.clone();
+        if self.guarded {
+            all.insert(GUARD_LABEL.into(), GUARD_VALUE.into());
+        }
+        all
+    }
+
+    /// Makes the guard label match the plan when no Pod Security write of this pass did: set where
+    /// an enforcing baseline selects the namespace, removed (only if this operator set it)
+    /// elsewhere. The Pod Security labels it owns are applied again as they are, so that they
+    /// stay. None when there was nothing to write.
+    pub(crate) async fn ensure_guard(&self, ns_meta: &kube::api::ObjectMeta) -> Option<ObjectResult> {
+        let written = self.ctx.labels_written.lock().unwrap().get(self.ns).cloned();
+        let seen: Option<u64> = ns_meta.resource_version.as_ref().and_then(|rv| rv.parse().ok());
+        if let Some((rv, wrote)) = written
+            && seen.is_none_or(|seen| seen < rv)
+        {
+            // This pass (or one the cache has not caught up with) applied the labels, guard included.
+            if wrote.contains_key(GUARD_LABEL) == self.guarded {
+                return None;
+            }
+        } else if objects::guard_held(ns_meta) == self.guarded && (self.guarded || !objects::guard_owned(ns_meta)) {
+            return None;
+        }
+        let owned = objects::owned_labels(ns_meta);
+        let keep: BTreeMap<String, String> = ns_meta
+            .labels
+            .iter()
+            .flatten()
+            .filter(|(k, _)| k.starts_with(PSA_PREFIX) && owned.contains(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Some(self.apply_labels(&keep).await)
     }
 }
