@@ -12,6 +12,7 @@ pub mod engine;
 pub mod evaluate;
 pub mod families;
 pub mod objects;
+pub mod outcomes;
 pub mod policy;
 pub mod report;
 pub mod schema;

@@ -1,12 +1,11 @@
 //! Baseline status from per-namespace outcomes: counts, a bounded problem list and conditions
 //! that do not flap. Pure functions; the writer task lives in the controller.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::{ActiveExemption, Mode, NamespaceCounts, Problem, SecurityBaselineStatus};
+use crate::api::{ActiveExemption, Mode, Problem, SecurityBaselineStatus};
+use crate::core::outcomes::Outcomes;
 
 /// At most this many problems are listed in status; the counts cover the rest.
 pub const MAX_PROBLEMS: usize = 50;
@@ -89,7 +88,7 @@ pub struct StatusInput<'a> {
     pub generation: Option<i64>,
     pub mode: Mode,
     pub invalid: Option<&'a str>,
-    pub outcomes: Option<&'a BTreeMap<String, NsOutcome>>,
+    pub outcomes: Option<&'a Outcomes>,
     pub repairs: i64,
     pub last_repair_time: Option<Time>,
     /// Namespaces the current generation may still change (selected now, or before, and not yet
@@ -113,29 +112,17 @@ pub fn compute(
     previous: Option<&SecurityBaselineStatus>,
     now: Timestamp,
 ) -> SecurityBaselineStatus {
-    let mut counts = NamespaceCounts::default();
-    let mut problems = Vec::new();
-    let mut warnings = Vec::new();
-    let mut exemptions = Vec::new();
-    for outcome in input.outcomes.into_iter().flat_map(|o| o.values()) {
-        counts.selected += 1;
-        *match outcome.state {
-            NsState::Compliant => &mut counts.compliant,
-            NsState::Drifted => &mut counts.drifted,
-            NsState::Bypassed => &mut counts.bypassed,
-            NsState::Exempted => &mut counts.exempted,
-            NsState::Conflicted => &mut counts.conflicted,
-            NsState::Failed => &mut counts.failed,
-        } += 1;
-        problems.extend(outcome.problems.iter().cloned());
-        warnings.extend(outcome.warnings.iter().cloned());
-        exemptions.extend(outcome.exemption.clone());
-    }
-    problems.sort();
-    problems.truncate(MAX_PROBLEMS);
-    warnings.sort();
-    warnings.truncate(MAX_PROBLEMS);
-    exemptions.sort_by(|a, b| a.namespace.cmp(&b.namespace));
+    // Kept current as outcomes change: this costs what the status lists, not a walk over
+    // every namespace.
+    let (counts, problems, warnings, exemptions) = match input.outcomes {
+        Some(o) => (
+            o.counts().clone(),
+            o.first_problems(MAX_PROBLEMS),
+            o.first_warnings(MAX_PROBLEMS),
+            o.exemptions(),
+        ),
+        None => Default::default(),
+    };
 
     // observedGeneration advances only once every namespace has been reconciled against the
     // current spec (GitOps health checks read observedGeneration == generation and Ready).
@@ -296,6 +283,7 @@ fn condition(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::NamespaceCounts;
 
     fn problem(ns: &str, reason: &str) -> Problem {
         Problem {
@@ -306,7 +294,7 @@ mod tests {
         }
     }
 
-    fn input(outcomes: &BTreeMap<String, NsOutcome>) -> StatusInput<'_> {
+    fn input(outcomes: &Outcomes) -> StatusInput<'_> {
         StatusInput {
             generation: Some(2),
             mode: Mode::Enforce,
@@ -338,7 +326,7 @@ mod tests {
 
     #[test]
     fn counts_and_conditions_reflect_outcomes() {
-        let outcomes: BTreeMap<_, _> = [
+        let outcomes: Outcomes = [
             ("a".to_string(), NsOutcome::from_problems(vec![], None)),
             (
                 "b".to_string(),
@@ -371,7 +359,7 @@ mod tests {
 
     #[test]
     fn a_generation_still_being_applied_is_not_claimed() {
-        let outcomes: BTreeMap<_, _> = [("a".to_string(), NsOutcome::from_problems(vec![], None))].into();
+        let outcomes: Outcomes = [("a".to_string(), NsOutcome::from_problems(vec![], None))].into();
         let done = compute(&input(&outcomes), None, Timestamp::UNIX_EPOCH);
         assert_eq!(
             (done.observed_generation, get(&done, "Ready").status.as_str()),
@@ -399,7 +387,7 @@ mod tests {
 
     #[test]
     fn conditions_keep_their_transition_time_while_status_holds() {
-        let outcomes: BTreeMap<_, _> = [("a".to_string(), NsOutcome::from_problems(vec![], None))].into();
+        let outcomes: Outcomes = [("a".to_string(), NsOutcome::from_problems(vec![], None))].into();
         let first = compute(&input(&outcomes), None, Timestamp::from_second(10).unwrap());
         let again = compute(&input(&outcomes), Some(&first), Timestamp::from_second(99).unwrap());
         assert_eq!(
@@ -407,7 +395,7 @@ mod tests {
             "an unchanged status must compare equal so it is not rewritten"
         );
 
-        let broken: BTreeMap<_, _> = [(
+        let broken: Outcomes = [(
             "a".to_string(),
             NsOutcome::from_problems(vec![problem("a", "Forbidden")], None),
         )]
@@ -425,7 +413,7 @@ mod tests {
 
     #[test]
     fn problem_list_is_bounded_and_sorted() {
-        let outcomes: BTreeMap<_, _> = (0..200)
+        let outcomes: Outcomes = (0..200)
             .map(|i| {
                 (
                     format!("ns-{i:03}"),
@@ -453,7 +441,7 @@ mod tests {
             &StatusInput {
                 invalid: Some("namespaceSelector: bad"),
                 outcomes: None,
-                ..input(&BTreeMap::new())
+                ..input(&Outcomes::default())
             },
             None,
             Timestamp::UNIX_EPOCH,

@@ -18,7 +18,7 @@ use crate::core::cilium::CiliumNetworkPolicy;
 use crate::core::cluster::Cluster;
 use crate::core::desired::{self, ObjectKey};
 use crate::core::egress::EgressSummary;
-use crate::core::status::NsOutcome;
+use crate::core::outcomes::Outcomes;
 use crate::error::Result;
 use crate::runtime::index::NamespacedIndex;
 use crate::runtime::managed::ManagedIndex;
@@ -54,7 +54,7 @@ pub struct Settings {
 #[derive(Default)]
 pub struct Results {
     /// Baseline name -> namespace -> outcome.
-    pub outcomes: BTreeMap<String, BTreeMap<String, NsOutcome>>,
+    pub outcomes: BTreeMap<String, Outcomes>,
     /// Baseline name -> repairs made and not yet written to its status, and the last one's time.
     pub pending_repairs: BTreeMap<String, (i64, Option<Time>)>,
     /// Namespaces reconciled at least once since start: status waits for all of them, so a

@@ -158,18 +158,25 @@ impl Reports {
                 }
             }
             let mut counts: BTreeMap<String, BaselineCounts> = BTreeMap::new();
+            // From the counts kept with the outcomes: no walk over every namespace per pass.
             for (b, by_ns) in &r.outcomes {
                 let c = counts.entry(b.clone()).or_default();
                 c.mode = modes.get(b).copied();
-                for (ns, o) in by_ns {
-                    c.selected += 1;
-                    *c.by_state.entry(format!("{:?}", o.state).to_lowercase()).or_default() += 1;
-                    if matches!(o.state, NsState::Compliant | NsState::Exempted) {
-                        c.complying += 1;
-                    } else if c.failing.len() < 20 {
-                        c.failing.push(ns.clone());
-                    }
+                let n = by_ns.counts();
+                let by_state = [
+                    (NsState::Compliant, n.compliant),
+                    (NsState::Drifted, n.drifted),
+                    (NsState::Bypassed, n.bypassed),
+                    (NsState::Exempted, n.exempted),
+                    (NsState::Conflicted, n.conflicted),
+                    (NsState::Failed, n.failed),
+                ];
+                for (state, count) in by_state.into_iter().filter(|(_, count)| *count > 0) {
+                    c.by_state.insert(state.as_str().to_string(), count as usize);
                 }
+                c.selected = by_ns.len();
+                c.complying = (n.compliant + n.exempted) as usize;
+                c.failing = by_ns.not_complying().take(20).cloned().collect();
             }
             (work, counts)
         };

@@ -212,8 +212,8 @@ async fn write_all(ctx: &Context, mut pacing: Option<&mut Pacing>) -> bool {
             let invalid = desired::validate(baseline).err().map(|e| e.0);
             let generation = baseline.meta().generation;
             let outcomes = r.outcomes.get(&name);
-            let unsettled = r.pending.get(&name).map_or(0, |(_, left)| left.len())
-                + outcomes.map_or(0, |o| o.values().filter(|x| x.generation != generation).count());
+            let unsettled =
+                r.pending.get(&name).map_or(0, |(_, left)| left.len()) + outcomes.map_or(0, |o| o.not_at(generation));
             let input = StatusInput {
                 generation,
                 mode: baseline.spec.mode,
@@ -387,7 +387,7 @@ fn forget_what_is_gone(ctx: &Context, baselines: &[Arc<SecurityBaseline>]) -> Ve
     }
     r.outcomes.retain(|b, _| live_baselines.contains(b));
     for outcomes in r.outcomes.values_mut() {
-        outcomes.retain(|ns, _| live_namespaces.contains(ns));
+        outcomes.retain(|ns| live_namespaces.contains(ns));
     }
     r.pending_repairs.retain(|b, _| live_baselines.contains(b));
     r.departures.retain(|b, _| live_baselines.contains(b));
