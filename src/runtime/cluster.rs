@@ -106,7 +106,16 @@ pub async fn read(client: &Client, last: Option<&Cluster>) -> Cluster {
         },
     };
     let engine = match read_engine(client).await {
-        Ok(e) => e,
+        // A CiliumNode list that failed or timed out (a busy API server) is not news: the last
+        // count stands, or every namespace would be reconciled again for nothing.
+        Ok(mut e) => {
+            if e.cilium_nodes.is_none()
+                && let Some(last) = last
+            {
+                e.cilium_nodes = last.engine.cilium_nodes;
+            }
+            e
+        }
         Err(why) => match last {
             Some(last) => {
                 warn!(%why, "could not read the cluster's policy engine; keeping the last known");
@@ -134,8 +143,9 @@ pub async fn initial(client: &Client) -> Cluster {
     cluster
 }
 
-/// Reads the cluster again every `every`; on a change, stores it and asks for every namespace
-/// to be reconciled again. A failed read keeps what was known.
+/// Reads the cluster again every `every`; on a change, stores it, and when what the objects are
+/// made of changed (the address families, the engine Auto resolves to), asks for every
+/// namespace to be reconciled again. A failed read keeps what was known.
 pub async fn keep_current(
     ctx: Arc<Context>,
     client: Client,
@@ -162,6 +172,9 @@ pub async fn keep_current(
             }
         }
         ctx.status_changed.notify_one();
-        let _ = reconcile_all.unbounded_send(());
+        // (A reason's wording, such as a count of CiliumNode objects, is the status's alone.)
+        if now.families.families != last.families.families || was.engine != is.engine {
+            let _ = reconcile_all.unbounded_send(());
+        }
     }
 }
