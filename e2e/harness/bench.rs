@@ -443,3 +443,184 @@ impl Writes {
         )
     }
 }
+
+/// The protection policy's bindings (config/admission): removed for the tax's reference.
+const PROTECTION_BINDINGS: [&str; 3] = [
+    "kube-baseline-protection-deny",
+    "kube-baseline-protection-namespaces-deny",
+    "kube-baseline-protection-warn",
+];
+
+/// One measurement of [`foreign_writer_tax`]: what was written where, and kube-apiserver's CPU
+/// per write in each round.
+pub struct TaxSample {
+    pub what: String,
+    pub baselines: Option<usize>,
+    pub inside: bool,
+    pub ms_per_write: Vec<f64>,
+}
+
+/// A writer that is neither the operator nor break-glass (cluster-admin by a ClusterRoleBinding,
+/// not in system:masters), authenticated by its own ServiceAccount token as a CI pipeline or a
+/// GitOps controller is: what a team's or a tool's write costs, admission included.
+pub async fn foreign_writer(admin: &kube::Client) -> kube::Client {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+    let name = "bench-foreign-writer";
+    let sa: ServiceAccount = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+    let _ = Api::<ServiceAccount>::namespaced(admin.clone(), "default")
+        .create(&PostParams::default(), &sa)
+        .await;
+    let crb: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": "default"}]
+    }))
+    .unwrap();
+    let _ = Api::<ClusterRoleBinding>::all(admin.clone())
+        .create(&PostParams::default(), &crb)
+        .await;
+    let token = super::service_account_token(admin, "default", name).await;
+    super::client_of(&super::token_kubeconfig(&token, "bench-foreign-writer.kubeconfig")).await
+}
+
+/// Makes exactly `n` of the tax's own baselines exist (`bench-tax-<i>`, Enforce, each selecting
+/// a label of its own that no namespace carries but `bench-tax-0`'s, `selected`).
+async fn tax_baselines(admin: &kube::Client, n: usize, selected: &str) {
+    use kube_baseline::api::SecurityBaseline;
+    let api: Api<SecurityBaseline> = Api::all(admin.clone());
+    for i in 0..50usize.max(n) {
+        let name = format!("bench-tax-{i}");
+        if i < n {
+            let label = if i == 0 {
+                selected.to_string()
+            } else {
+                format!("{selected}-{i}")
+            };
+            let b = SecurityBaseline::new(&name, aks_spec(&label));
+            let _ = api.create(&PostParams::default(), &b).await;
+        } else {
+            let _ = api.delete(&name, &Default::default()).await;
+        }
+    }
+}
+
+/// The tax on every other writer: kube-apiserver CPU per write of a [`foreign_writer`] creating a
+/// NetworkPolicy (egress except the blocked CIDR, which admission admits) and two RoleBindings
+/// and applying Pod Security labels in `per` fresh namespaces, with
+///
+/// - the protection policy unbound (the reference: no tax at all),
+/// - and then bound, with each count of `baseline_counts` of the tax's own baselines (plus
+///   `existing` baselines already in the cluster), in namespaces no baseline selects and, where
+///   `inside`, in namespaces one of them selects and the operator guards (labelled here: no
+///   operator runs).
+///
+/// Interleaved over `rounds` rounds, so that a shared machine's drift falls on all alike.
+pub async fn foreign_writer_tax(
+    admin: &kube::Client,
+    existing: usize,
+    baseline_counts: &[usize],
+    inside: bool,
+    per: usize,
+    rounds: usize,
+) -> Vec<TaxSample> {
+    let writer = foreign_writer(admin).await;
+    let selected = super::unique("bench-tax");
+    let label = super::unique("bench-tax-objects");
+    let mut samples = vec![TaxSample {
+        what: "protection policy unbound (reference)".into(),
+        baselines: None,
+        inside: false,
+        ms_per_write: Vec::new(),
+    }];
+    for &n in baseline_counts {
+        for inside in [false, true].into_iter().filter(|i| !i || (inside && n > 0)) {
+            samples.push(TaxSample {
+                what: format!(
+                    "{} baseline(s), {}",
+                    n + existing,
+                    if inside {
+                        "in namespaces a baseline enforces in"
+                    } else {
+                        "in namespaces no baseline selects"
+                    }
+                ),
+                baselines: Some(n),
+                inside,
+                ms_per_write: Vec::new(),
+            });
+        }
+    }
+    let mut namespaces = Vec::new();
+    for _ in 0..rounds {
+        for sample in samples.iter_mut() {
+            match sample.baselines {
+                None => {
+                    let mut args = vec!["delete", "validatingadmissionpolicybinding", "--ignore-not-found"];
+                    args.extend(PROTECTION_BINDINGS);
+                    super::kubectl(&args);
+                }
+                Some(n) => {
+                    super::install();
+                    tax_baselines(admin, n, &selected).await;
+                }
+            }
+            // The API server's admission plugin learns of bindings and parameters by watches.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let labels: Vec<(&str, &str)> = if sample.inside {
+                vec![
+                    (super::scenario::SUITE_LABEL, selected.as_str()),
+                    (objects::GUARD_LABEL, objects::GUARD_VALUE),
+                ]
+            } else {
+                Vec::new()
+            };
+            let start = namespaces.len();
+            for _ in 0..per {
+                namespaces.push(super::create_namespace(admin, "tax", &labels).await);
+            }
+            let cp0 = control_plane_cpu();
+            raw_write_floor(
+                &writer,
+                &namespaces[start..],
+                &label,
+                8,
+                FLOOR_MANAGED_BY,
+                FloorWrites::Create,
+                None,
+            )
+            .await;
+            let spent = control_plane_cpu()[0] - cp0[0];
+            sample
+                .ms_per_write
+                .push(spent * 1e3 / (floor_writes_per_namespace() * per) as f64);
+        }
+    }
+    super::install();
+    tax_baselines(admin, 0, &selected).await;
+    for ns in &namespaces {
+        super::delete_namespace(admin, ns).await;
+    }
+    samples
+}
+
+/// The tax samples as Markdown rows: each round, the mean, and the mean against the reference.
+pub fn print_tax(samples: &[TaxSample], per: usize) {
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let reference = mean(&samples[0].ms_per_write);
+    println!(
+        "\n| a foreign writer's write (not the operator, not system:masters; {per} fresh namespaces × {} writes per round) | kube-apiserver CPU per write, each round | mean | tax |",
+        floor_writes_per_namespace()
+    );
+    println!("|---|---|---|---|");
+    for s in samples {
+        let rounds: Vec<String> = s.ms_per_write.iter().map(|m| format!("{m:.2}")).collect();
+        let m = mean(&s.ms_per_write);
+        let tax = if s.baselines.is_none() {
+            "—".to_string()
+        } else {
+            format!("{:+.1} %", (m / reference - 1.0) * 100.0)
+        };
+        println!("| {} | {} ms | {m:.2} ms | {tax} |", s.what, rounds.join(" / "));
+    }
+}

@@ -2,9 +2,12 @@
 //! asserted (the machines are shared and noisy). Results are printed as Markdown rows for
 //! BENCHMARKS.md. Ignored by `make test`.
 //!
-//! The yardstick is the **raw-write floor**: this client applying exactly the objects the
-//! operator writes (same builders, server-side apply, the operator's concurrency), straight to
-//! the same API server, with no operator logic. Operator ÷ floor holds across noisy machines.
+//! The yardstick is the **raw-write floor**: this client writing exactly the objects the
+//! operator writes (same builders, the operator's concurrency), straight to the same API server,
+//! with no operator logic, twice: server-side applied, and created (POST) as the operator creates
+//! what nobody has yet. Operator ÷ floor holds across noisy machines. The run ends with a
+//! summary: both ratios, kube-apiserver CPU per write for the floors and for the operator, the
+//! tax on every other writer (`foreign_writer_tax`) and the operator's CPU per namespace.
 
 #[path = "../harness/mod.rs"]
 mod harness;
@@ -98,13 +101,34 @@ async fn scale_and_repair_latency() {
         Some(owner.clone()),
     )
     .await;
-    let floor_cpu = (
-        control_plane_cell(cp0, control_plane_cpu()),
-        cpu_seconds(std::process::id()) - client0,
-    );
+    let cp1 = control_plane_cpu();
+    let floor_cpu = (control_plane_cell(cp0, cp1), cpu_seconds(std::process::id()) - client0);
+    let floor_writes = (floor_writes_per_namespace() * n) as f64;
+    let floor_ms_per_write = (cp1[0] - cp0[0]) * 1e3 / floor_writes;
     if let Some(p) = profile {
         p.await.unwrap();
     }
+    // The creating floor: the same objects created (POST), as the operator creates what nobody
+    // has yet, in N more namespaces.
+    let mut created_namespaces = Vec::with_capacity(n);
+    for _ in 0..n {
+        created_namespaces.push(create_namespace(&s.client, "floor-created", &[]).await);
+    }
+    let cp0 = control_plane_cpu();
+    let created_floor = raw_write_floor(
+        &s.client,
+        &created_namespaces,
+        &floor_label,
+        8,
+        FLOOR_MANAGED_BY,
+        FloorWrites::Create,
+        Some(owner.clone()),
+    )
+    .await;
+    let cp1 = control_plane_cpu();
+    let created_cpu = control_plane_cell(cp0, cp1);
+    let created_ms_per_write = (cp1[0] - cp0[0]) * 1e3 / floor_writes;
+    floor_namespaces.extend(created_namespaces);
     // Convergence: from the baseline selecting the namespaces to every one compliant.
     let op = Operator::start_with_env("bench", &kubeconfig, &[], SHIPPED_LOGGING);
     eventually("operator ready", WAIT, || async {
@@ -127,7 +151,9 @@ async fn scale_and_repair_latency() {
     })
     .await;
     let converge = start.elapsed();
-    let converge_control_plane = control_plane_cell(cp0, control_plane_cpu());
+    let cp1 = control_plane_cpu();
+    let converge_control_plane = control_plane_cell(cp0, cp1);
+    let converge_apiserver_cpu = cp1[0] - cp0[0];
     let converge_reads = reads_between(&requests_before, &apiserver_requests(&s.client).await);
     if let Some(p) = profile {
         p.await.unwrap();
@@ -330,6 +356,49 @@ async fn scale_and_repair_latency() {
     }
     drop(op);
     drop(observer);
+    // The tax on every other writer, with this baseline and with nine more (selecting nothing).
+    let tax_per: usize = env_number("BENCH_TAX_NAMESPACES", 300);
+    let tax = foreign_writer_tax(&s.client, 1, &[0, 9], false, tax_per, 3).await;
+    print_tax(&tax, tax_per);
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let reference = mean(&tax[0].ms_per_write);
+    let taxes: Vec<String> = tax[1..]
+        .iter()
+        .map(|t| {
+            format!(
+                "{:+.1} % ({})",
+                (mean(&t.ms_per_write) / reference - 1.0) * 100.0,
+                t.what
+            )
+        })
+        .collect();
+
+    // The figures the goals are about, in one place.
+    let operator_ms_per_write = converge_apiserver_cpu * 1e3 / writes.max(1.0);
+    println!("\n| summary, {n} namespaces | measured |");
+    println!("|---|---|");
+    println!(
+        "| converge against the creating floor / the server-side-apply floor | {:.2} × ({:.1} s against {:.1} s) / {:.2} × ({:.1} s) |",
+        converge.as_secs_f64() / created_floor.as_secs_f64(),
+        converge.as_secs_f64(),
+        created_floor.as_secs_f64(),
+        converge.as_secs_f64() / floor.as_secs_f64(),
+        floor.as_secs_f64()
+    );
+    println!(
+        "| kube-apiserver CPU per write: creating floor (admin) / apply floor (admin) / the operator converging (its token; every request it made, reads and status included, over its {writes} writes) | {created_ms_per_write:.2} / {floor_ms_per_write:.2} / {operator_ms_per_write:.2} ms ({:.2} × the creating floor's) |",
+        operator_ms_per_write / created_ms_per_write
+    );
+    println!("| … kube-apiserver / etcd / kube-controller-manager CPU, creating floor | {created_cpu} |");
+    println!(
+        "| operator CPU per namespace converged | {:.2} ms ({cpu:.1} s) |",
+        cpu * 1e3 / n as f64
+    );
+    println!("| operator RSS when compliant / after steady state | {rss_after:.1} / {rss_steady:.1} MiB |");
+    println!(
+        "| tax on a foreign writer's write outside every baseline's namespaces | {} |",
+        taxes.join("; ")
+    );
     floor_variants(&s.client, n, &kubeconfig, &owner, converge, &mut floor_namespaces).await;
     // Deleted only now: the namespace controller's work must not overlap the measurements.
     for ns in &floor_namespaces {
@@ -339,7 +408,7 @@ async fn scale_and_repair_latency() {
 }
 
 /// The floor variants `BENCH_FLOOR_VARIANTS` names (`all`, some of them comma-separated, or
-/// `none`; unset means `created`), run after the operator has stopped, each in N fresh
+/// `none`, the default: the creating floor is measured before the convergence), run after the operator has stopped, each in N fresh
 /// namespaces: the policy and bindings created (POST) rather than applied, as the operator writes
 /// objects nobody has yet (`created`, printed with the convergence's ratio to it); the floor
 /// again (`again`); then with one thing changed, to tell what the API server pays for each
@@ -364,7 +433,7 @@ async fn floor_variants(
     converge: Duration,
     namespaces: &mut Vec<String>,
 ) {
-    let asked = std::env::var("BENCH_FLOOR_VARIANTS").unwrap_or_else(|_| "created".into());
+    let asked = std::env::var("BENCH_FLOOR_VARIANTS").unwrap_or_else(|_| "none".into());
     let variants: Vec<&str> = FLOOR_VARIANTS
         .into_iter()
         .filter(|v| asked == "all" || asked.split(',').any(|a| a.trim() == *v))
@@ -482,6 +551,9 @@ async fn cost_of_one_write_by_style_and_identity() {
     let kubeconfig = operator_kubeconfig("operator-bench-styles.kubeconfig").await;
     let operator = client_of(&kubeconfig).await;
     let mut s = Scenario::without_shared_operator("styles").await;
+    // First the tax on everybody else's writes, while no other baseline exists.
+    let tax_per: usize = env_number("BENCH_TAX_NAMESPACES", 300);
+    let tax = foreign_writer_tax(&s.client, 0, &[1, 10, 50], true, tax_per, 3).await;
     // The namespaces carry the baseline's label (no operator runs to act on it): the fence lets
     // the token write a baseline's objects only where that baseline selects.
     let selected = unique("styles");
@@ -547,6 +619,7 @@ async fn cost_of_one_write_by_style_and_identity() {
             ms.iter().sum::<f64>() / ms.len() as f64
         );
     }
+    print_tax(&tax, tax_per);
     for ns in &namespaces {
         delete_namespace(&s.client, ns).await;
     }

@@ -1893,7 +1893,13 @@ async fn cilium_policies_in_system_namespaces_are_refused() {
 #[tokio::test]
 async fn a_managed_cilium_policy_cannot_be_changed_or_deleted_by_a_namespace_user_but_by_an_admin() {
     let admin = client().await;
-    let ns = selected_namespace(&admin, "protect-cnp", &[]).await;
+    // Guarded as the operator guards every namespace an enforcing baseline selects (the
+    // protection policy's Deny bindings select on that label).
+    let guard = (
+        kube_baseline::core::objects::GUARD_LABEL,
+        kube_baseline::core::objects::GUARD_VALUE,
+    );
+    let ns = selected_namespace(&admin, "protect-cnp", &[guard]).await;
     cnps(operator_on_cilium().await, &ns)
         .create(&PostParams::default(), &the_deny(true))
         .await
