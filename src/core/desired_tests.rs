@@ -661,3 +661,47 @@ fn a_departure_names_what_changed() {
     assert_eq!(why(&going, &b, 1), None);
     assert_eq!(departure(&b, None, &ns("pay", &[]), &system, Some(1)), None);
 }
+
+#[test]
+fn a_namespace_is_guarded_exactly_where_an_enforcing_baseline_selects_it() {
+    let enforce = baseline("aks", 0, full_spec());
+    let audit = baseline(
+        "audit",
+        1,
+        SecurityBaselineSpec {
+            mode: Mode::Audit,
+            ..full_spec()
+        },
+    );
+    let mut deleting = baseline("going", 2, full_spec());
+    deleting.metadata.deletion_timestamp = Some(Time(Timestamp::from_second(50).unwrap()));
+    let only_egress = baseline(
+        "egress-only",
+        3,
+        SecurityBaselineSpec {
+            role_bindings: vec![],
+            pod_security: None,
+            ..full_spec()
+        },
+    );
+    let team = ns("team-a", &[]);
+    assert!(plan_for(&team, &[&enforce], 100).guarded);
+    assert!(
+        plan_for(&team, &[&only_egress], 100).guarded,
+        "with or without Pod Security labels to write"
+    );
+    assert!(
+        !plan_for(&team, &[&audit], 100).guarded,
+        "an Audit baseline writes nothing"
+    );
+    assert!(
+        !plan_for(&team, &[&deleting], 100).guarded,
+        "nor does one being deleted"
+    );
+    assert!(!plan_for(&team, &[], 100).guarded);
+    assert!(!plan_for(&ns("kube-system", &[]), &[&enforce], 100).guarded);
+    assert!(!plan_for(&ns("platform-system", &[]), &[&enforce], 100).guarded);
+    let mut elsewhere = full_spec();
+    elsewhere.excluded_namespaces = vec!["team-a".into()];
+    assert!(!plan_for(&team, &[&baseline("excludes", 0, elsewhere)], 100).guarded);
+}

@@ -268,3 +268,19 @@ fn pod_security_labels_compare_only_what_the_operator_owns() {
     );
     assert!(pod_security_in_sync(&theirs, &desired));
 }
+
+#[test]
+fn the_guard_label_is_held_only_as_this_operators_own_and_never_selects() {
+    let ours = ns_with(&[(GUARD_LABEL, GUARD_VALUE), ("team", "a")], &[GUARD_LABEL]);
+    assert!(guard_held(&ours) && guard_owned(&ours));
+    assert!(!selectable_labels(&ours).contains_key(GUARD_LABEL));
+    let theirs = ns_with(&[(GUARD_LABEL, GUARD_VALUE)], &[]);
+    assert!(
+        !guard_held(&theirs),
+        "set by someone else: this operator applies it again"
+    );
+    assert!(!guard_owned(&theirs), "and never removes it");
+    assert!(selectable_labels(&theirs).contains_key(GUARD_LABEL));
+    let changed = ns_with(&[(GUARD_LABEL, "false")], &[GUARD_LABEL]);
+    assert!(!guard_held(&changed) && guard_owned(&changed));
+}

@@ -66,11 +66,19 @@ impl NamespaceWriter<'_> {
     /// elsewhere. The Pod Security labels it owns are applied again as they are, so that they
     /// stay. None when there was nothing to write.
     pub(crate) async fn ensure_guard(&self, ns_meta: &kube::api::ObjectMeta) -> Option<ObjectResult> {
-        let written = self.ctx.labels_written.lock().unwrap().get(self.ns).cloned();
         let seen: Option<u64> = ns_meta.resource_version.as_ref().and_then(|rv| rv.parse().ok());
-        if let Some((rv, wrote)) = written
-            && seen.is_none_or(|seen| seen < rv)
-        {
+        let written = {
+            let mut map = self.ctx.labels_written.lock().unwrap();
+            match map.get(self.ns) {
+                // The cache has caught up with that write: the memo has served.
+                Some((rv, _)) if seen.is_some_and(|seen| seen >= *rv) => {
+                    map.remove(self.ns);
+                    None
+                }
+                other => other.cloned(),
+            }
+        };
+        if let Some((_, wrote)) = written {
             // This pass (or one the cache has not caught up with) applied the labels, guard included.
             if wrote.contains_key(GUARD_LABEL) == self.guarded {
                 return None;
