@@ -444,13 +444,6 @@ impl Writes {
     }
 }
 
-/// The protection policy's bindings (config/admission): removed for the tax's reference.
-const PROTECTION_BINDINGS: [&str; 3] = [
-    "kube-baseline-protection-deny",
-    "kube-baseline-protection-namespaces-deny",
-    "kube-baseline-protection-warn",
-];
-
 /// One measurement of [`foreign_writer_tax`]: what was written where, and kube-apiserver's CPU
 /// per write in each round.
 pub struct TaxSample {
@@ -509,8 +502,8 @@ async fn tax_baselines(admin: &kube::Client, n: usize, selected: &str) {
 /// NetworkPolicy (egress except the blocked CIDR, which admission admits) and two RoleBindings
 /// and applying Pod Security labels in `per` fresh namespaces, with
 ///
-/// - the protection policy unbound (the reference: no tax at all),
-/// - and then bound, with each count of `baseline_counts` of the tax's own baselines (plus
+/// - every admission policy binding kube-baseline installs removed (the reference: no tax),
+/// - and then installed, with each count of `baseline_counts` of the tax's own baselines (plus
 ///   `existing` baselines already in the cluster), in namespaces no baseline selects and, where
 ///   `inside`, in namespaces one of them selects and the operator guards (labelled here: no
 ///   operator runs).
@@ -528,7 +521,7 @@ pub async fn foreign_writer_tax(
     let selected = super::unique("bench-tax");
     let label = super::unique("bench-tax-objects");
     let mut samples = vec![TaxSample {
-        what: "protection policy unbound (reference)".into(),
+        what: "kube-baseline's admission policies unbound (reference)".into(),
         baselines: None,
         inside: false,
         ms_per_write: Vec::new(),
@@ -556,9 +549,15 @@ pub async fn foreign_writer_tax(
         for sample in samples.iter_mut() {
             match sample.baselines {
                 None => {
-                    let mut args = vec!["delete", "validatingadmissionpolicybinding", "--ignore-not-found"];
-                    args.extend(PROTECTION_BINDINGS);
-                    super::kubectl(&args);
+                    // Every binding kube-baseline installs (protection and fence): the cluster
+                    // as it would be without it.
+                    tax_baselines(admin, 0, &selected).await;
+                    super::kubectl(&[
+                        "delete",
+                        "validatingadmissionpolicybinding",
+                        "-l",
+                        "app.kubernetes.io/name=kube-baseline",
+                    ]);
                 }
                 Some(n) => {
                     super::install();

@@ -115,6 +115,7 @@ async fn scale_and_repair_latency() {
         created_namespaces.push(create_namespace(&s.client, "floor-created", &[]).await);
     }
     let cp0 = control_plane_cpu();
+    let profile = profile_apiserver(&s.client, "floor-created");
     let created_floor = raw_write_floor(
         &s.client,
         &created_namespaces,
@@ -128,6 +129,9 @@ async fn scale_and_repair_latency() {
     let cp1 = control_plane_cpu();
     let created_cpu = control_plane_cell(cp0, cp1);
     let created_ms_per_write = (cp1[0] - cp0[0]) * 1e3 / floor_writes;
+    if let Some(p) = profile {
+        p.await.unwrap();
+    }
     floor_namespaces.extend(created_namespaces);
     // Convergence: from the baseline selecting the namespaces to every one compliant.
     let op = Operator::start_with_env("bench", &kubeconfig, &[], SHIPPED_LOGGING);
