@@ -444,6 +444,20 @@ impl Writes {
     }
 }
 
+/// The tax sample with only `kube-baseline-fence` bound (its one match condition on the user
+/// name runs on every foreign write it matches, whatever the baselines).
+const FENCE_ONLY: usize = usize::MAX;
+const ALL_BUT_THE_FENCE: [&str; 8] = [
+    "kube-baseline-fence-system-namespaces",
+    "kube-baseline-fence-baselines",
+    "kube-baseline-fence-per-baseline",
+    "kube-baseline-fence-per-baseline-namespaces",
+    "kube-baseline-protection-deny",
+    "kube-baseline-protection-namespaces-deny",
+    "kube-baseline-protection-warn",
+    "kube-baseline-protection-namespaces-warn",
+];
+
 /// One measurement of [`foreign_writer_tax`]: what was written where, and kube-apiserver's CPU
 /// per write in each round.
 pub struct TaxSample {
@@ -520,12 +534,20 @@ pub async fn foreign_writer_tax(
     let writer = foreign_writer(admin).await;
     let selected = super::unique("bench-tax");
     let label = super::unique("bench-tax-objects");
-    let mut samples = vec![TaxSample {
-        what: "kube-baseline's admission policies unbound (reference)".into(),
-        baselines: None,
-        inside: false,
-        ms_per_write: Vec::new(),
-    }];
+    let mut samples = vec![
+        TaxSample {
+            what: "kube-baseline's admission policies unbound (reference)".into(),
+            baselines: None,
+            inside: false,
+            ms_per_write: Vec::new(),
+        },
+        TaxSample {
+            what: "only the fence's cluster-wide binding (no baseline)".into(),
+            baselines: Some(FENCE_ONLY),
+            inside: false,
+            ms_per_write: Vec::new(),
+        },
+    ];
     for &n in baseline_counts {
         for inside in [false, true].into_iter().filter(|i| !i || (inside && n > 0)) {
             samples.push(TaxSample {
@@ -558,6 +580,13 @@ pub async fn foreign_writer_tax(
                         "-l",
                         "app.kubernetes.io/name=kube-baseline",
                     ]);
+                }
+                Some(FENCE_ONLY) => {
+                    super::install();
+                    tax_baselines(admin, 0, &selected).await;
+                    let mut args = vec!["delete", "validatingadmissionpolicybinding"];
+                    args.extend(ALL_BUT_THE_FENCE);
+                    super::kubectl(&args);
                 }
                 Some(n) => {
                     super::install();
