@@ -171,18 +171,8 @@ impl<'a> NamespaceWriter<'a> {
         want: &DesiredObject,
         labels: &std::collections::BTreeMap<String, String>,
     ) -> ObjectResult {
-        // The cache may hold a newer namespace than this reconcile's snapshot (the watch
-        // reporting this process's own label write, which also ends its memo): judge that.
-        let newest = self
-            .ctx
-            .namespaces
-            .get(&ObjectRef::new(self.ns))
-            .map(|n| n.meta_with_labels());
-        let revision = |m: &ObjectMeta| revision(m.resource_version.as_deref());
-        let ns_meta = newest
-            .as_ref()
-            .filter(|n| revision(n) > revision(ns_meta))
-            .unwrap_or(ns_meta);
+        let newest = self.newest(ns_meta);
+        let ns_meta = newest.as_ref().unwrap_or(ns_meta);
         let labels = objects::pod_security_floor(ns_meta, labels);
         // (The guard label alone is [`Self::ensure_guard`]'s: no Pod Security Event for it.)
         if objects::pod_security_in_sync(ns_meta, &labels) || self.just_wrote(ns_meta, &labels) {
@@ -200,6 +190,18 @@ impl<'a> NamespaceWriter<'a> {
                 .inc();
         }
         result
+    }
+
+    /// The cache may hold a newer namespace than this reconcile's snapshot (the watch reporting
+    /// this process's own label write, which also ends its memo): that one, to judge by, when
+    /// it is newer.
+    fn newest(&self, ns_meta: &ObjectMeta) -> Option<ObjectMeta> {
+        let revision = |m: &ObjectMeta| revision(m.resource_version.as_deref());
+        self.ctx
+            .namespaces
+            .get(&ObjectRef::new(self.ns))
+            .map(|n| n.meta_with_labels())
+            .filter(|n| revision(n) > revision(ns_meta))
     }
 
     /// Counts a difference; in Audit mode that is all that happens.

@@ -66,6 +66,10 @@ impl NamespaceWriter<'_> {
     /// elsewhere. The Pod Security labels it owns are applied again as they are, so that they
     /// stay. None when there was nothing to write.
     pub(crate) async fn ensure_guard(&self, ns_meta: &kube::api::ObjectMeta) -> Option<ObjectResult> {
+        // Judged on the newest namespace the cache holds, as the Pod Security labels are: a
+        // write of this pass may have ended the memo against it.
+        let newest = self.newest(ns_meta);
+        let ns_meta = newest.as_ref().unwrap_or(ns_meta);
         let seen: Option<u64> = ns_meta.resource_version.as_ref().and_then(|rv| rv.parse().ok());
         let written = {
             let mut map = self.ctx.labels_written.lock().unwrap();
