@@ -958,6 +958,12 @@ async fn the_guard_label_marks_exactly_the_enforced_namespaces_and_cannot_be_tak
         !s.namespace_labels(&outside).await.contains_key(GUARD_LABEL),
         "a namespace no baseline selects is not guarded"
     );
+    // Setting it is never refused (it only adds checks), and it is not the operator's to remove.
+    let guard = json!({"metadata": {"labels": {GUARD_LABEL: "true"}}});
+    namespaces
+        .patch(&outside, &PatchParams::default(), &Patch::Merge(&guard))
+        .await
+        .expect("anyone who may label a namespace may guard it");
 
     // Leaving (a delegated user may, under Dynamic selection) takes it away, and the user may
     // remove it with the same write.
