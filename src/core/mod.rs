@@ -17,3 +17,4 @@ pub mod policy;
 pub mod report;
 pub mod schema;
 pub mod status;
+pub mod wants;
