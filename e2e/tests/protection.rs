@@ -742,6 +742,21 @@ async fn drop_labeller(s: &Scenario) {
         .await;
 }
 
+/// The refusal of a merge patch of namespace `ns` (asked again until the protection policy,
+/// which learns of baselines through a watch, refuses it).
+async fn refused_label_change(namespaces: &Api<Namespace>, ns: &str, patch: &Value) -> String {
+    eventually(&format!("a label change of {ns} refused"), WAIT, || async {
+        match namespaces
+            .patch(ns, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            Err(kube::Error::Api(e)) if e.code == 403 => Some(e.message),
+            _ => None,
+        }
+    })
+    .await
+}
+
 /// The Warning Events in namespace `ns` with `reason`.
 async fn namespace_events(s: &Scenario, ns: &str, reason: &str) -> Vec<k8s_openapi::api::events::v1::Event> {
     Api::<k8s_openapi::api::events::v1::Event>::namespaced(s.client.clone(), ns)
@@ -804,16 +819,7 @@ async fn a_sticky_baseline_keeps_its_namespaces_but_an_admin_may_move_one() {
     let user = namespace_labeller(&s, "sticky-labeller@example.com").await;
     let namespaces: Api<Namespace> = Api::all(user);
     let leave = json!({"metadata": {"labels": {SUITE_LABEL: "elsewhere"}}});
-    let message = eventually("the label change refused", WAIT, || async {
-        match namespaces
-            .patch(&ns, &PatchParams::default(), &Patch::Merge(&leave))
-            .await
-        {
-            Err(kube::Error::Api(e)) if e.code == 403 => Some(e.message),
-            _ => None,
-        }
-    })
-    .await;
+    let message = refused_label_change(&namespaces, &ns, &leave).await;
     assert!(message.contains("selection: Sticky"), "{message}");
     assert!(message.contains(&baseline), "{message}");
     // Other labels still change freely.
@@ -926,16 +932,7 @@ async fn the_guard_label_marks_exactly_the_enforced_namespaces_and_cannot_be_tak
     let namespaces: Api<Namespace> = Api::all(user);
     for value in [Value::Null, json!("false")] {
         let patch = json!({"metadata": {"labels": {GUARD_LABEL: value}}});
-        let message = eventually("the guard label change refused", WAIT, || async {
-            match namespaces
-                .patch(&ns, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Err(kube::Error::Api(e)) if e.code == 403 => Some(e.message),
-                _ => None,
-            }
-        })
-        .await;
+        let message = refused_label_change(&namespaces, &ns, &patch).await;
         assert!(
             message.contains(GUARD_LABEL) && message.contains(&baseline),
             "{message}"

@@ -369,6 +369,17 @@ pub fn selectable_labels(ns: &ObjectMeta) -> BTreeMap<String, String> {
     labels
 }
 
+/// The Pod Security labels this operator set on the namespace, with their current values.
+pub fn owned_pod_security_labels(ns: &ObjectMeta) -> BTreeMap<String, String> {
+    let owned = owned_labels(ns);
+    ns.labels
+        .iter()
+        .flatten()
+        .filter(|(k, _)| k.starts_with(PSA_PREFIX) && owned.contains(*k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 /// Whether the namespace carries the guard label as this operator's own (set by its apply).
 pub fn guard_held(ns: &ObjectMeta) -> bool {
     ns.labels.as_ref().and_then(|l| l.get(GUARD_LABEL)).map(String::as_str) == Some(GUARD_VALUE)

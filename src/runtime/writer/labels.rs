@@ -66,6 +66,14 @@ impl NamespaceWriter<'_> {
     /// elsewhere. The Pod Security labels it owns are applied again as they are, so that they
     /// stay. None when there was nothing to write.
     pub(crate) async fn ensure_guard(&self, ns_meta: &kube::api::ObjectMeta) -> Option<ObjectResult> {
+        let in_sync = |m: &kube::api::ObjectMeta| {
+            objects::guard_held(m) == self.guarded && (self.guarded || !objects::guard_owned(m))
+        };
+        // The common case, on every pass over every namespace: nothing written lately, and the
+        // snapshot agrees.
+        if !self.ctx.labels_written.lock().unwrap().contains_key(self.ns) && in_sync(ns_meta) {
+            return None;
+        }
         // Judged on the newest namespace the cache holds, as the Pod Security labels are: a
         // write of this pass may have ended the memo against it.
         let newest = self.newest(ns_meta);
@@ -87,17 +95,9 @@ impl NamespaceWriter<'_> {
             if wrote.contains_key(GUARD_LABEL) == self.guarded {
                 return None;
             }
-        } else if objects::guard_held(ns_meta) == self.guarded && (self.guarded || !objects::guard_owned(ns_meta)) {
+        } else if in_sync(ns_meta) {
             return None;
         }
-        let owned = objects::owned_labels(ns_meta);
-        let keep: BTreeMap<String, String> = ns_meta
-            .labels
-            .iter()
-            .flatten()
-            .filter(|(k, _)| k.starts_with(PSA_PREFIX) && owned.contains(*k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        Some(self.apply_labels(&keep).await)
+        Some(self.apply_labels(&objects::owned_pod_security_labels(ns_meta)).await)
     }
 }

@@ -56,14 +56,7 @@ impl NamespaceWriter<'_> {
     /// Hands the Pod Security labels this operator set over to another field manager: they stay
     /// on the namespace as they are, no longer owned (deletionPolicy Orphan).
     async fn release_labels(&self, ns_meta: &kube::api::ObjectMeta) -> ObjectResult {
-        let owned = objects::owned_labels(ns_meta);
-        let labels: BTreeMap<String, String> = ns_meta
-            .labels
-            .iter()
-            .flatten()
-            .filter(|(k, _)| k.starts_with(PSA_PREFIX) && owned.contains(*k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let labels = objects::owned_pod_security_labels(ns_meta);
         let api: Api<Namespace> = Api::all(self.ctx.client.clone());
         let patch = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.ns, "labels": labels}});
         self.count_write("apply", "Namespace");
