@@ -362,19 +362,11 @@ async fn scale_and_repair_latency() {
     drop(observer);
     // The tax on every other writer, with this baseline and with nine more (selecting nothing).
     let tax_per: usize = env_number("BENCH_TAX_NAMESPACES", 300);
-    let tax = foreign_writer_tax(&s.client, 1, &[0, 9], false, tax_per, 3).await;
+    let tax = foreign_writer_tax(&s.client, 1, &[0, 9], false, tax_per, tax_rounds(3)).await;
     print_tax(&tax, tax_per);
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-    let reference = mean(&tax[0].ms_per_write);
     let taxes: Vec<String> = tax[1..]
         .iter()
-        .map(|t| {
-            format!(
-                "{:+.1} % ({})",
-                (mean(&t.ms_per_write) / reference - 1.0) * 100.0,
-                t.what
-            )
-        })
+        .map(|t| format!("{:+.1} % ({})", t.tax(&tax[0]), t.what))
         .collect();
 
     // The figures the goals are about, in one place.
@@ -543,7 +535,7 @@ async fn floor_variants(
 /// What the API server spends on one write, by how the floor's objects are written (created or
 /// server-side applied) and by whom (the admin, or the operator's ServiceAccount token under its
 /// RBAC and fence): `BENCH_STYLE_NAMESPACES` (default 500) fresh namespaces per style and round,
-/// the four styles interleaved over three rounds on one cluster, so that the drift of a shared
+/// the four styles interleaved over `BENCH_TAX_ROUNDS` (default 5) rounds on one cluster, medians compared, so that the drift of a shared
 /// machine falls on all of them alike. Each namespace gets a policy, two bindings and its Pod
 /// Security labels (always applied), as the operator writes them. The operator is not running.
 /// `make bench-writes`, on a control plane of its own: the namespace controller's deleting its
@@ -557,7 +549,7 @@ async fn cost_of_one_write_by_style_and_identity() {
     let mut s = Scenario::without_shared_operator("styles").await;
     // First the tax on everybody else's writes, while no other baseline exists.
     let tax_per: usize = env_number("BENCH_TAX_NAMESPACES", 300);
-    let tax = foreign_writer_tax(&s.client, 0, &[1, 10, 50], true, tax_per, 3).await;
+    let tax = foreign_writer_tax(&s.client, 0, &[1, 10, 50], true, tax_per, tax_rounds(5)).await;
     // The namespaces carry the baseline's label (no operator runs to act on it): the fence lets
     // the token write a baseline's objects only where that baseline selects.
     let selected = unique("styles");
@@ -589,7 +581,8 @@ async fn cost_of_one_write_by_style_and_identity() {
     ];
     let mut per_write: Vec<Vec<f64>> = vec![Vec::new(); styles.len()];
     let mut namespaces = Vec::new();
-    for _round in 0..3 {
+    let rounds = tax_rounds(5);
+    for _round in 0..rounds {
         for (i, (_, client, writes, managed_by)) in styles.iter().enumerate() {
             let start = namespaces.len();
             for _ in 0..per {
@@ -611,18 +604,19 @@ async fn cost_of_one_write_by_style_and_identity() {
         }
     }
     println!(
-        "\n| write style ({per} namespaces × {} writes, per round) | kube-apiserver CPU per write, rounds 1 / 2 / 3 | mean |",
+        "\n| write style ({per} namespaces × {} writes, per round) | kube-apiserver CPU per write, each of {rounds} rounds | median |",
         floor_writes_per_namespace()
     );
     println!("|---|---|---|");
     for ((what, ..), ms) in styles.iter().zip(&per_write) {
-        let rounds: Vec<String> = ms.iter().map(|m| format!("{m:.2}")).collect();
-        println!(
-            "| {what} | {} ms | {:.2} ms |",
-            rounds.join(" / "),
-            ms.iter().sum::<f64>() / ms.len() as f64
-        );
+        let each: Vec<String> = ms.iter().map(|m| format!("{m:.2}")).collect();
+        println!("| {what} | {} ms | {:.2} ms |", each.join(" / "), median(ms));
     }
+    println!(
+        "| the operator's token against the admin (medians): create / server-side apply | {:.2} × / {:.2} × | |",
+        median(&per_write[3]) / median(&per_write[1]),
+        median(&per_write[2]) / median(&per_write[0])
+    );
     print_tax(&tax, tax_per);
     for ns in &namespaces {
         delete_namespace(&s.client, ns).await;
