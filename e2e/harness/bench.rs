@@ -444,6 +444,19 @@ impl Writes {
     }
 }
 
+/// Waits (at most 30 s) until kube-apiserver spends less than a fifth of a core for a second:
+/// what it still does after a change (compiling policies, the garbage collector's and the
+/// namespace controller's requests) must not fall on the next measured batch.
+pub async fn settle_apiserver() {
+    for _ in 0..30 {
+        let before = control_plane_cpu()[0];
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if control_plane_cpu()[0] - before < 0.2 {
+            return;
+        }
+    }
+}
+
 /// Namespaces written before each tax sample is measured.
 const WARM_UP: usize = 20;
 
@@ -599,14 +612,12 @@ pub async fn foreign_writer_tax(
         }
     }
     let mut namespaces = Vec::new();
-    // Each round starts one sample later: the batch written first after the bindings come back
-    // ran high however long the warm-up (+36 % for one baseline outside, against +6 % for 50,
-    // run AG), and rotating puts that batch on a different sample each round, where the median
-    // leaves it out.
+    // Every other round runs the samples in reverse, so that no sample always follows the same
+    // one (the batch after the fence-only sample ran high in every round of runs AG and AH).
     let count = samples.len();
     for round in 0..rounds {
         for k in 0..count {
-            let sample = &mut samples[(k + round) % count];
+            let sample = &mut samples[if round % 2 == 0 { k } else { count - 1 - k }];
             match sample.baselines {
                 None => {
                     // Every binding kube-baseline installs (protection and fence): the cluster
@@ -632,8 +643,9 @@ pub async fn foreign_writer_tax(
                 }
             }
             // The API server's admission plugin learns of bindings and parameters by watches,
-            // and compiles a policy's expressions anew when its bindings come back: a warm-up
-            // batch, not measured, so that no sample pays for that.
+            // and compiles a policy's expressions anew when its bindings come back: it must be
+            // done (the API server idle) and a warm-up batch written, not measured, so that no
+            // sample pays for that.
             tokio::time::sleep(Duration::from_secs(3)).await;
             let labels: Vec<(&str, &str)> = if sample.inside {
                 vec![
@@ -647,6 +659,9 @@ pub async fn foreign_writer_tax(
             for _ in 0..per + WARM_UP {
                 namespaces.push(super::create_namespace(admin, "tax", &labels).await);
             }
+            // kube-controller-manager answers each new namespace with writes of its own (its
+            // ServiceAccount, its root CA ConfigMap): done before the measured batch too.
+            settle_apiserver().await;
             let (warm_up, measured) = namespaces[start..].split_at(WARM_UP);
             raw_write_floor(&writer, warm_up, &label, 8, FLOOR_MANAGED_BY, FloorWrites::Create, None).await;
             let measured = measured.to_vec();

@@ -588,6 +588,9 @@ async fn cost_of_one_write_by_style_and_identity() {
             for _ in 0..per {
                 namespaces.push(create_namespace(&s.client, "style", &[(SUITE_LABEL, selected.as_str())]).await);
             }
+            // kube-controller-manager's answer to the new namespaces (ServiceAccount, root CA
+            // ConfigMap) must not fall on the measured batch.
+            settle_apiserver().await;
             let cp0 = control_plane_cpu();
             raw_write_floor(
                 client,
