@@ -568,6 +568,9 @@ async fn tax_baselines(admin: &kube::Client, n: usize, selected: &str) {
 ///   operator runs).
 ///
 /// Interleaved over `rounds` rounds, so that a shared machine's drift falls on all alike.
+/// Returns the samples and the namespaces written, for the caller to delete when it measures
+/// nothing more: the namespace controller's deleting thousands of them loads the API server for
+/// minutes (it ran under run AG's write styles).
 pub async fn foreign_writer_tax(
     admin: &kube::Client,
     existing: usize,
@@ -575,7 +578,7 @@ pub async fn foreign_writer_tax(
     inside: bool,
     per: usize,
     rounds: usize,
-) -> Vec<TaxSample> {
+) -> (Vec<TaxSample>, Vec<String>) {
     let writer = foreign_writer(admin).await;
     let selected = super::unique("bench-tax");
     let label = super::unique("bench-tax-objects");
@@ -684,10 +687,7 @@ pub async fn foreign_writer_tax(
     }
     super::install();
     tax_baselines(admin, 0, &selected).await;
-    for ns in &namespaces {
-        super::delete_namespace(admin, ns).await;
-    }
-    samples
+    (samples, namespaces)
 }
 
 /// The tax samples as Markdown rows: each round, the median, and the median against the

@@ -367,7 +367,7 @@ async fn scale_and_repair_latency() {
     drop(observer);
     // The tax on every other writer, with this baseline and with nine more (selecting nothing).
     let tax_per: usize = env_number("BENCH_TAX_NAMESPACES", 300);
-    let tax = foreign_writer_tax(&s.client, 1, &[0, 9], false, tax_per, tax_rounds(3)).await;
+    let (tax, tax_namespaces) = foreign_writer_tax(&s.client, 1, &[0, 9], false, tax_per, tax_rounds(3)).await;
     print_tax(&tax, tax_per);
     let taxes: Vec<String> = tax[1..]
         .iter()
@@ -402,7 +402,7 @@ async fn scale_and_repair_latency() {
     );
     floor_variants(&s.client, n, &kubeconfig, &owner, converge, &mut floor_namespaces).await;
     // Deleted only now: the namespace controller's work must not overlap the measurements.
-    for ns in &floor_namespaces {
+    for ns in floor_namespaces.iter().chain(&tax_namespaces) {
         delete_namespace(&s.client, ns).await;
     }
     s.cleanup().await;
@@ -554,7 +554,7 @@ async fn cost_of_one_write_by_style_and_identity() {
     let mut s = Scenario::without_shared_operator("styles").await;
     // First the tax on everybody else's writes, while no other baseline exists.
     let tax_per: usize = env_number("BENCH_TAX_NAMESPACES", 300);
-    let tax = foreign_writer_tax(&s.client, 0, &[1, 10, 50], true, tax_per, tax_rounds(5)).await;
+    let (tax, mut namespaces) = foreign_writer_tax(&s.client, 0, &[1, 10, 50], true, tax_per, tax_rounds(5)).await;
     // The namespaces carry the baseline's label (no operator runs to act on it): the fence lets
     // the token write a baseline's objects only where that baseline selects.
     let selected = unique("styles");
@@ -585,7 +585,8 @@ async fn cost_of_one_write_by_style_and_identity() {
         ),
     ];
     let mut per_write: Vec<Vec<f64>> = vec![Vec::new(); styles.len()];
-    let mut namespaces = Vec::new();
+    // The tax's namespaces stay until the end: deleting them would load the API server under
+    // the styles measured next.
     let rounds = tax_rounds(5);
     for _round in 0..rounds {
         for (i, (_, client, writes, managed_by)) in styles.iter().enumerate() {
