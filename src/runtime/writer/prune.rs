@@ -104,7 +104,13 @@ impl NamespaceWriter<'_> {
         {
             Ok(None) => true,
             Ok(Some(b)) => b.uid().as_deref() != Some(uid),
-            Err(_) => false,
+            // Unconfirmed, so the object stays; said, since it stays for as long as reads fail
+            // (a missing `get` in the ClusterRole once kept every such object).
+            Err(e) => {
+                tracing::warn!(namespace = self.ns, baseline = name, error = %e,
+                    "could not confirm that a SecurityBaseline an object names is gone; the object stays");
+                false
+            }
         }
     }
 
