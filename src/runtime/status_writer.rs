@@ -11,13 +11,15 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, warn};
 
-use crate::api::{ResolvedEngine, SecurityBaseline, SecurityBaselineStatus};
+mod gauges;
+
+use crate::api::{SecurityBaseline, SecurityBaselineStatus};
 use crate::core::desired;
 use crate::core::objects::FIELD_MANAGER;
 use crate::core::status::{self, StatusInput};
 use crate::runtime::context::Context;
 use crate::runtime::index::revision;
-use crate::runtime::metrics::{ConditionLabel, EngineLabel, ErrorLabel, StateLabel};
+use crate::runtime::metrics::ErrorLabel;
 
 /// Runs until the process stops.
 pub async fn run(ctx: Arc<Context>) {
@@ -235,7 +237,7 @@ async fn write_all(ctx: &Context, mut pacing: Option<&mut Pacing>) -> bool {
                 unsettled,
             )
         };
-        update_gauges(ctx, &name, &status);
+        gauges::update(ctx, &name, &status);
         announce_uncertain_engine(ctx, &name, previous, &status).await;
         if let Some(p) = pacing.as_deref_mut()
             && unsettled == 0
@@ -366,24 +368,7 @@ fn forget_what_is_gone(ctx: &Context, baselines: &[Arc<SecurityBaseline>]) -> Ve
         let still_there = selected.into_iter().filter(|ns| live_namespaces.contains(ns)).collect();
         left.push((baseline.clone(), still_there));
         // A deleted baseline's gauges go with it (no series frozen at its last value).
-        for condition in CONDITIONS {
-            ctx.metrics.conditions.remove(&ConditionLabel {
-                baseline: baseline.clone(),
-                condition: condition.into(),
-            });
-        }
-        for e in [ResolvedEngine::NetworkPolicy, ResolvedEngine::Cilium] {
-            ctx.metrics.engine.remove(&EngineLabel {
-                baseline: baseline.clone(),
-                engine: e.as_str().into(),
-            });
-        }
-        for state in STATES {
-            ctx.metrics.namespaces.remove(&StateLabel {
-                baseline: baseline.clone(),
-                state: state.into(),
-            });
-        }
+        gauges::remove(ctx, &baseline);
     }
     r.outcomes.retain(|b, _| live_baselines.contains(b));
     for outcomes in r.outcomes.values_mut() {
@@ -409,50 +394,6 @@ fn forget_what_is_gone(ctx: &Context, baselines: &[Arc<SecurityBaseline>]) -> Ve
         .retain(|uid, _| live_uids.contains(uid));
     left
 }
-
-/// The `state` label values of the per-baseline namespace gauge.
-const STATES: [&str; 6] = ["compliant", "drifted", "bypassed", "exempted", "conflicted", "failed"];
-
-fn update_gauges(ctx: &Context, baseline: &str, status: &SecurityBaselineStatus) {
-    let c = &status.namespaces;
-    let counts = [c.compliant, c.drifted, c.bypassed, c.exempted, c.conflicted, c.failed];
-    for (state, n) in STATES.into_iter().zip(counts) {
-        ctx.metrics
-            .namespaces
-            .get_or_create(&StateLabel {
-                baseline: baseline.into(),
-                state: state.into(),
-            })
-            .set(n);
-    }
-    let engine = status.engine.as_ref().map(|e| e.engine);
-    for e in [ResolvedEngine::NetworkPolicy, ResolvedEngine::Cilium] {
-        let label = EngineLabel {
-            baseline: baseline.into(),
-            engine: e.as_str().into(),
-        };
-        match engine {
-            Some(current) => {
-                ctx.metrics.engine.get_or_create(&label).set(i64::from(current == e));
-            }
-            None => {
-                ctx.metrics.engine.remove(&label);
-            }
-        }
-    }
-    for c in &status.conditions {
-        ctx.metrics
-            .conditions
-            .get_or_create(&ConditionLabel {
-                baseline: baseline.into(),
-                condition: c.type_.clone(),
-            })
-            .set(i64::from(c.status == "True"));
-    }
-}
-
-/// The condition types a status carries (their gauges go with a deleted baseline).
-const CONDITIONS: [&str; 5] = ["Ready", "Degraded", "Conflict", "Invalid", "EngineUncertain"];
 
 /// A Warning Event when a baseline's engine becomes uncertain (the condition turns True): the
 /// object written may be one that nothing enforces. Once per transition, restarts included
