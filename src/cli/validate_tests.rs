@@ -10,6 +10,11 @@ fn write(dir: &std::path::Path, name: &str, text: &str) -> PathBuf {
 
 const GOOD: &str = "apiVersion: kubebaseline.io/v1alpha1\nkind: SecurityBaseline\nmetadata: {name: good}\nspec: {}\n";
 
+/// What `validate` reports for one file or directory.
+fn validated(path: &std::path::Path, checks: &Checks) -> Vec<DocumentResult> {
+    validate_paths(&[path.to_path_buf()], checks).unwrap()
+}
+
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("kube-baseline-validate-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -28,7 +33,7 @@ fn errors_carry_file_and_document_and_valid_files_load() {
             "{GOOD}---\napiVersion: kubebaseline.io/v1alpha1\nkind: SecurityBaseline\nmetadata: {{name: b}}\nspec: {{mode: Foo}}\n---\nnot: [yaml\n"
         ),
     );
-    let results = validate_paths(std::slice::from_ref(&dir), &Checks::default()).unwrap();
+    let results = validated(&dir, &Checks::default());
     let locations: Vec<(String, bool)> = results
         .iter()
         .map(|r| {
@@ -100,7 +105,7 @@ fn a_misspelt_field_gets_a_suggestion_other_kinds_are_skipped_and_unbindable_rol
         "mixed.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n---\napiVersion: kubebaseline.io/v1alpha1\nkind: SecurityBaseline\nmetadata: {name: s}\nspec:\n  metadataEgres: {}\n  roleBindings:\n    - {name: root, clusterRole: cluster-admin, groups: [3f2504e0-4f89-11d3-9a0c-0305e82c3301]}\n",
     );
-    let results = validate_paths(std::slice::from_ref(&path), &Checks::default()).unwrap();
+    let results = validated(&path, &Checks::default());
     assert!(results[0].skipped, "a ConfigMap is skipped");
     let lines: Vec<String> = results[1].lines().collect();
     assert!(
@@ -111,7 +116,7 @@ fn a_misspelt_field_gets_a_suggestion_other_kinds_are_skipped_and_unbindable_rol
         strict: true,
         ..Checks::default()
     };
-    let results = validate_paths(std::slice::from_ref(&path), &strict).unwrap();
+    let results = validated(&path, &strict);
     assert!(!results[0].skipped && !results[0].valid);
     // A valid baseline binding cluster-admin: a warning, not an error.
     let ok = write(
@@ -119,7 +124,7 @@ fn a_misspelt_field_gets_a_suggestion_other_kinds_are_skipped_and_unbindable_rol
         "admin.yaml",
         "apiVersion: kubebaseline.io/v1alpha1\nkind: SecurityBaseline\nmetadata: {name: s}\nspec:\n  roleBindings:\n    - name: root\n      clusterRole: cluster-admin\n      groups: [3f2504e0-4f89-11d3-9a0c-0305e82c3301]\n",
     );
-    let results = validate_paths(std::slice::from_ref(&ok), &Checks::default()).unwrap();
+    let results = validated(&ok, &Checks::default());
     assert!(results[0].valid);
     let warning: Vec<String> = results[0].warning_lines().collect();
     assert!(
@@ -140,7 +145,7 @@ fn a_list_rule_points_at_and_quotes_the_entry_that_breaks_it() {
         "lists.yaml",
         "apiVersion: kubebaseline.io/v1alpha1\nkind: SecurityBaseline\nmetadata: {name: s}\nspec:\n  metadataEgress:\n    blockedCIDRs:\n      - 169.254.169.254/32\n      - 10.0.0.1/8\n  roleBindings:\n    - name: devs\n      clusterRole: edit\n      groups: [3f2504e0-4f89-11d3-9a0c-0305e82c3301, developers]\n",
     );
-    let results = validate_paths(std::slice::from_ref(&path), &Checks::default()).unwrap();
+    let results = validated(&path, &Checks::default());
     let lines: Vec<String> = results[0].lines().collect();
     assert!(
         lines.iter().any(|l| l.contains("lists.yaml:8:9: spec.metadataEgress.blockedCIDRs: Invalid value")
