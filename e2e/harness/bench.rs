@@ -78,19 +78,17 @@ pub fn control_plane_cell(before: [f64; 3], after: [f64; 3]) -> String {
     )
 }
 
-/// kube-apiserver's `apiserver_request_total`, summed by (verb, resource[/subresource]), read as
-/// the admin: the difference of two readings is what every client asked in between.
-pub async fn apiserver_requests(client: &kube::Client) -> BTreeMap<(String, String), f64> {
+/// kube-apiserver's `/metrics` page ("" when it cannot be read).
+pub async fn metrics_page(client: &kube::Client) -> String {
     let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
-    request_totals(&client.request_text(request).await.unwrap_or_default())
+    client.request_text(request).await.unwrap_or_default()
 }
 
 /// Seconds kube-apiserver has spent in its ValidatingAdmissionPolicy plugin, every request
 /// summed (its own clock: `apiserver_admission_controller_admission_duration_seconds`): what the
 /// admission policies cost, which other work on a shared machine does not enter.
 pub async fn admission_policy_seconds(client: &kube::Client) -> f64 {
-    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
-    admission_policy_total(&client.request_text(request).await.unwrap_or_default())
+    admission_policy_total(&metrics_page(client).await)
 }
 
 /// [`admission_policy_seconds`] from the text of a `/metrics` page.
@@ -104,7 +102,8 @@ pub fn admission_policy_total(text: &str) -> f64 {
         .sum()
 }
 
-/// [`apiserver_requests`] from the text of a `/metrics` page.
+/// The API server's request counters (`apiserver_request_total`) from a [`metrics_page`],
+/// summed over response codes by (verb, resource).
 pub fn request_totals(text: &str) -> BTreeMap<(String, String), f64> {
     let mut out = BTreeMap::new();
     for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
@@ -129,7 +128,7 @@ pub fn request_totals(text: &str) -> BTreeMap<(String, String), f64> {
     out
 }
 
-/// "VERB resource N, ..." for the reads (GET, LIST, WATCH) between two [`apiserver_requests`]
+/// "VERB resource N, ..." for the reads (GET, LIST, WATCH) between two [`request_totals`]
 /// readings, most first.
 pub fn reads_between(before: &BTreeMap<(String, String), f64>, after: &BTreeMap<(String, String), f64>) -> String {
     let mut rows: Vec<(f64, &str, &str)> = after

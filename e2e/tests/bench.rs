@@ -148,8 +148,8 @@ async fn scale_and_repair_latency() {
     settle_apiserver().await;
     let rss_before = rss_mib(op.pid());
     let (cpu_before, cp0) = (cpu_seconds(op.pid()), control_plane_cpu());
-    let requests_before = apiserver_requests(&s.client).await;
-    let policies0 = admission_policy_seconds(&s.client).await;
+    let page = metrics_page(&s.client).await;
+    let (requests_before, policies0) = (request_totals(&page), admission_policy_total(&page));
     let start = Instant::now();
     let start_wall = SystemTime::now();
     let profile = profile_apiserver(&s.client, "converge");
@@ -166,8 +166,9 @@ async fn scale_and_repair_latency() {
     let cp1 = control_plane_cpu();
     let converge_control_plane = control_plane_cell(cp0, cp1);
     let converge_apiserver_cpu = cp1[0] - cp0[0];
-    let converge_reads = reads_between(&requests_before, &apiserver_requests(&s.client).await);
-    let converge_policy_seconds = admission_policy_seconds(&s.client).await - policies0;
+    let page = metrics_page(&s.client).await;
+    let converge_reads = reads_between(&requests_before, &request_totals(&page));
+    let converge_policy_seconds = admission_policy_total(&page) - policies0;
     if let Some(p) = profile {
         p.await.unwrap();
     }
@@ -648,6 +649,16 @@ async fn cost_of_one_write_by_style_and_identity() {
         delete_namespace(&s.client, ns).await;
     }
     s.cleanup().await;
+}
+
+#[test]
+fn the_admission_policy_time_is_the_validating_admission_policy_plugin_s_summed_over_operations() {
+    let page = "apiserver_admission_controller_admission_duration_seconds_sum{name=\"ValidatingAdmissionPolicy\",operation=\"CREATE\",rejected=\"false\",type=\"validate\"} 1.5\n\
+        apiserver_admission_controller_admission_duration_seconds_sum{name=\"ValidatingAdmissionPolicy\",operation=\"UPDATE\",rejected=\"true\",type=\"validate\"} 0.25\n\
+        apiserver_admission_controller_admission_duration_seconds_count{name=\"ValidatingAdmissionPolicy\",operation=\"CREATE\",rejected=\"false\",type=\"validate\"} 99\n\
+        apiserver_admission_controller_admission_duration_seconds_sum{name=\"NamespaceLifecycle\",operation=\"CREATE\",rejected=\"false\",type=\"validate\"} 7\n";
+    assert_eq!(admission_policy_total(page), 1.75);
+    assert_eq!(admission_policy_total(""), 0.0);
 }
 
 #[test]
