@@ -381,7 +381,16 @@ impl Operator {
             .join("logs")
             .join(format!("{}.log", unique(&format!("operator-{name}"))));
         let out = std::fs::File::create(&log).expect("operator log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kube-baseline"));
+        // `OPERATOR_WRAPPER` (a profiler's launcher, say) is run with the binary's path first;
+        // it must exec the binary, so that signals and the process id stay the operator's.
+        let mut cmd = match std::env::var_os("OPERATOR_WRAPPER") {
+            Some(wrapper) => {
+                let mut cmd = Command::new(wrapper);
+                cmd.arg(env!("CARGO_BIN_EXE_kube-baseline"));
+                cmd
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_kube-baseline")),
+        };
         cmd.arg("run")
             .args([
                 "--metrics-addr",

@@ -154,6 +154,8 @@ impl Context {
             instance: Some(settings.instance.clone()),
         };
         let cluster = settings.cluster.clone();
+        // A controller started again (leadership regained) makes its first pass again.
+        metrics.first_pass_complete.set(0);
         Self {
             reports: settings.policy_reports.then(Arc::default),
             events: crate::runtime::events::Events::new(client.clone(), settings.instance.clone(), baselines.clone()),

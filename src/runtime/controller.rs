@@ -27,6 +27,7 @@ use crate::runtime::metrics::Metrics;
 use crate::runtime::namespaces::{self, CachedNamespace};
 use crate::runtime::reconcile::{error_policy, reconcile};
 use crate::runtime::retry::WatchBackoff;
+use crate::runtime::scope::Scope;
 use crate::runtime::writer::Cached;
 
 /// Baseline events that can change what a namespace should look like: spec changes
@@ -184,7 +185,8 @@ fn managed_objects<K: Cached>(
         })
 }
 
-/// Every namespace is reconciled again this often, against events missed for any reason.
+/// Every namespace in scope (runtime::scope) is reconciled again this often, against events
+/// missed for any reason.
 const RESYNC: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// A tick every `period`, the first one `period` from now.
@@ -219,8 +221,8 @@ pub fn controller(
         metrics,
     ));
 
-    // After any re-list (a 410 after an API server restart, a dropped watch), every namespace is
-    // reconciled again: objects deleted during the gap left no event to map from, and a namespace
+    // After any re-list (a 410 after an API server restart, a dropped watch), every namespace in
+    // scope is reconciled again: objects deleted during the gap left no event to map from, and a namespace
     // created during the gap arrives before the re-listed store holds it (kube-runtime's runner
     // skips an object its store does not have yet), so it is reconciled once the store swaps.
     let (relisted_tx, relisted) = futures::channel::mpsc::unbounded::<()>();
@@ -251,7 +253,11 @@ pub fn controller(
         .inspect_ok(on_listed(ctx.clone(), |c| &c.namespaces_listed))
         .inspect_ok(on_relist(relisted_tx.clone()))
         .applied_objects()
-        .filter(no_errors);
+        .filter(no_errors)
+        .try_filter({
+            let ctx = ctx.clone();
+            move |ns| futures::future::ready(Scope::now(&ctx).holds(ns))
+        });
     let baselines = spec_changes(
         // Read untyped and decoded one by one: a baseline the operator cannot decode is Invalid
         // on its own instead of failing the list of all of them.
@@ -340,6 +346,17 @@ pub fn controller(
         .filter(no_errors);
 
     let mapper_ctx = ctx.clone();
+    let in_scope = |ctx: &Arc<Context>| {
+        let ctx = ctx.clone();
+        move |ns: Option<String>| Scope::now(&ctx).queue(ns)
+    };
+    let (policy_scope, binding_scope, cilium_scope, pod_scope) =
+        (in_scope(&ctx), in_scope(&ctx), in_scope(&ctx), in_scope(&ctx));
+    // After a re-list and every hour, every namespace in scope (see runtime::scope).
+    let everything = {
+        let ctx = ctx.clone();
+        futures::stream::select(relisted, every(RESYNC)).flat_map(move |()| stream::iter(Scope::now(&ctx).all()))
+    };
     let run = Controller::for_stream(namespaces, ns_reader)
         .with_config(kube::runtime::controller::Config::default().concurrency(settings.concurrency))
         // Watch errors never reach the controller (each watch backs off on its own): kube-runtime's
@@ -347,15 +364,15 @@ pub fn controller(
         // (several watches answered 410 in turn) kept it deaf for tens of seconds.
         .trigger_backoff(WatchBackoff::default())
         .watches_stream(baselines, move |b| affected_namespaces(&mapper_ctx, &b))
-        .watches_stream(policies, |p: NetworkPolicy| p.namespace().map(|ns| ObjectRef::new(&ns)))
-        .watches_stream(bindings, |b: RoleBinding| b.namespace().map(|ns| ObjectRef::new(&ns)))
-        .watches_stream(cilium_policies, |p: CiliumNetworkPolicy| {
-            p.namespace().map(|ns| ObjectRef::new(&ns))
+        .watches_stream(policies, move |p: NetworkPolicy| policy_scope(p.namespace()))
+        .watches_stream(bindings, move |b: RoleBinding| binding_scope(b.namespace()))
+        .watches_stream(cilium_policies, move |p: CiliumNetworkPolicy| {
+            cilium_scope(p.namespace())
         })
-        .watches_stream(host_network_pods, |p: PartialObjectMeta<Pod>| {
-            p.namespace().map(|ns| ObjectRef::new(&ns))
+        .watches_stream(host_network_pods, move |p: PartialObjectMeta<Pod>| {
+            pod_scope(p.namespace())
         })
-        .reconcile_all_on(futures::stream::select(relisted, every(RESYNC)))
+        .reconcile_on(everything)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| {

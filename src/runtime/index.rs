@@ -178,6 +178,11 @@ impl<V> NamespacedIndex<V> {
             .collect()
     }
 
+    /// Whether one namespace holds anything.
+    pub fn holds_any(&self, namespace: &str) -> bool {
+        self.objects.read().unwrap().contains_key(namespace)
+    }
+
     /// Whether any kept value satisfies `pred` (stops at the first).
     pub fn any(&self, pred: impl Fn(&V) -> bool) -> bool {
         let objects = self.objects.read().unwrap();

@@ -144,6 +144,11 @@ impl<K: Resource + Clone + Serialize> ManagedIndex<K> {
             .collect()
     }
 
+    /// Whether one namespace holds a managed object.
+    pub fn holds_any(&self, ns: &str) -> bool {
+        self.index.holds_any(ns)
+    }
+
     /// The namespaces holding an object whose labels, annotations or owners match `pred`.
     pub fn namespaces_where(&self, pred: impl Fn(&ObjectMeta) -> bool) -> Vec<String> {
         self.index.namespaces_where(|s| pred(s.meta()))

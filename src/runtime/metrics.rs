@@ -62,6 +62,7 @@ pub struct Metrics {
     pub status_writes: Counter,
     pub leader: Gauge<i64, AtomicI64>,
     pub ready: Gauge<i64, AtomicI64>,
+    pub first_pass_complete: Gauge<i64, AtomicI64>,
 }
 
 impl Metrics {
@@ -84,6 +85,7 @@ impl Metrics {
             status_writes: Counter::default(),
             leader: Gauge::default(),
             ready: Gauge::default(),
+            first_pass_complete: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("kube_baseline");
         r.register("reconciles", "Namespace reconciles run", m.reconciles.clone());
@@ -138,6 +140,11 @@ impl Metrics {
             m.leader.clone(),
         );
         r.register("ready", "1 once every cache has synced", m.ready.clone());
+        r.register(
+            "first_pass_complete",
+            "1 once every namespace in scope has been reconciled since the controller started",
+            m.first_pass_complete.clone(),
+        );
         m
     }
 

@@ -17,6 +17,7 @@ pub mod progress;
 pub mod reconcile;
 pub mod reports;
 pub mod retry;
+pub mod scope;
 pub mod server;
 pub mod status_writer;
 pub mod telemetry;

@@ -120,6 +120,12 @@ impl CachedNamespace {
         meta
     }
 
+    /// Whether the namespace carries a label this operator owns, or the guard label (whoever
+    /// set it).
+    pub fn carries_operator_labels(&self) -> bool {
+        !self.owned.is_empty() || self.labels.iter().any(|(k, _)| &**k == objects::GUARD_LABEL)
+    }
+
     /// The label keys this operator owns.
     pub fn owned_labels(&self) -> BTreeSet<String> {
         self.owned.iter().map(|k| k.to_string()).collect()

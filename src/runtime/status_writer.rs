@@ -20,6 +20,7 @@ use crate::core::status::{self, StatusInput};
 use crate::runtime::context::Context;
 use crate::runtime::index::revision;
 use crate::runtime::metrics::ErrorLabel;
+use crate::runtime::scope::Scope;
 
 /// Runs until the process stops.
 pub async fn run(ctx: Arc<Context>) {
@@ -148,23 +149,26 @@ fn all_namespaces_seen(ctx: &Context) -> bool {
     if ctx.all_seen.get().is_some() {
         return true;
     }
-    if ctx.synced_at.get().is_some_and(|t| t.elapsed() > FIRST_PASS_DEADLINE) {
+    // Once true it stays true: only the first pass after a start can leave counts partial. Until
+    // then this runs every pass: the namespaces not reconciled yet, then which of them are in
+    // scope (runtime::scope; the others are never queued).
+    let unseen: Vec<_> = {
+        let r = ctx.results.lock().unwrap();
+        ctx.namespaces
+            .state()
+            .into_iter()
+            .filter(|ns| ns.metadata.name.as_deref().is_none_or(|n| !r.seen.contains(n)))
+            .collect()
+    };
+    let scope = Scope::now(ctx);
+    if !unseen.iter().any(|ns| scope.holds(ns)) {
         let _ = ctx.all_seen.set(());
+        ctx.metrics.first_pass_complete.set(1);
         return true;
     }
-    // Once true it stays true: only the first pass after a start can leave counts partial. Until
-    // then this runs every pass, so it costs no allocation (it ran O(namespaces) clones per pass).
-    let r = ctx.results.lock().unwrap();
-    let all = r.seen.len() >= ctx.namespaces.len()
-        && ctx
-            .namespaces
-            .state()
-            .iter()
-            .all(|ns| ns.metadata.name.as_deref().is_some_and(|n| r.seen.contains(n)));
-    if all {
-        let _ = ctx.all_seen.set(());
-    }
-    all
+    // Past the deadline a status is written with what is known; the first pass is still
+    // awaited for the metric.
+    ctx.synced_at.get().is_some_and(|t| t.elapsed() > FIRST_PASS_DEADLINE)
 }
 
 /// Writes every baseline status that changed; false when a write failed.
