@@ -81,3 +81,52 @@ async fn restart_over_a_compliant_cluster_makes_zero_write_requests() {
     drop(second);
     s.cleanup().await;
 }
+
+/// A restart queues only the namespaces a reconcile can change (runtime::scope): one that a
+/// baseline stopped selecting while no operator ran is no longer selected, and is still cleaned
+/// up, because it holds the baseline's objects and the operator's labels.
+#[tokio::test]
+async fn a_namespace_that_stopped_matching_while_the_operator_was_down_is_cleaned_up_after_a_restart() {
+    install();
+    let kubeconfig = operator_kubeconfig("operator-restart-left.kubeconfig").await;
+    let mut s = Scenario::without_shared_operator("restart-left").await;
+    let ns = s.namespace_with("team", &[("team", "payments")]).await;
+    s.baseline("aks", aks_spec(&s.label)).await;
+    let mut first = Operator::start("restart-left-first", &kubeconfig, &[]);
+    s.wait_all_objects(&ns).await;
+    assert!(first.terminate(Duration::from_secs(20)), "graceful shutdown");
+
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(s.client.clone());
+    let unlabel = serde_json::json!({"metadata": {"labels": {SUITE_LABEL: null}}});
+    namespaces
+        .patch(
+            &ns,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&unlabel),
+        )
+        .await
+        .unwrap();
+
+    let second = Operator::start("restart-left-second", &kubeconfig, &[]);
+    eventually("the baseline's objects and labels pruned", WAIT, || async {
+        let labels = s.namespace_labels(&ns).await;
+        (s.policy(&ns).await.is_none()
+            && s.binding(&ns, "team-dev").await.is_none()
+            && s.binding(&ns, "team-read").await.is_none()
+            && !labels.contains_key("kubebaseline.io/guarded")
+            && !labels.keys().any(|k| k.starts_with("pod-security.kubernetes.io/")))
+        .then_some(())
+    })
+    .await;
+    assert_eq!(
+        s.namespace_labels(&ns).await.get("team").map(String::as_str),
+        Some("payments"),
+        "a label the operator does not own stays"
+    );
+    eventually("first pass complete", WAIT, || async {
+        (second.metric("kube_baseline_first_pass_complete").await == 1.0).then_some(())
+    })
+    .await;
+    drop(second);
+    s.cleanup().await;
+}
