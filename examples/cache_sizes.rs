@@ -14,7 +14,7 @@ use kube_baseline::core::egress::EgressSummary;
 use kube_baseline::runtime::index::NamespacedIndex;
 use kube_baseline::runtime::interner::Interner;
 use kube_baseline::runtime::managed::ManagedIndex;
-use kube_baseline::runtime::namespaces::{self, CachedNamespace};
+use kube_baseline::runtime::namespaces::{CachedNamespace, Catalog};
 use serde_json::json;
 
 struct Counting;
@@ -102,14 +102,29 @@ fn main() {
     per_item("namespace metadata as listed (own managedFields entry)", n, |_| {
         Arc::new(serde_json::from_value::<PartialObjectMeta<Namespace>>(namespace.clone()).unwrap())
     });
-    let shared = namespaces::Shared::default();
-    per_item("namespace as cached (label sets shared)", n, |i| {
+    let (_, writer) = kube::runtime::reflector::store::<CachedNamespace>();
+    let catalog = Catalog::new(writer);
+    let listed = |i: usize| {
         let mut ns = namespace.clone();
         ns["metadata"]["name"] = json!(format!("team-{i:05}"));
         ns["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(format!("team-{i:05}"));
-        let listed = serde_json::from_value::<PartialObjectMeta<Namespace>>(ns).unwrap();
-        Arc::new(CachedNamespace::of(listed, &shared))
-    });
+        serde_json::from_value::<PartialObjectMeta<Namespace>>(ns).unwrap()
+    };
+    per_index(
+        "namespace in the catalog, every namespace (label sets shared)",
+        n,
+        |i| {
+            catalog.record(&watcher::Event::Apply(listed(i)));
+        },
+    );
+    per_index(
+        "… and in the controller's store, a namespace in scope (its key included)",
+        n,
+        |i| {
+            let name = format!("team-{i:05}");
+            catalog.admit(&name, &catalog.get(&name).unwrap());
+        },
+    );
     per_item("egress summary of a team's policy, whole", n, |_| {
         EgressSummary::of(&serde_json::from_value(team_policy.clone()).unwrap()).map(Arc::new)
     });

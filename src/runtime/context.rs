@@ -23,7 +23,7 @@ use crate::error::Result;
 use crate::runtime::index::NamespacedIndex;
 use crate::runtime::managed::ManagedIndex;
 use crate::runtime::metrics::Metrics;
-use crate::runtime::namespaces::CachedNamespace;
+use crate::runtime::namespaces::{CachedNamespace, Catalog};
 
 /// The resourceVersion a label write produced, and the Pod Security labels it wrote.
 pub type LabelsWritten = (u64, BTreeMap<String, String>);
@@ -76,7 +76,10 @@ pub struct Context {
     pub client: Client,
     pub settings: Settings,
     pub baselines: Store<SecurityBaseline>,
+    /// The namespaces in scope (runtime::scope), which the controller reconciles.
     pub namespaces: Store<CachedNamespace>,
+    /// Every namespace, compact, and the way into `namespaces`.
+    pub catalog: Catalog,
     /// Managed NetworkPolicies (compact; read back whole).
     pub policies: Arc<ManagedIndex<NetworkPolicy>>,
     /// Every NetworkPolicy that can open an external address, summarised for the bypass check.
@@ -146,7 +149,7 @@ impl Context {
         client: Client,
         settings: Settings,
         baselines: Store<SecurityBaseline>,
-        namespaces: Store<CachedNamespace>,
+        catalog: Catalog,
         metrics: Arc<Metrics>,
     ) -> Self {
         let _reporter = Reporter {
@@ -162,7 +165,8 @@ impl Context {
             client,
             settings,
             baselines,
-            namespaces,
+            namespaces: catalog.store(),
+            catalog,
             policies: Arc::default(),
             egress: Arc::default(),
             host_network_pods: Arc::default(),

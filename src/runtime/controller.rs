@@ -24,10 +24,10 @@ use crate::error::Result;
 use crate::runtime::context::{Context, Settings};
 use crate::runtime::interner::Interner;
 use crate::runtime::metrics::Metrics;
-use crate::runtime::namespaces::{self, CachedNamespace};
+use crate::runtime::namespaces::{CachedNamespace, Catalog};
 use crate::runtime::reconcile::{error_policy, reconcile};
 use crate::runtime::retry::WatchBackoff;
-use crate::runtime::scope::Scope;
+use crate::runtime::scope::{self, Scope};
 use crate::runtime::writer::Cached;
 
 /// Baseline events that can change what a namespace should look like: spec changes
@@ -68,16 +68,16 @@ fn affected_namespaces(ctx: &Context, baseline: &SecurityBaseline) -> Vec<Object
     let mut out = BTreeSet::new();
     let mut psa_elsewhere = BTreeSet::new();
     let valid = desired::validate(baseline).ok();
-    for ns in ctx.namespaces.state() {
+    for (ns, known) in ctx.catalog.all() {
         let facts = NamespaceFacts {
-            name: ns.name_any(),
-            labels: objects::selectable_labels(&ns.meta_with_labels()),
+            name: ns.to_string(),
+            labels: objects::selectable_labels(&known.meta(&ns)),
             terminating: false,
         };
         let selected = valid.as_ref().is_some_and(|v| desired::selects(baseline, v, &facts));
         if selected {
             out.insert(facts.name);
-        } else if ns
+        } else if known
             .owned_labels()
             .iter()
             .any(|k| k.starts_with(PSA_PREFIX) || k == objects::GUARD_LABEL)
@@ -109,7 +109,14 @@ fn affected_namespaces(ctx: &Context, baseline: &SecurityBaseline) -> Vec<Object
         .insert(name.clone(), (baseline.metadata.generation, out.clone()));
     // A new spec generation needs a status even when no namespace result changes.
     ctx.status_changed.notify_one();
-    out.iter().chain(&psa_elsewhere).map(|n| ObjectRef::new(n)).collect()
+    // Into the controller's store first: a namespace it selects may not have been in scope.
+    out.iter()
+        .chain(&psa_elsewhere)
+        .map(|n| match ctx.catalog.get(n) {
+            Some(known) => ctx.catalog.admit(n, &known),
+            None => ObjectRef::new(n),
+        })
+        .collect()
 }
 
 /// Watch errors are handled (logged, backed off) by each watch; the controller sees only objects.
@@ -217,14 +224,14 @@ pub fn controller(
         client.clone(),
         settings.clone(),
         baseline_reader,
-        ns_reader.clone(),
+        Catalog::new(ns_writer),
         metrics,
     ));
 
     // After any re-list (a 410 after an API server restart, a dropped watch), every namespace in
-    // scope is reconciled again: objects deleted during the gap left no event to map from, and a namespace
-    // created during the gap arrives before the re-listed store holds it (kube-runtime's runner
-    // skips an object its store does not have yet), so it is reconciled once the store swaps.
+    // scope is reconciled again: objects deleted during the gap left no event to map from, and a
+    // namespace created during the gap arrives before the re-listed store holds it (kube-runtime's
+    // runner skips an object its store does not have yet), so it is reconciled once the store swaps.
     let (relisted_tx, relisted) = futures::channel::mpsc::unbounded::<()>();
     // A change of the cluster's address families or policy engine re-renders every namespace.
     tokio::spawn(crate::runtime::cluster::keep_current(
@@ -233,31 +240,22 @@ pub fn controller(
         settings.cluster_recheck,
         relisted_tx.clone(),
     ));
+    // Every namespace goes to the catalog; those in scope to the controller's store and queue.
     let namespaces = watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watch_config())
         .backoff(WatchBackoff::default())
         .map_ok({
-            let shared = namespaces::Shared::default();
-            move |e| namespaces::cached(e, &shared)
-        })
-        .reflect(ns_writer)
-        // Once the cache holds a namespace at a version, a label write up to it is no longer
-        // "just written".
-        .inspect_ok({
             let ctx = ctx.clone();
+            let mut listed = on_listed(ctx.clone(), |c| &c.namespaces_listed);
+            let mut relisted = on_relist(relisted_tx.clone());
             move |e| {
-                if let watcher::Event::Apply(ns) = e {
-                    ctx.label_write_seen(&ns.name_any(), ns.metadata.resource_version.as_deref());
-                }
+                let queued = scope::namespace_event(&ctx, &e);
+                listed(&e);
+                relisted(&e);
+                queued
             }
         })
-        .inspect_ok(on_listed(ctx.clone(), |c| &c.namespaces_listed))
-        .inspect_ok(on_relist(relisted_tx.clone()))
-        .applied_objects()
-        .filter(no_errors)
-        .try_filter({
-            let ctx = ctx.clone();
-            move |ns| futures::future::ready(Scope::now(&ctx).holds(ns))
-        });
+        .try_filter_map(|o| futures::future::ready(Ok(o)))
+        .filter(no_errors);
     let baselines = spec_changes(
         // Read untyped and decoded one by one: a baseline the operator cannot decode is Invalid
         // on its own instead of failing the list of all of them.

@@ -154,14 +154,14 @@ fn all_namespaces_seen(ctx: &Context) -> bool {
     // scope (runtime::scope; the others are never queued).
     let unseen: Vec<_> = {
         let r = ctx.results.lock().unwrap();
-        ctx.namespaces
-            .state()
+        ctx.catalog
+            .all()
             .into_iter()
-            .filter(|ns| ns.metadata.name.as_deref().is_none_or(|n| !r.seen.contains(n)))
+            .filter(|(ns, _)| !r.seen.contains(&**ns))
             .collect()
     };
     let scope = Scope::now(ctx);
-    if !unseen.iter().any(|ns| scope.holds(ns)) {
+    if !unseen.iter().any(|(ns, known)| scope.holds(ns, known)) {
         let _ = ctx.all_seen.set(());
         ctx.metrics.first_pass_complete.set(1);
         return true;
@@ -349,7 +349,7 @@ pub fn status_changed_elsewhere(ctx: &Context, baseline: &SecurityBaseline) {
 /// Drops the results of deleted baselines and namespaces, once per pass. Returns the deleted
 /// baselines with the namespaces they still selected: those left them.
 fn forget_what_is_gone(ctx: &Context, baselines: &[Arc<SecurityBaseline>]) -> Vec<(String, Vec<String>)> {
-    let live_namespaces: HashSet<String> = ctx.namespaces.state().iter().map(|n| n.name_any()).collect();
+    let live_namespaces: HashSet<String> = ctx.catalog.all().iter().map(|(n, _)| n.to_string()).collect();
     let live_baselines: HashSet<String> = baselines.iter().map(|b| b.name_any()).collect();
     let live_uids: HashSet<String> = baselines.iter().filter_map(|b| b.uid()).collect();
     let mut r = ctx.results.lock().unwrap();
