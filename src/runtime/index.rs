@@ -21,6 +21,11 @@ type ByNamespace<V> = HashMap<Arc<str>, Names<V>>;
 /// several, and object names repeat from namespace to namespace.
 static NAMES: std::sync::LazyLock<Strings> = std::sync::LazyLock::new(Strings::default);
 
+/// A namespace or object name, kept once for every cache that holds it.
+pub(crate) fn share_name(name: &str) -> Arc<str> {
+    NAMES.share(name)
+}
+
 /// How long a deletion is remembered against a late write of the operator's own (the response
 /// to a write can arrive after the watch already reported the object deleted).
 const TOMBSTONE_TTL: Duration = Duration::from_secs(60);

@@ -20,7 +20,7 @@ use kube::runtime::watcher;
 use serde::{Deserialize, Serialize};
 
 use crate::core::objects;
-use crate::runtime::index::revision;
+use crate::runtime::index::{revision, share_name};
 use crate::runtime::interner::{Interner, Strings};
 
 /// The label the API server sets on every namespace, to its name.
@@ -217,10 +217,7 @@ impl Catalog {
                 Some((name, Some(known)))
             }
             Delete(o) => {
-                let name = self
-                    .shared
-                    .strings
-                    .share(o.metadata.name.as_deref().unwrap_or_default());
+                let name = share_name(o.metadata.name.as_deref().unwrap_or_default());
                 self.known.write().unwrap().remove(&name);
                 if let Some(list) = self.relist.lock().unwrap().as_mut() {
                     list.remove(&name);
@@ -248,7 +245,8 @@ impl Catalog {
     }
 
     fn entry(&self, meta: &ObjectMeta) -> (Arc<str>, Known) {
-        let name = self.shared.strings.share(meta.name.as_deref().unwrap_or_default());
+        // The same string as the indexes' key for the namespace.
+        let name = share_name(meta.name.as_deref().unwrap_or_default());
         (name, Known::of(meta, &self.shared))
     }
 
