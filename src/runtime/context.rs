@@ -86,9 +86,10 @@ pub struct Context {
     pub egress: Arc<NamespacedIndex<EgressSummary>>,
     /// Managed RoleBindings (compact; read back whole).
     pub bindings: Arc<ManagedIndex<RoleBinding>>,
-    /// The names of every NetworkPolicy and RoleBinding, managed or not: an object not named
-    /// here does not exist, so creating it needs no read first (one that exists unlabelled is
-    /// looked up, to be adopted).
+    /// The names of the NetworkPolicies and RoleBindings, managed or not, in the namespaces in
+    /// scope (runtime::scope) at their last event: a name here is looked up before it is
+    /// written (one that exists unlabelled is adopted); another is created at once, and a create
+    /// that finds the name taken (a namespace that came into scope with it) reads it then.
     pub policy_names: Arc<NamespacedIndex<()>>,
     /// The running pods that share their node's network (spec.hostNetwork), by namespace and
     /// name: no NetworkPolicy applies to them, so each is a way around the baseline.

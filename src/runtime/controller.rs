@@ -167,7 +167,7 @@ fn decoded(event: watcher::Event<DynamicObject>) -> watcher::Event<SecurityBasel
 }
 
 /// The watch of every object of a managed kind (`K::managed` keeps the managed ones whole,
-/// `K::names` the names of all): each event is applied to both caches, an echo of this process's
+/// `K::names` the names of those in namespaces in scope): each event is applied to both caches, an echo of this process's
 /// own write is not applied twice, and the object is handed on to trigger its namespace's
 /// reconcile (None for an echo or a list marker).
 fn managed_objects<K: Cached>(
@@ -186,7 +186,7 @@ fn managed_objects<K: Cached>(
             if !echo {
                 index.apply(&e);
             }
-            K::names(&ctx).apply_with(&e, |_| Some(present.clone()));
+            K::names(&ctx).apply_with(&e, |o| scope::is_in_scope(&ctx, o.namespace()).then(|| present.clone()));
             relisted(&e);
             trigger(e, echo)
         })
@@ -284,6 +284,7 @@ pub fn controller(
     // rest only the summary of those that can open an external address.
     let policies = {
         let (managed_index, egress_index, names) = (ctx.policies.clone(), ctx.egress.clone(), ctx.policy_names.clone());
+        let ctx = ctx.clone();
         // Teams copy policies between namespaces: equal summaries are kept once.
         let summaries = Interner::<EgressSummary, EgressSummary>::default();
         let present = Arc::new(());
@@ -299,7 +300,7 @@ pub fn controller(
                         managed_index.apply(&e);
                     }
                     egress_index.apply_with(&e, |p| EgressSummary::of(p).map(|s| summaries.intern(s)));
-                    names.apply_with(&e, |_| Some(present.clone()));
+                    names.apply_with(&e, |p| scope::is_in_scope(&ctx, p.namespace()).then(|| present.clone()));
                     relisted(&e);
                     trigger(e, echo)
                 }
@@ -338,7 +339,8 @@ pub fn controller(
         .try_filter_map(|o| futures::future::ready(Ok(o)))
         .filter(no_errors)
     };
-    // Every RoleBinding: managed ones kept whole, the others by name only (see Context).
+    // Every RoleBinding: managed ones kept whole, the others in namespaces in scope by name only
+    // (see Context).
     let bindings = managed_objects::<RoleBinding>(ctx.clone(), client, relisted_tx)
         .try_filter_map(|o| futures::future::ready(Ok(o)))
         .filter(no_errors);

@@ -100,6 +100,14 @@ impl<'a> Scope<'a> {
     }
 }
 
+/// Whether namespace `ns` is known and in scope now.
+pub fn is_in_scope(ctx: &Context, ns: Option<String>) -> bool {
+    let Some(name) = ns else { return false };
+    ctx.catalog
+        .get(&name)
+        .is_some_and(|known| Scope::now(ctx).holds(&name, &known))
+}
+
 /// One event of the watch of every namespace: the catalog records it, the controller's store
 /// gets or loses the namespace by its scope (after a re-list, the store is filled anew with
 /// the namespaces in scope). Returns the namespace to queue: an update of one in scope.

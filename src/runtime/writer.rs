@@ -28,8 +28,9 @@ use crate::runtime::index::{NamespacedIndex, revision};
 use crate::runtime::managed::ManagedIndex;
 use crate::runtime::metrics::Metrics;
 
-/// Where the controller caches a managed kind: its managed objects whole, and the names of all
-/// objects of the kind (an object not named there does not exist, so creating it needs no read).
+/// Where the controller caches a managed kind: its managed objects whole, and the names of the
+/// objects of the kind in the namespaces in scope (a name not there is created without a read
+/// first; a create that finds it taken reads it then).
 pub(crate) trait Cached: ManagedKind {
     fn managed(ctx: &Context) -> &ManagedIndex<Self>;
     fn names(ctx: &Context) -> &NamespacedIndex<()>;
