@@ -167,9 +167,9 @@ fn decoded(event: watcher::Event<DynamicObject>) -> watcher::Event<SecurityBasel
 }
 
 /// The watch of every object of a managed kind (`K::managed` keeps the managed ones whole,
-/// `K::names` the names of those in namespaces in scope): each event is applied to both caches, an echo of this process's
-/// own write is not applied twice, and the object is handed on to trigger its namespace's
-/// reconcile (None for an echo or a list marker).
+/// `K::names` the names of those in namespaces in scope): each event is applied to both caches,
+/// an echo of this process's own write is not applied twice, and the object is handed on to
+/// trigger its namespace's reconcile (None for an echo or a list marker).
 fn managed_objects<K: Cached>(
     ctx: Arc<Context>,
     client: Client,
