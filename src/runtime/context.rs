@@ -25,6 +25,9 @@ use crate::runtime::managed::ManagedIndex;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::namespaces::{CachedNamespace, Catalog};
 
+/// The valid baselines, each with its parsed spec.
+pub type Selecting = Arc<Vec<(Arc<SecurityBaseline>, desired::ValidBaseline)>>;
+
 /// The resourceVersion a label write produced, and the Pod Security labels it wrote.
 pub type LabelsWritten = (u64, BTreeMap<String, String>);
 
@@ -127,6 +130,11 @@ pub struct Context {
     pub synced_at: std::sync::OnceLock<Instant>,
     /// Set once every namespace has been reconciled since start (see the status writer).
     pub all_seen: std::sync::OnceLock<()>,
+    /// The valid baselines, validated once per change of the baselines rather than on every
+    /// watch event that asks which namespaces are in scope (runtime::scope): (the change count
+    /// they were made at, them).
+    selecting: Mutex<(u64, Option<Selecting>)>,
+    baseline_changes: std::sync::atomic::AtomicU64,
     pub(crate) baselines_listed: tokio::sync::watch::Sender<bool>,
     pub(crate) namespaces_listed: tokio::sync::watch::Sender<bool>,
 }
@@ -186,6 +194,8 @@ impl Context {
             synced_at: std::sync::OnceLock::new(),
             finalizers: Default::default(),
             all_seen: Default::default(),
+            selecting: Mutex::default(),
+            baseline_changes: Default::default(),
             wanted_keys: Default::default(),
             labels_written: Mutex::default(),
             baselines_listed: tokio::sync::watch::Sender::new(false),
@@ -238,6 +248,33 @@ impl Context {
                 info!("caches synced");
             })
             .await;
+    }
+
+    /// Every event of the baseline watch: the valid baselines are made again when next asked.
+    pub fn baselines_changed(&self) {
+        self.baseline_changes.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// The valid baselines, as of the last baseline event.
+    pub fn selecting(&self) -> Selecting {
+        let changes = self.baseline_changes.load(std::sync::atomic::Ordering::Acquire);
+        if let (at, Some(kept)) = &*self.selecting.lock().unwrap()
+            && *at == changes
+        {
+            return kept.clone();
+        }
+        let made: Selecting = Arc::new(
+            self.baselines
+                .state()
+                .into_iter()
+                .filter_map(|b| desired::validate(&b).ok().map(|v| (b, v)))
+                .collect(),
+        );
+        // Kept only if no baseline event came while they were made from the store.
+        if self.baseline_changes.load(std::sync::atomic::Ordering::Acquire) == changes {
+            *self.selecting.lock().unwrap() = (changes, Some(made.clone()));
+        }
+        made
     }
 
     pub(crate) fn validated(

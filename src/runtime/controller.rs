@@ -266,6 +266,10 @@ pub fn controller(
         .backoff(WatchBackoff::default())
         .map_ok(decoded)
         .reflect(baseline_writer)
+        .inspect_ok({
+            let ctx = ctx.clone();
+            move |_| ctx.baselines_changed()
+        })
         // Status-only updates never reach the namespaces, but one the operator did not write
         // (a forged exemption) must be written over.
         .inspect_ok({

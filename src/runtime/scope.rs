@@ -14,23 +14,21 @@
 //! runner skips it until the store has it, and the re-list that fills the catalog judges it.
 
 use std::cell::OnceCell;
-use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
-use crate::api::SecurityBaseline;
-use crate::core::desired::{self, NamespaceFacts, ValidBaseline};
+use crate::core::desired::{self, NamespaceFacts};
 use crate::core::objects;
-use crate::runtime::context::Context;
+use crate::runtime::context::{Context, Selecting};
 use crate::runtime::namespaces::{CachedNamespace, Known};
 
-/// The caches as they are now, to judge one namespace or many (the baselines are validated once).
+/// The caches as they are now, to judge one namespace or many.
 pub struct Scope<'a> {
     ctx: &'a Context,
-    selecting: OnceCell<Vec<(Arc<SecurityBaseline>, ValidBaseline)>>,
+    selecting: OnceCell<Selecting>,
 }
 
 impl<'a> Scope<'a> {
@@ -80,14 +78,7 @@ impl<'a> Scope<'a> {
     }
 
     fn selected(&self, name: &str, known: &Known) -> bool {
-        let selecting = self.selecting.get_or_init(|| {
-            self.ctx
-                .baselines
-                .state()
-                .into_iter()
-                .filter_map(|b| desired::validate(&b).ok().map(|v| (b, v)))
-                .collect()
-        });
+        let selecting = self.selecting.get_or_init(|| self.ctx.selecting());
         if selecting.is_empty() {
             return false;
         }
